@@ -1,0 +1,39 @@
+# The README's commands. Every target installs missing Debian packages first (idempotent).
+#   make test       build (Release) and run the whole CTest suite
+#   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
+#   make build      configure and build only
+#   make bench      benchmarks side by side with PyTorch (needs a quiet machine)
+JOBS ?= 2
+BUILD ?= build
+
+.PHONY: deps deps-reference build test build-asan test-asan bench fixtures clean
+
+deps:
+	deploy/install-deps.sh
+
+deps-reference:
+	deploy/install-deps.sh --reference
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j$(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+
+build-asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTACA_SANITIZE=ON
+	cmake --build build-asan -j$(JOBS)
+
+test-asan: build-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir build-asan --output-on-failure -j$(JOBS)
+
+bench: build deps-reference
+	bench/run-vit.sh ViT-B-16 8
+
+fixtures: deps-reference
+	for g in tests/fixtures/gen_*.py; do /usr/bin/python3 $$g || exit 1; done
+
+clean:
+	rm -rf $(BUILD) build-asan

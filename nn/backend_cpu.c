@@ -1,0 +1,247 @@
+/* backend_cpu.c: the CPU compute backend: OpenBLAS sgemm for every matrix product, OpenMP-parallel
+ * vectorised loops for the elementwise ops.
+ *
+ * Threading (one owner at a time, DESIGN.md "Known pitfalls"): large GEMMs run on OpenBLAS's own
+ * threads; elementwise loops run on OpenMP threads between them; attention parallelises over
+ * (batch, head) with OpenMP and runs its small per-head GEMMs single-threaded inside, switching
+ * OpenBLAS to one thread for the duration of that region. */
+#include "nn/backend.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/fastmath.h"
+
+/* OpenBLAS extensions (declared in its cblas.h on Debian, repeated here for clarity). */
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+
+typedef struct cpu_impl {
+  int threads;
+  float *scratch;      /* per-thread attention score rows: threads * scratch_per */
+  size_t scratch_per;  /* floats per thread */
+} cpu_impl;
+
+static void *cpu_alloc(nn_backend *be, size_t bytes) {
+  (void)be;
+  void *p = NULL;
+  if (bytes == 0) bytes = 64;
+  if (posix_memalign(&p, 64, (bytes + 63) & ~(size_t)63) != 0) return NULL;
+  return p;
+}
+
+static void cpu_free(nn_backend *be, void *p) {
+  (void)be;
+  free(p);
+}
+
+static void cpu_copy(nn_backend *be, void *dst, const void *src, size_t bytes) {
+  (void)be;
+  if (dst != src && bytes) memcpy(dst, src, bytes);
+}
+
+static void cpu_synchronize(nn_backend *be) { (void)be; }
+
+static void cpu_linear_forward(nn_backend *be, float *out, int ldo, const float *inp, int ldi,
+                               const float *w, const float *bias, int N, int C, int OC,
+                               int accumulate) {
+  (void)be;
+  if (N <= 0 || OC <= 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, ldi, w, C,
+              accumulate ? 1.0f : 0.0f, out, ldo);
+  if (bias) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+      float *o = out + (size_t)n * ldo;
+#pragma omp simd
+      for (int j = 0; j < OC; j++) o[j] += bias[j];
+    }
+  }
+}
+
+static void cpu_layernorm_forward(nn_backend *be, float *out, float *mean, float *rstd,
+                                  const float *inp, const float *w, const float *b, int N, int C) {
+  (void)be;
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++) {
+    const float *x = inp + (size_t)n * C;
+    float *o = out + (size_t)n * C;
+    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < C; i++) s += x[i];
+    float m = s / C;
+    float v = 0.f;
+#pragma omp simd reduction(+ : v)
+    for (int i = 0; i < C; i++) {
+      float d = x[i] - m;
+      v += d * d;
+    }
+    float r = 1.0f / sqrtf(v / C + 1e-5f);
+#pragma omp simd
+    for (int i = 0; i < C; i++) o[i] = (x[i] - m) * r * w[i] + b[i];
+    if (mean) mean[n] = m;
+    if (rstd) rstd[n] = r;
+  }
+}
+
+static void cpu_bias_act_forward(nn_backend *be, float *x, const float *bias, size_t N, int C,
+                                 nn_act act) {
+  (void)be;
+#pragma omp parallel for schedule(static)
+  for (size_t n = 0; n < N; n++) {
+    float *r = x + n * C;
+    if (act == NN_ACT_GELU) {
+#pragma omp simd
+      for (int i = 0; i < C; i++) r[i] = gelu_f(r[i] + (bias ? bias[i] : 0.f));
+    } else {
+#pragma omp simd
+      for (int i = 0; i < C; i++) r[i] = quick_gelu_f(r[i] + (bias ? bias[i] : 0.f));
+    }
+  }
+}
+
+/* softmax over row[0:len] in place, entries at and beyond len (causal) set to 0 up to T. */
+static void softmax_row(float *row, int len, int T) {
+  float mx = row[0];
+  for (int j = 1; j < len; j++) mx = row[j] > mx ? row[j] : mx;
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int j = 0; j < len; j++) {
+    row[j] = fast_expf(row[j] - mx);
+    s += row[j];
+  }
+  float inv = 1.f / s;
+#pragma omp simd
+  for (int j = 0; j < len; j++) row[j] *= inv;
+  for (int j = len; j < T; j++) row[j] = 0.f;
+}
+
+static void cpu_attention_forward(nn_backend *be, float *out, float *att, const float *qkv, int B,
+                                  int T, int C, int NH, int causal) {
+  cpu_impl *impl = be->impl;
+  const int hd = C / NH;
+  const float scale = 1.0f / sqrtf((float)hd);
+  const size_t need = (size_t)T * T;
+  if (!att && need > impl->scratch_per) {
+    free(impl->scratch);
+    impl->scratch_per = need;
+    impl->scratch = cpu_alloc(be, sizeof(float) * need * impl->threads);
+  }
+  const int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(impl->threads)
+  for (int b = 0; b < B; b++) {
+    for (int h = 0; h < NH; h++) {
+      float *S = att ? att + ((size_t)b * NH + h) * need
+                     : impl->scratch + (size_t)omp_get_thread_num() * impl->scratch_per;
+      const float *q = qkv + (size_t)b * T * 3 * C + h * hd;
+      const float *k = q + C;
+      const float *v = q + 2 * C;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, 3 * C, k, 3 * C,
+                  0.0f, S, T);
+      for (int i = 0; i < T; i++) softmax_row(S + (size_t)i * T, causal ? i + 1 : T, T);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, S, T, v, 3 * C, 0.0f,
+                  out + (size_t)b * T * C + h * hd, C);
+    }
+  }
+  openblas_set_num_threads(blas_threads);
+}
+
+static void cpu_im2col_patches(nn_backend *be, float *out, const float *pixels, int B, int S,
+                               int P) {
+  (void)be;
+  const int G = S / P, K = 3 * P * P;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; b++) {
+    for (int gy = 0; gy < G; gy++) {
+      for (int gx = 0; gx < G; gx++) {
+        float *o = out + (((size_t)b * G + gy) * G + gx) * K;
+        for (int c = 0; c < 3; c++) {
+          const float *img = pixels + ((size_t)b * 3 + c) * S * S;
+          for (int ky = 0; ky < P; ky++) {
+            memcpy(o + (c * P + ky) * P, img + (size_t)(gy * P + ky) * S + gx * P,
+                   sizeof(float) * P);
+          }
+        }
+      }
+    }
+  }
+}
+
+static void cpu_vit_embed(nn_backend *be, float *x, const float *patch_emb, const float *cls,
+                          const float *pos, int B, int G2, int C) {
+  (void)be;
+  const int T = G2 + 1;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; b++) {
+    for (int t = 0; t < T; t++) {
+      float *o = x + ((size_t)b * T + t) * C;
+      const float *src = t == 0 ? cls : patch_emb + ((size_t)b * G2 + t - 1) * C;
+      const float *p = pos + (size_t)t * C;
+#pragma omp simd
+      for (int i = 0; i < C; i++) o[i] = src[i] + p[i];
+    }
+  }
+}
+
+static void cpu_text_embed(nn_backend *be, float *x, const int32_t *tokens, int ctx,
+                           const float *tok_emb, const float *pos, int B, int T, int C) {
+  (void)be;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; b++) {
+    for (int t = 0; t < T; t++) {
+      float *o = x + ((size_t)b * T + t) * C;
+      const float *e = tok_emb + (size_t)tokens[(size_t)b * ctx + t] * C;
+      const float *p = pos + (size_t)t * C;
+#pragma omp simd
+      for (int i = 0; i < C; i++) o[i] = e[i] + p[i];
+    }
+  }
+}
+
+static void cpu_gather_rows(nn_backend *be, float *out, const float *inp, const int64_t *rows,
+                            int n, int C) {
+  (void)be;
+  for (int i = 0; i < n; i++) memcpy(out + (size_t)i * C, inp + rows[i] * C, sizeof(float) * C);
+}
+
+static void cpu_destroy(nn_backend *be) {
+  cpu_impl *impl = be->impl;
+  free(impl->scratch);
+  free(impl);
+  free(be);
+}
+
+nn_backend *nn_backend_cpu_create(int threads) {
+  nn_backend *be = calloc(1, sizeof *be);
+  cpu_impl *impl = calloc(1, sizeof *impl);
+  if (!be || !impl) {
+    free(be);
+    free(impl);
+    return NULL;
+  }
+  impl->threads = threads > 0 ? threads : omp_get_max_threads();
+  be->name = "cpu";
+  be->host_memory = 1;
+  be->alloc = cpu_alloc;
+  be->free = cpu_free;
+  be->upload = cpu_copy;
+  be->download = cpu_copy;
+  be->synchronize = cpu_synchronize;
+  be->linear_forward = cpu_linear_forward;
+  be->layernorm_forward = cpu_layernorm_forward;
+  be->bias_act_forward = cpu_bias_act_forward;
+  be->attention_forward = cpu_attention_forward;
+  be->im2col_patches = cpu_im2col_patches;
+  be->vit_embed = cpu_vit_embed;
+  be->text_embed = cpu_text_embed;
+  be->gather_rows = cpu_gather_rows;
+  be->destroy = cpu_destroy;
+  be->impl = impl;
+  return be;
+}
+
+

@@ -1,0 +1,37 @@
+/* taca.c: entry point of the `taca` command-line tool; dispatches to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "services/cli/commands.h"
+
+typedef struct command {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"embed", cmd_embed, "image or text features of a CLIP model, .npy in and out"},
+    {"tokenize", cmd_tokenize, "CLIP BPE token ids of captions, as int32 [N, 77] .npy"},
+};
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: taca COMMAND [options]   (taca COMMAND --help for its options)\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+    fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+    if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "taca: unknown command '%s' (try taca --help)\n", argv[1]);
+  return 2;
+}
