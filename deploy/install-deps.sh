@@ -7,7 +7,7 @@ set -euo pipefail
 core=(
   build-essential cmake pkg-config git ca-certificates
   libopenblas-dev libopenblas0-pthread
-  check libjansson-dev
+  check libjansson-dev libutf8proc-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libarchive-dev zlib1g-dev
   liblmdb-dev lmdb-utils libuv1-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler grpc-proto
