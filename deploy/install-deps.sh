@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package taca needs, idempotently: only what is missing is installed.
 #   deploy/install-deps.sh            build + test dependencies
-#   deploy/install-deps.sh --reference  also PyTorch/NumPy/PIL (fixture generation, benchmarks)
+#   deploy/install-deps.sh --reference  also PyTorch/NumPy/PIL/faiss (fixture generation, benchmarks)
 set -euo pipefail
 
 core=(
@@ -9,12 +9,12 @@ core=(
   libopenblas-dev libopenblas0-pthread
   check libjansson-dev libutf8proc-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libarchive-dev zlib1g-dev
-  liblmdb-dev lmdb-utils libuv1-dev
+  liblmdb-dev lmdb-utils libuv1-dev libxxhash-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler grpc-proto
   libopenmpi-dev openmpi-bin
   python3 python3-numpy
 )
-reference=(python3-torch python3-numpy python3-pil python3-regex)
+reference=(python3-torch python3-numpy python3-pil python3-regex python3-faiss)
 
 want=("${core[@]}")
 for arg in "$@"; do

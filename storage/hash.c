@@ -1,0 +1,78 @@
+/* hash.c: the store's content hash (XXH3-128 over every database's entries in key order, meta
+ * "progress/..." records left out) and the checksum of a weights file. */
+#include "storage/store_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <xxhash.h>
+
+static const char PROGRESS[] = "progress/";
+
+static void to_hex(XXH128_hash_t h, char hex[33]) {
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, h);
+  for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", c.digest[i]);
+}
+
+static int hash_db(store_view *v, MDB_dbi dbi, const char *name, int skip_progress, XXH3_state_t *st, taca_error *err) {
+  XXH3_128bits_update(st, name, strlen(name) + 1);
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(v->txn, dbi, &c);
+  if (rc) return store_mdb_fail(v->s, err, rc, name);
+  MDB_val k, d;
+  uint64_t n = 0;
+  for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+    if (skip_progress && k.mv_size >= sizeof PROGRESS - 1 && !memcmp(k.mv_data, PROGRESS, sizeof PROGRESS - 1))
+      continue;
+    uint8_t len[12];
+    wr_u32le(len, (uint32_t)k.mv_size);
+    uint64_t dl = d.mv_size;
+    memcpy(len + 4, &dl, 8);
+    XXH3_128bits_update(st, len, 4);
+    XXH3_128bits_update(st, k.mv_data, k.mv_size);
+    XXH3_128bits_update(st, len + 4, 8);
+    XXH3_128bits_update(st, d.mv_data, d.mv_size);
+    n++;
+  }
+  mdb_cursor_close(c);
+  if (rc != MDB_NOTFOUND) return store_mdb_fail(v->s, err, rc, name);
+  XXH3_128bits_update(st, &n, sizeof n);
+  return 0;
+}
+
+int store_content_hash(store_view *v, char hex[33], taca_error *err) {
+  XXH3_state_t *st = XXH3_createState();
+  if (!st) return taca_fail(err, "out of memory");
+  XXH3_128bits_reset(st);
+  taca_store *s = v->s;
+  int rc = hash_db(v, s->meta, "meta", 1, st, err) || hash_db(v, s->samples, "samples", 0, st, err) ||
+           hash_db(v, s->pixels, "pixels", 0, st, err) || hash_db(v, s->keys, "keys", 0, st, err) ||
+           hash_db(v, s->emb, "emb", 0, st, err);
+  if (!rc) to_hex(XXH3_128bits_digest(st), hex);
+  XXH3_freeState(st);
+  return rc ? -1 : 0;
+}
+
+int store_file_checksum(const char *path, char hex[33], taca_error *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return taca_fail(err, "%s: %s", path, strerror(errno));
+  XXH3_state_t *st = XXH3_createState();
+  enum { CHUNK = 1 << 20 };
+  uint8_t *buf = malloc(CHUNK);
+  if (!st || !buf) {
+    fclose(f);
+    XXH3_freeState(st);
+    free(buf);
+    return taca_fail(err, "out of memory");
+  }
+  XXH3_128bits_reset(st);
+  size_t n;
+  while ((n = fread(buf, 1, CHUNK, f)) > 0) XXH3_128bits_update(st, buf, n);
+  int bad = ferror(f);
+  fclose(f);
+  free(buf);
+  if (!bad) to_hex(XXH3_128bits_digest(st), hex);
+  XXH3_freeState(st);
+  return bad ? taca_fail(err, "%s: read error", path) : 0;
+}

@@ -1,0 +1,193 @@
+/* store.h: the LMDB feature store — samples (pixels, token ids, label, source key), a key->index
+ * table, per-model embeddings packed in blocks, metadata, a content hash and exact top-k search.
+ *
+ * One store = one LMDB environment in a directory (DIR/data.mdb + DIR/lock.mdb). The on-disk schema
+ * is described in storage/README.md. Usage:
+ *
+ *   writer:  store_open(rw) -> store_txn_begin -> store_put_* ... -> store_txn_commit (or _abort)
+ *   reader:  store_open(ro) -> store_view_begin -> store_get_* / store_search ... -> store_view_end
+ *
+ * Everything returns 0 on success and -1 on failure with a one-line reason in the taca_error.
+ * LMDB rules that apply: open a store once per process (share the handle between threads), never use
+ * it across fork(), one write transaction at a time (across processes too), keep views short-lived
+ * (a view pins its snapshot; a writer cannot reuse pages while it lives). A view may move between
+ * threads (MDB_NOTLS) but must be used by one thread at a time. Pointers a view returns stay valid
+ * until store_view_end / store_view_refresh. */
+#ifndef TACA_STORAGE_STORE_H
+#define TACA_STORAGE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/dtype.h"
+#include "nn/error.h"
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_CONTEXT_LEN 77        /* token ids per sample (CLIP context length) */
+#define STORE_MAX_KEY 511           /* longest sample key in bytes (LMDB's key limit) */
+#define STORE_MAX_MODELS 32         /* models per store */
+#define STORE_NAME_MAX 64           /* model names and arch strings, including the NUL */
+#define STORE_DEFAULT_BLOCK 256     /* embeddings per block record */
+
+typedef struct taca_store taca_store;
+typedef struct store_txn store_txn;   /* a write transaction */
+typedef struct store_view store_view; /* a read snapshot */
+
+typedef enum store_modality { STORE_IMAGE = 0, STORE_TEXT = 1 } store_modality;
+typedef enum store_metric { STORE_METRIC_IP = 0, STORE_METRIC_COSINE = 1 } store_metric;
+
+typedef struct store_options {
+  int readonly;          /* open read-only (the default for zero-initialised options is read-write) */
+  int create;            /* read-write only: create DIR (and parents) and the store if missing */
+  uint64_t map_size;     /* bytes of address space to map; 0 = 1 TiB (the file grows sparsely) */
+  unsigned max_readers;  /* concurrent views across all processes; 0 = 512 */
+  int no_sync;           /* MDB_NOSYNC: commits survive a killed process, not an OS crash */
+} store_options;
+
+/* Pixel storage of the whole store. codec "raw": uint8 C x size x size (CHW) per sample, exactly
+ * channels*size*size bytes; codec "jpeg": a JPEG of the preprocessed crop (any length). */
+typedef struct store_pixel_format {
+  int size;        /* crop side in pixels (e.g. 224) */
+  int channels;    /* 3 */
+  char codec[8];   /* "raw" or "jpeg" */
+  int quality;     /* JPEG quality 1..100; 0 for raw */
+} store_pixel_format;
+
+/* The dense index range [begin, end) this store (shard `shard` of `nshards`) serves. */
+typedef struct store_range {
+  uint64_t begin, end;
+  int shard, nshards;
+} store_range;
+
+typedef struct store_model {
+  int id;                        /* assigned by store_register_model; dense from 0 */
+  char name[STORE_NAME_MAX];     /* unique in the store; printable ASCII, no '/' or spaces */
+  char arch[STORE_NAME_MAX];     /* free text, e.g. "ViT-B-16" or "hf:openai/clip-vit-base-patch16" */
+  int image_dim, text_dim;       /* embedding widths; 0 when that modality is not stored */
+  taca_dtype dtype;              /* TACA_DT_F16 or TACA_DT_F32, as stored */
+  float logit_scale;             /* the checkpoint's logit_scale parameter (log form, before exp) */
+  char weights_xxh[40];          /* checksum of the weights file(s) (store_file_checksum), may be "" */
+  int image_size;                /* the vision tower's input side */
+  int block_size;                /* embeddings per block record; 0 at registration = default 256 */
+} store_model;
+
+typedef struct store_info {
+  int schema_version;
+  uint64_t n_samples, n_pixels, n_keys;
+  uint64_t first_index, last_index;      /* of stored samples; only meaningful when n_samples > 0 */
+  int has_range;  store_range range;     /* as declared by the writer (store_set_range) */
+  int has_pixel_format;  store_pixel_format pixel;
+  int n_models;
+  store_model models[STORE_MAX_MODELS];  /* by id */
+  uint64_t n_embeddings[STORE_MAX_MODELS][2];  /* [id][modality] vectors stored */
+  uint64_t map_size;                     /* bytes mapped */
+  uint64_t used_bytes;                   /* pages in use x page size */
+} store_info;
+
+/* One block record of embeddings, zero-copy from the map: rows [first_index, first_index+size) of
+ * one model and modality. Row r is stored iff bit r of `bitmap` is set (bitmap[r/8] >> (r%8) & 1);
+ * missing rows are all-zero. `data` is size*dim elements of dtype, row-major, little-endian; it is
+ * 64-byte aligned when the record lives on its own overflow pages (records over ~2 KB), otherwise
+ * possibly unaligned (use memcpy or taca_convert_to_f32). */
+typedef struct store_block {
+  uint32_t number;
+  uint64_t first_index;
+  int size, dim;
+  taca_dtype dtype;
+  uint32_t count;            /* rows stored */
+  const uint8_t *bitmap;
+  const void *data;
+} store_block;
+
+typedef struct store_sample {
+  uint64_t index;
+  int32_t label;                        /* -1 when the sample has none */
+  int has_tokens;
+  int32_t tokens[STORE_CONTEXT_LEN];    /* zeros when !has_tokens */
+  const char *key;                      /* zero-copy, not NUL-terminated */
+  size_t key_len;
+} store_sample;
+
+/* ---- the environment ---- */
+int store_open(taca_store **out, const char *dir, const store_options *opt, taca_error *err);
+void store_close(taca_store *s);
+const char *store_dir(const taca_store *s);
+
+/* ---- writing ----
+ * After any failed call the transaction is unusable: abort it (commit refuses). Commit and abort
+ * free the transaction in all cases. */
+int store_txn_begin(taca_store *s, store_txn **out, taca_error *err);
+int store_txn_commit(store_txn *t, taca_error *err);
+void store_txn_abort(store_txn *t);
+
+/* Setting the pixel format again with different values fails once pixels are stored. */
+int store_set_pixel_format(store_txn *t, const store_pixel_format *pf, taca_error *err);
+/* Setting the range again fails if a stored sample falls outside the new range. */
+int store_set_range(store_txn *t, const store_range *r, taca_error *err);
+/* Registers a model (m->id is ignored) and writes its id to *id. Registering a name again with the
+ * same record returns the existing id (resumed runs); with any field different it fails. */
+int store_register_model(store_txn *t, const store_model *m, int *id, taca_error *err);
+/* Writes (or replaces) sample `index`: its key (unique across the store), label (< 0 = none),
+ * STORE_CONTEXT_LEN token ids (NULL = none; each must fit in 16 bits) and pixel bytes (NULL = none;
+ * raw codec: exactly channels*size*size bytes). A replaced sample's old key and pixels are removed. */
+int store_put_sample(store_txn *t, uint64_t index, const char *key, size_t key_len, int32_t label,
+                     const int32_t *tokens, const void *pixels, size_t pixel_len, taca_error *err);
+/* Writes n consecutive embeddings (n x dim F32, row-major) for indices first..first+n-1, converted
+ * to the model's stored dtype (F16: round to nearest even). Rewriting an index replaces it. */
+int store_put_embeddings(store_txn *t, int model, store_modality m, uint64_t first, size_t n,
+                         const float *vecs, taca_error *err);
+int store_put_embedding(store_txn *t, int model, store_modality m, uint64_t index, const float *vec,
+                        taca_error *err);
+/* Free-form metadata: "dataset" (a JSON description), "progress/<name>" (resume records, left out of
+ * the content hash) or any key not reserved by the schema (schema_version, pixel, range, model/...,
+ * emb_count/...). */
+int store_put_meta(store_txn *t, const char *key, const void *val, size_t len, taca_error *err);
+/* *val = NULL, *len = 0 when absent (not an error). The value lives until the transaction ends. */
+int store_txn_get_meta(store_txn *t, const char *key, const void **val, size_t *len, taca_error *err);
+
+/* ---- reading ---- */
+int store_view_begin(taca_store *s, store_view **out, taca_error *err);
+void store_view_end(store_view *v);
+/* Drops the snapshot and takes a fresh one (sees later commits); earlier pointers become invalid. */
+int store_view_refresh(store_view *v, taca_error *err);
+
+int store_get_info(store_view *v, store_info *out, taca_error *err);
+int store_find_model(store_view *v, const char *name, store_model *out, taca_error *err);
+int store_get_model(store_view *v, int id, store_model *out, taca_error *err);
+int store_get_meta(store_view *v, const char *key, const void **val, size_t *len, taca_error *err);
+/* Calls fn on every meta record whose key starts with prefix ("" = all), in key order; fn returns 0 to
+ * go on, non-zero to stop. Keys are not NUL-terminated. */
+int store_scan_meta(store_view *v, const char *prefix,
+                    int (*fn)(const char *key, size_t key_len, const void *val, size_t len, void *ctx), void *ctx,
+                    taca_error *err);
+
+int store_get_sample(store_view *v, uint64_t index, store_sample *out, taca_error *err);
+int store_get_pixels(store_view *v, uint64_t index, const uint8_t **data, size_t *len, taca_error *err);
+int store_lookup_key(store_view *v, const char *key, size_t key_len, uint64_t *index, taca_error *err);
+/* out: dim floats (the modality's dim), converted from the stored dtype. */
+int store_get_embedding(store_view *v, int model, store_modality m, uint64_t index, float *out,
+                        taca_error *err);
+/* Zero-copy: *data points at dim elements of the model's dtype (alignment as for store_block). */
+int store_get_embedding_raw(store_view *v, int model, store_modality m, uint64_t index,
+                            const void **data, taca_error *err);
+/* Calls fn on every block of (model, modality) in index order; fn returns 0 to go on, non-zero to
+ * stop (store_scan_blocks then returns 0). */
+int store_scan_blocks(store_view *v, int model, store_modality m,
+                      int (*fn)(const store_block *b, void *ctx), void *ctx, taca_error *err);
+
+/* Exact top-k over every stored vector of (model, modality). queries: nq x dim F32. Results per query
+ * are ordered by score descending, ties by lower index; out_index/out_score hold nq x k entries, the
+ * ones past the number of stored vectors are -1 / -INFINITY. COSINE normalises queries and rows (a
+ * zero vector scores 0). Runs on the OpenMP threads (OpenBLAS kept to one thread meanwhile). */
+int store_search(store_view *v, int model, store_modality m, const float *queries, int nq, int k,
+                 store_metric metric, int64_t *out_index, float *out_score, taca_error *err);
+
+/* XXH3-128 over every database except meta "progress/..." records, as 32 hex digits + NUL.
+ * Equal for stores with equal content whatever the transaction boundaries that wrote them. */
+int store_content_hash(store_view *v, char hex[33], taca_error *err);
+/* XXH3-128 of a file's bytes as 32 hex digits + NUL ("xxh3-128:" is not prefixed). */
+int store_file_checksum(const char *path, char hex[33], taca_error *err);
+
+const char *store_modality_name(store_modality m);  /* "image" / "text" */
+
+#endif

@@ -1,0 +1,123 @@
+/* store_internal.h: structures and helpers shared by the storage sources (not a public API). */
+#ifndef TACA_STORAGE_STORE_INTERNAL_H
+#define TACA_STORAGE_STORE_INTERNAL_H
+
+#include <lmdb.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "storage/store.h"
+
+/* sample record layout v1 (little-endian):
+ *   0 u8 layout version (1) | 1 u8 flags | 2 u16 key length | 4 i32 label | 8 u16 tokens[77] | 162 key */
+#define SAMPLE_LAYOUT 1
+#define SAMPLE_FLAG_TOKENS 0x01
+#define SAMPLE_FLAG_LABEL 0x02
+#define SAMPLE_HDR (8 + 2 * STORE_CONTEXT_LEN)
+
+/* emb block record layout v1 (little-endian):
+ *   0 u8 layout version (1) | 1 u8 dtype (1 = F16, 2 = F32) | 2 u16 zero | 4 u32 block size B
+ *   8 u32 dim | 12 u32 rows stored | 16 bitmap ceil(B/8) bytes | zero padding | data B*dim elements
+ * The data starts at block_header_bytes(B) = round_up(32 + ceil(B/8), 64) - 16, so that it is 64-byte
+ * aligned inside an LMDB overflow page (whose value starts 16 bytes into the page). */
+#define BLOCK_LAYOUT 1
+#define BLOCK_DT_F16 1
+#define BLOCK_DT_F32 2
+#define EMB_KEY_LEN 8  /* u16 BE model | u8 modality | u8 zero | u32 BE block number */
+
+/* A model table as read from meta (model/<name> records), indexed by id. */
+typedef struct model_table {
+  int n;
+  store_model m[STORE_MAX_MODELS];
+} model_table;
+
+struct taca_store {
+  MDB_env *env;
+  MDB_dbi meta, samples, pixels, keys, emb;
+  int readonly;
+  uint64_t map_size;
+  char dir[4096];
+};
+
+/* A block being modified inside a write transaction (written back on eviction and at commit). */
+typedef struct block_slot {
+  int used, dirty;
+  int model;
+  store_modality mod;
+  uint32_t number;
+  uint32_t stored_count;  /* rows counted in emb_count for this block so far */
+  size_t len;
+  uint8_t *rec;
+  uint64_t lru;
+} block_slot;
+
+#define TXN_BLOCK_SLOTS 8
+
+struct store_txn {
+  taca_store *s;
+  MDB_txn *txn;
+  int failed;
+  int models_loaded;
+  model_table models;
+  block_slot slots[TXN_BLOCK_SLOTS];
+  uint64_t lru_clock;
+  int64_t count_delta[STORE_MAX_MODELS][2];
+  int last_sample_known;
+  int have_last_sample;
+  uint64_t last_sample;   /* highest index in samples (for MDB_APPEND) */
+  uint64_t last_pixels;
+  int have_last_pixels;
+  int range_state;        /* 0 not read yet, 1 none declared, 2 declared (in range) */
+  store_range range;
+  int pixel_state;        /* 0 not read yet, 1 none set, 2 set (in pixel) */
+  store_pixel_format pixel;
+};
+
+struct store_view {
+  taca_store *s;
+  MDB_txn *txn;
+  int models_loaded;
+  model_table models;
+};
+
+/* ---- helpers (store.c) ---- */
+int store_mdb_fail(taca_store *s, taca_error *err, int rc, const char *what);
+void store_be64(uint8_t out[8], uint64_t v);
+uint64_t store_get_be64(const uint8_t in[8]);
+int store_load_models(MDB_txn *txn, MDB_dbi meta, model_table *out, taca_error *err);
+int store_model_check(const model_table *t, int id, store_modality m, int *dim, taca_error *err);
+int store_txn_guard(store_txn *t, taca_error *err);
+int store_txn_models(store_txn *t, taca_error *err);
+int store_view_models(store_view *v, taca_error *err);
+int store_txn_pixel_format(store_txn *t, store_pixel_format *pf, int *found, taca_error *err);
+int store_txn_declared_range(store_txn *t, store_range *r, int *found, taca_error *err);
+/* Fails naming the declared range if index lies outside it (cached per transaction). */
+int store_txn_check_index(store_txn *t, uint64_t index, taca_error *err);
+/* The error for an index with nothing stored: names the range when index is outside it. */
+int store_missing(store_view *v, uint64_t index, const char *what, taca_error *err);
+/* Range [begin, end) known for the snapshot: the declared one, or that of the stored samples. */
+int store_effective_range(taca_store *s, MDB_txn *txn, uint64_t *begin, uint64_t *end, int *any,
+                          taca_error *err);
+
+/* ---- blocks (embeddings.c) ---- */
+size_t block_header_bytes(int block_size);
+size_t block_record_bytes(const store_model *m, int dim);
+void emb_key(uint8_t out[EMB_KEY_LEN], int model, store_modality mod, uint32_t number);
+/* Validates a block record read from the map against its model and fills b. */
+int block_parse(const store_model *m, int dim, uint32_t number, const void *rec, size_t len,
+                store_block *b, taca_error *err);
+int store_txn_flush_blocks(store_txn *t, taca_error *err);
+void store_txn_free_blocks(store_txn *t);
+
+static inline int block_row_valid(const uint8_t *bitmap, int r) { return (bitmap[r >> 3] >> (r & 7)) & 1; }
+
+static inline uint32_t rd_u32le(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline void wr_u32le(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline uint16_t rd_u16le(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline void wr_u16le(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the store's records are little-endian; this build assumes a little-endian host"
+#endif
+
+#endif
