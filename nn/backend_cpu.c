@@ -1,10 +1,11 @@
 /* backend_cpu.c: the CPU compute backend: OpenBLAS sgemm for every matrix product, OpenMP-parallel
  * vectorised loops for the elementwise ops.
  *
- * Threading (one owner at a time, DESIGN.md "Known pitfalls"): large GEMMs run on OpenBLAS's own
- * threads; elementwise loops run on OpenMP threads between them; attention parallelises over
- * (batch, head) with OpenMP and runs its small per-head GEMMs single-threaded inside, switching
- * OpenBLAS to one thread for the duration of that region. */
+ * Threading (one owner, DESIGN.md "Known pitfalls"): OpenMP owns the cores. OpenBLAS is set to one
+ * thread; GEMMs are split across the OpenMP threads (each part one single-threaded sgemm),
+ * attention parallelises over (batch, head), elementwise loops over rows. Measured on the 2-core
+ * machine, this removes the spinning of two thread pools against each other (perf showed ~20% of
+ * the time in sched_yield and libgomp spin loops with OpenBLAS's own threads). */
 #include "nn/backend.h"
 
 #include <cblas.h>
@@ -18,6 +19,8 @@
 /* OpenBLAS extensions (declared in its cblas.h on Debian, repeated here for clarity). */
 void openblas_set_num_threads(int num_threads);
 int openblas_get_num_threads(void);
+
+void nn_backend_cpu_add_training_ops(nn_backend *be); /* backend_cpu_backward.c */
 
 typedef struct cpu_impl {
   int threads;
@@ -45,19 +48,46 @@ static void cpu_copy(nn_backend *be, void *dst, const void *src, size_t bytes) {
 
 static void cpu_synchronize(nn_backend *be) { (void)be; }
 
+/* One thread's share of a linear layer: rows [r0, r1) and output columns [c0, c1). */
+static void linear_part(float *out, int ldo, const float *inp, int ldi, const float *w,
+                        const float *bias, int C, int r0, int r1, int c0, int c1, int accumulate) {
+  if (r1 <= r0 || c1 <= c0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, c1 - c0, C, 1.0f,
+              inp + (size_t)r0 * ldi, ldi, w + (size_t)c0 * C, C, accumulate ? 1.0f : 0.0f,
+              out + (size_t)r0 * ldo + c0, ldo);
+  if (!bias) return;
+  for (int n = r0; n < r1; n++) {
+    float *o = out + (size_t)n * ldo;
+#pragma omp simd
+    for (int j = c0; j < c1; j++) o[j] += bias[j];
+  }
+}
+
+/* GEMMs are split across the OpenMP threads by rows (or, for few rows, by output columns), each
+ * part a single-threaded sgemm: one thread pool owns the cores, so OpenBLAS's own threads never
+ * compete with the OpenMP loops around them. */
 static void cpu_linear_forward(nn_backend *be, float *out, int ldo, const float *inp, int ldi,
                                const float *w, const float *bias, int N, int C, int OC,
                                int accumulate) {
-  (void)be;
+  const int nt = ((cpu_impl *)be->impl)->threads;
   if (N <= 0 || OC <= 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, ldi, w, C,
-              accumulate ? 1.0f : 0.0f, out, ldo);
-  if (bias) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-      float *o = out + (size_t)n * ldo;
-#pragma omp simd
-      for (int j = 0; j < OC; j++) o[j] += bias[j];
+  if (nt == 1 || (size_t)N * OC * C < (1u << 18)) {
+    linear_part(out, ldo, inp, ldi, w, bias, C, 0, N, 0, OC, accumulate);
+    return;
+  }
+  const int by_rows = N >= 16 * nt;
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    if (by_rows) {
+      /* Row blocks in multiples of 16 keep the sgemm kernels' panels full. */
+      int blocks = (N + 15) / 16;
+      int r0 = (int)((long)blocks * t / T) * 16, r1 = (int)((long)blocks * (t + 1) / T) * 16;
+      linear_part(out, ldo, inp, ldi, w, bias, C, r0, r1 < N ? r1 : N, 0, OC, accumulate);
+    } else {
+      int blocks = (OC + 15) / 16;
+      int c0 = (int)((long)blocks * t / T) * 16, c1 = (int)((long)blocks * (t + 1) / T) * 16;
+      linear_part(out, ldo, inp, ldi, w, bias, C, 0, N, c0, c1 < OC ? c1 : OC, accumulate);
     }
   }
 }
@@ -92,13 +122,17 @@ static void cpu_bias_act_forward(nn_backend *be, float *x, const float *bias, si
   (void)be;
 #pragma omp parallel for schedule(static)
   for (size_t n = 0; n < N; n++) {
-    float *r = x + n * C;
+    float *restrict r = x + n * C;
+    if (bias) {
+#pragma omp simd
+      for (int i = 0; i < C; i++) r[i] += bias[i];
+    }
     if (act == NN_ACT_GELU) {
 #pragma omp simd
-      for (int i = 0; i < C; i++) r[i] = gelu_f(r[i] + (bias ? bias[i] : 0.f));
+      for (int i = 0; i < C; i++) r[i] = gelu_f(r[i]);
     } else {
 #pragma omp simd
-      for (int i = 0; i < C; i++) r[i] = quick_gelu_f(r[i] + (bias ? bias[i] : 0.f));
+      for (int i = 0; i < C; i++) r[i] = quick_gelu_f(r[i]);
     }
   }
 }
@@ -106,6 +140,7 @@ static void cpu_bias_act_forward(nn_backend *be, float *x, const float *bias, si
 /* softmax over row[0:len] in place, entries at and beyond len (causal) set to 0 up to T. */
 static void softmax_row(float *row, int len, int T) {
   float mx = row[0];
+#pragma omp simd reduction(max : mx)
   for (int j = 1; j < len; j++) mx = row[j] > mx ? row[j] : mx;
   float s = 0.f;
 #pragma omp simd reduction(+ : s)
@@ -130,8 +165,6 @@ static void cpu_attention_forward(nn_backend *be, float *out, float *att, const 
     impl->scratch_per = need;
     impl->scratch = cpu_alloc(be, sizeof(float) * need * impl->threads);
   }
-  const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(impl->threads)
   for (int b = 0; b < B; b++) {
     for (int h = 0; h < NH; h++) {
@@ -147,7 +180,6 @@ static void cpu_attention_forward(nn_backend *be, float *out, float *att, const 
                   out + (size_t)b * T * C + h * hd, C);
     }
   }
-  openblas_set_num_threads(blas_threads);
 }
 
 static void cpu_im2col_patches(nn_backend *be, float *out, const float *pixels, int B, int S,
@@ -224,6 +256,8 @@ nn_backend *nn_backend_cpu_create(int threads) {
     return NULL;
   }
   impl->threads = threads > 0 ? threads : omp_get_max_threads();
+  /* OpenMP owns the threads; every sgemm call runs on the calling thread (see linear_forward). */
+  openblas_set_num_threads(1);
   be->name = "cpu";
   be->host_memory = 1;
   be->alloc = cpu_alloc;
@@ -239,6 +273,7 @@ nn_backend *nn_backend_cpu_create(int threads) {
   be->vit_embed = cpu_vit_embed;
   be->text_embed = cpu_text_embed;
   be->gather_rows = cpu_gather_rows;
+  nn_backend_cpu_add_training_ops(be);
   be->destroy = cpu_destroy;
   be->impl = impl;
   return be;
