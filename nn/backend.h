@@ -64,6 +64,63 @@ struct nn_backend {
   /* out[i] = inp[rows[i]] for i < n (row length C); rows is a host array. */
   void (*gather_rows)(nn_backend *be, float *out, const float *inp, const int64_t *rows, int n, int C);
 
+  /* ---- Training (nn/backend_cpu_backward.c on the CPU). Backward ops follow llm.c: each is the
+   * pair of a forward op above; gradients of weights are ACCUMULATED (+=) so that the caller zeroes
+   * them once per step; every weight-gradient output is optional (NULL: not computed, as for frozen
+   * weights, which then cost only their input-gradient GEMM). */
+
+  /* Device memory helpers: p[0:bytes] = 0; dst[0:bytes] = src[0:bytes] (both backend memory, no
+   * overlap); x[0:n] *= alpha. */
+  void (*zero)(nn_backend *be, void *p, size_t bytes);
+  void (*copy)(nn_backend *be, void *dst, const void *src, size_t bytes);
+  void (*scale)(nn_backend *be, float *x, size_t n, float alpha);
+
+  /* Backward of linear_forward (out = inp . W^T + bias), with dout [N, OC] (row stride ldd):
+   *   dinp [N, C] (row stride lddi)  = or += (accumulate) dout . W       (skipped when dinp NULL)
+   *   dw   [OC, C]                  += dout^T . inp (inp row stride ldi) (skipped when dw NULL)
+   *   db   [OC]                     += sum over rows of dout             (skipped when db NULL) */
+  void (*linear_backward)(nn_backend *be, float *dinp, int lddi, float *dw, float *db,
+                          const float *dout, int ldd, const float *inp, int ldi, const float *w,
+                          int N, int C, int OC, int accumulate);
+
+  /* Backward of layernorm_forward, from the forward's input and its saved mean/rstd [N]:
+   *   dinp [N, C] += dL/dinp (accumulates: the residual stream's gradient is added to in place);
+   *   dw, db [C]  += dL/dw, dL/db (each may be NULL). */
+  void (*layernorm_backward)(nn_backend *be, float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const float *mean, const float *rstd, const float *w,
+                             int N, int C);
+
+  /* Training variant of bias_act_forward that keeps the pre-activation for act_backward:
+   * pre[n] += bias[n % C] (bias may be NULL), then out[n] = act(pre[n]), n < N*C. */
+  void (*bias_act_forward_pre)(nn_backend *be, float *out, float *pre, const float *bias, size_t N,
+                               int C, nn_act act);
+  /* dinp[i] = dout[i] * act'(pre[i]) for i < n, exact derivatives (GELU: Phi(x) + x phi(x);
+   * QuickGELU: s + 1.702 x s (1 - s), s = sigmoid(1.702 x)). dinp may alias dout. The gradient of
+   * the bias of bias_act_forward_pre is the column sum of dinp (linear_backward's db does it). */
+  void (*act_backward)(nn_backend *be, float *dinp, const float *dout, const float *pre, size_t n,
+                       nn_act act);
+
+  /* Backward of attention_forward: dqkv [B, T, 3C] (overwritten) from dout [B, T, C], the forward's
+   * qkv and its softmax probabilities att [B, NH, T, T]. datt [B, NH, T, T] is scratch (must not
+   * alias att). Per head: dV = P^T dO; dP = dO V^T; dS = P * (dP - rowsum(P * dP));
+   * dQ = scale dS K; dK = scale dS^T Q. Causal needs no mask here: P is 0 above the diagonal. */
+  void (*attention_backward)(nn_backend *be, float *dqkv, float *datt, const float *dout,
+                             const float *qkv, const float *att, int B, int T, int C, int NH,
+                             int causal);
+
+  /* Backward of gather_rows: out[rows[i]] += inp[i] for i < n (row length C, rows distinct; rows is
+   * a host array). */
+  void (*scatter_rows_add)(nn_backend *be, float *out, const float *inp, const int64_t *rows, int n,
+                           int C);
+
+  /* One torch.optim.AdamW step (amsgrad off) over n parameters, t = the step number counted from 1:
+   *   p *= 1 - lr wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+   *   p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). */
+  /* The hyperparameters are doubles, as torch's are Python floats: 1 - 0.999f is not 1 - 0.999. */
+  void (*adamw_update)(nn_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                       double lr, double beta1, double beta2, double eps, double weight_decay,
+                       long t);
+
   void (*destroy)(nn_backend *be);
   void *impl;
 };

@@ -14,19 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/backend_cpu_impl.h"
 #include "nn/fastmath.h"
 
 /* OpenBLAS extensions (declared in its cblas.h on Debian, repeated here for clarity). */
 void openblas_set_num_threads(int num_threads);
 int openblas_get_num_threads(void);
-
-void nn_backend_cpu_add_training_ops(nn_backend *be); /* backend_cpu_backward.c */
-
-typedef struct cpu_impl {
-  int threads;
-  float *scratch;      /* per-thread attention score rows: threads * scratch_per */
-  size_t scratch_per;  /* floats per thread */
-} cpu_impl;
 
 static void *cpu_alloc(nn_backend *be, size_t bytes) {
   (void)be;
