@@ -11,8 +11,8 @@ core=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libarchive-dev zlib1g-dev
   liblmdb-dev lmdb-utils libuv1-dev libxxhash-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler grpc-proto
-  libopenmpi-dev openmpi-bin
-  python3 python3-numpy
+  libopenmpi-dev openmpi-bin liblbfgs-dev
+  python3 python3-numpy python3-grpcio python3-protobuf
 )
 reference=(python3-torch python3-numpy python3-pil python3-regex python3-faiss)
 

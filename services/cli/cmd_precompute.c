@@ -1,0 +1,102 @@
+/* cmd_precompute.c: `taca precompute`: fill a store with an old model's embeddings of a data set. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/cli/cli_util.h"
+#include "services/precompute/precompute.h"
+
+static const char *USAGE =
+    "usage: taca precompute --model OLD [--arch NAME|CONFIG.json] --data SPEC... --db DIR [options]\n"
+    "  Runs a CLIP model over image-caption data once and stores preprocessed pixels (uint8), token\n"
+    "  ids, labels and the model's image and text embeddings in an LMDB store. Resumable: run the\n"
+    "  same command again after an interruption. On a finished store, a new --model embeds the\n"
+    "  stored samples without --data (AFT needs several models' features).\n"
+    "  SPEC: WebDataset tar shards (shards/{00000..00099}.tar; KEY.jpg|png|webp + KEY.txt [+ KEY.cls])\n"
+    "        or a folder with captions.tsv (relative/path<TAB>caption[<TAB>label]). Repeatable.\n"
+    "options:\n"
+    "  --name NAME          model name in the store (default: from the model path)\n"
+    "  --shard I/N          take every N-th input file starting at I (0-based)\n"
+    "  --index-base N       first sample index of this shard (default: entries of lower shards)\n"
+    "  --batch-size B       samples per batch and per commit (default 32)\n"
+    "  --dtype f16|f32      stored embedding type (default f16)\n"
+    "  --no-pixels          do not store preprocessed pixels\n"
+    "  --threads N          compute threads (default: all cores)\n"
+    "  --workers N          image decoding threads (default 2)\n"
+    "  --map-size BYTES     LMDB map size (default 1 TiB, sparse)\n"
+    "  --quiet              no progress output\n";
+
+int cmd_precompute(int argc, char **argv) {
+  precompute_opts o = {.batch = 32, .dtype = TACA_DT_F16, .store_pixels = 1, .nshards = 1,
+                       .index_base = -1};
+  char **data = calloc(argc, sizeof *data);
+  if (!data) return cli_fail("precompute", 1, "out of memory");
+  static const struct option opts[] = {
+      {"model", required_argument, 0, 'm'},    {"arch", required_argument, 0, 'a'},
+      {"name", required_argument, 0, 'N'},     {"data", required_argument, 0, 'd'},
+      {"db", required_argument, 0, 'D'},       {"shard", required_argument, 0, 's'},
+      {"index-base", required_argument, 0, 'I'}, {"batch-size", required_argument, 0, 'b'},
+      {"dtype", required_argument, 0, 't'},    {"no-pixels", no_argument, 0, 'P'},
+      {"threads", required_argument, 0, 'j'},  {"workers", required_argument, 0, 'w'},
+      {"map-size", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
+      {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+  int c, rc = 0;
+  optind = 1;
+  opterr = 0;
+  while (rc == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+      case 'm': o.model_path = optarg; break;
+      case 'a': o.arch = optarg; break;
+      case 'N': o.name = optarg; break;
+      case 'd': data[o.ndata++] = optarg; break;
+      case 'D': o.db = optarg; break;
+      case 's': {
+        int i, n, k = 0;
+        if (sscanf(optarg, "%d/%d%n", &i, &n, &k) != 2 || optarg[k] || n < 1 || i < 0 || i >= n)
+          rc = cli_fail("precompute", 2, "--shard expects I/N with 0 <= I < N, got '%s'", optarg);
+        o.shard = i, o.nshards = n;
+        break;
+      }
+      case 'I': {
+        char *end;
+        long long v = strtoll(optarg, &end, 10);
+        if (*end || end == optarg || v < 0) rc = cli_fail("precompute", 2, "--index-base expects a non-negative integer");
+        o.index_base = v;
+        break;
+      }
+      case 'b': if (cli_parse_positive("precompute", "--batch-size", optarg, &o.batch)) rc = 2; break;
+      case 't':
+        if (!strcmp(optarg, "f16")) o.dtype = TACA_DT_F16;
+        else if (!strcmp(optarg, "f32")) o.dtype = TACA_DT_F32;
+        else rc = cli_fail("precompute", 2, "--dtype must be f16 or f32, got '%s'", optarg);
+        break;
+      case 'P': o.store_pixels = 0; break;
+      case 'j': if (cli_parse_positive("precompute", "--threads", optarg, &o.threads)) rc = 2; break;
+      case 'w': if (cli_parse_positive("precompute", "--workers", optarg, &o.workers)) rc = 2; break;
+      case 'M': {
+        char *end;
+        unsigned long long v = strtoull(optarg, &end, 10);
+        if (*end || end == optarg || v < (1u << 20)) rc = cli_fail("precompute", 2, "--map-size expects bytes (>= 1 MiB)");
+        o.map_size = v;
+        break;
+      }
+      case 'q': o.quiet = 1; break;
+      case 'h': fputs(USAGE, stdout); free(data); return 0;
+      default: rc = cli_fail("precompute", 2, "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
+    }
+  }
+  if (rc == 0 && optind < argc) rc = cli_fail("precompute", 2, "unexpected argument '%s'", argv[optind]);
+  if (rc == 0 && (!o.model_path || !o.db)) rc = cli_fail("precompute", 2, "--model and --db are required (see --help)");
+  if (rc == 0) {
+    o.data = data;
+    precompute_stats st;
+    taca_error err = {{0}};
+    if (precompute_run(&o, &st, &err)) rc = cli_fail("precompute", 1, "%s", err.msg);
+    else if (!o.quiet)
+      fprintf(stderr, "precompute: %s done in %.1f s (%llu embedded, %.1f samples/s)\n", st.mode,
+              st.seconds, (unsigned long long)st.embedded, st.seconds > 0 ? st.embedded / st.seconds : 0);
+  }
+  free(data);
+  return rc;
+}

@@ -1,0 +1,75 @@
+/* featured.h: the state shared by the parts of taca-featured (options, the opened store, a periodically
+ * refreshed snapshot of its info, caption encoders, the epoch-permutation cache, metrics).
+ *
+ * Threads: the libuv main thread (signals, timers, HTTP) and the gRPC completion-queue threads read
+ * this; fields that change after start-up are atomics or behind snap_lock. */
+#ifndef TACA_FEATURED_H
+#define TACA_FEATURED_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/error.h"
+#include "storage/store.h"
+
+#define FEATURED_VERSION "taca-featured 0.1.0"
+#define FEATURED_MAX_MODEL_OPTS 16
+
+typedef struct featured_model_opt {
+  char name[STORE_NAME_MAX]; /* the store's model name */
+  const char *path;          /* HF directory or open_clip .safetensors */
+  const char *arch;          /* built-in name or open_clip JSON; NULL for HF directories */
+} featured_model_opt;
+
+typedef struct featured_config {
+  const char *db;
+  const char *listen;          /* HOST:PORT for gRPC (default 127.0.0.1:50051) */
+  const char *metrics_listen;  /* HOST:PORT for HTTP /metrics and /healthz, or NULL */
+  const char *port_file;
+  const char *log_path;        /* NULL: stderr */
+  const char *tls_cert, *tls_key;
+  const char *token;           /* bearer token required on every FeatureCache call, or NULL */
+  int threads;                 /* completion-queue threads */
+  int max_batch;               /* samples per batch, queries per Search */
+  int max_streams;             /* concurrent StreamEpoch + Health.Watch calls */
+  int max_k;
+  size_t max_message;          /* bytes, each way */
+  int grace_ms;                /* shutdown: cancel what is still running after this long */
+  int refresh_ms;              /* store info refresh period */
+  int n_models;
+  featured_model_opt models[FEATURED_MAX_MODEL_OPTS];
+} featured_config;
+
+typedef struct text_towers text_towers;
+typedef struct epoch_cache epoch_cache;
+typedef struct featured_metrics featured_metrics;
+
+/* What the store looked like at the last refresh. */
+typedef struct featured_snapshot {
+  store_info info;
+  uint64_t begin, end; /* served range: the declared one, else that of the stored samples */
+} featured_snapshot;
+
+typedef struct featured {
+  featured_config cfg;
+  taca_store *store;
+  pthread_rwlock_t snap_lock;
+  featured_snapshot snap;
+  text_towers *towers;      /* NULL when no --model was given */
+  epoch_cache *epochs;
+  featured_metrics *metrics;
+  atomic_int shutting_down; /* set on SIGTERM/SIGINT: health NOT_SERVING, streams end at the next batch */
+  atomic_int active_streams;
+} featured;
+
+/* Opens the store read-only, takes the first snapshot and loads the --model text towers. */
+int featured_open(featured *f, const featured_config *cfg, taca_error *err);
+void featured_close(featured *f);
+/* Re-reads the store info (new samples, models) into the snapshot. */
+int featured_refresh(featured *f, taca_error *err);
+/* Copies the current snapshot. */
+void featured_snapshot_get(featured *f, featured_snapshot *out);
+
+#endif

@@ -1,0 +1,517 @@
+/* handlers.c: Info, GetBatch, Lookup, Search, StreamEpoch and Health.Check (see handlers.h). */
+#include "services/featured/handlers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "services/featured/batch.h"
+#include "services/featured/epoch.h"
+#include "services/featured/textenc.h"
+#include "storage/gather.h"
+#include "taca/v1/feature_cache.pb-c.h"
+
+#define UNPACK(type, desc, req, len) ((type *)protobuf_c_message_unpack(&(desc), NULL, (len), (req)))
+
+static int malformed(reply *r, const char *what, size_t len) {
+  return reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s (%zu bytes): not a valid protobuf message", what,
+                    len);
+}
+
+static void release_view(void *v) { store_view_end(v); }
+
+/* A batch whose pixels go out zero-copy keeps its view open until the message is sent. */
+static void hand_view_to_tail(reply *r, store_view **v) {
+  if (!r->tail.n) return;
+  r->tail.owner = *v;
+  r->tail.release = release_view;
+  *v = NULL;
+}
+
+static int view_begin(featured *f, store_view **v, reply *r) {
+  taca_error err;
+  if (store_view_begin(f->store, v, &err)) return reply_fail(r, GRPC_STATUS_UNAVAILABLE, "%s", err.msg);
+  return 0;
+}
+
+/* ---------- Info ---------- */
+
+void handle_info(featured *f, const uint8_t *req, size_t len, reply *r) {
+  Taca__V1__InfoRequest *in = UNPACK(Taca__V1__InfoRequest, taca__v1__info_request__descriptor, req, len);
+  if (!in) {
+    malformed(r, "InfoRequest", len);
+    return;
+  }
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  featured_snapshot *s = malloc(sizeof *s);
+  if (!s) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  featured_snapshot_get(f, s);
+  const store_info *si = &s->info;
+  Taca__V1__InfoResponse out = TACA__V1__INFO_RESPONSE__INIT;
+  Taca__V1__ModelInfo mi[STORE_MAX_MODELS], *mp[STORE_MAX_MODELS];
+  Taca__V1__PixelFormat pf = TACA__V1__PIXEL_FORMAT__INIT;
+  out.sample_count = si->n_samples;
+  out.index_begin = s->begin;
+  out.index_end = s->end;
+  out.shard = si->has_range ? (uint32_t)si->range.shard : 0;
+  out.shard_count = si->has_range ? (uint32_t)si->range.nshards : 1;
+  for (int i = 0; i < si->n_models; i++) {
+    const store_model *m = &si->models[i];
+    taca__v1__model_info__init(&mi[i]);
+    mi[i].name = (char *)m->name;
+    mi[i].arch = (char *)m->arch;
+    mi[i].image_dim = (uint32_t)m->image_dim;
+    mi[i].text_dim = (uint32_t)m->text_dim;
+    mi[i].dtype = m->dtype == TACA_DT_F16 ? TACA__V1__DTYPE__DTYPE_F16 : TACA__V1__DTYPE__DTYPE_F32;
+    mi[i].logit_scale = m->logit_scale;
+    mi[i].image_size = (uint32_t)m->image_size;
+    mi[i].image_count = si->n_embeddings[i][STORE_IMAGE];
+    mi[i].text_count = si->n_embeddings[i][STORE_TEXT];
+    mi[i].caption_search = text_towers_has(f->towers, m->name);
+    mi[i].weights_xxh = (char *)m->weights_xxh;
+    mp[i] = &mi[i];
+  }
+  out.n_models = (size_t)si->n_models;
+  out.models = mp;
+  if (si->has_pixel_format) {
+    pf.size = (uint32_t)si->pixel.size;
+    pf.channels = (uint32_t)si->pixel.channels;
+    pf.codec = s->info.pixel.codec;
+    pf.quality = (uint32_t)si->pixel.quality;
+    out.pixel_format = &pf;
+  }
+  out.context_length = STORE_CONTEXT_LEN;
+  out.server_version = (char *)FEATURED_VERSION;
+  out.max_batch = (uint32_t)f->cfg.max_batch;
+  out.max_message_bytes = f->cfg.max_message;
+  out.max_streams = (uint32_t)f->cfg.max_streams;
+  out.max_k = (uint32_t)f->cfg.max_k;
+  reply_pack(r, &out.base, f->cfg.max_message);
+  free(s);
+}
+
+/* ---------- GetBatch ---------- */
+
+void handle_get_batch(featured *f, const uint8_t *req, size_t len, reply *r) {
+  Taca__V1__GetBatchRequest *in = UNPACK(Taca__V1__GetBatchRequest, taca__v1__get_batch_request__descriptor, req, len);
+  if (!in) {
+    malformed(r, "GetBatchRequest", len);
+    return;
+  }
+  featured_snapshot *s = malloc(sizeof *s);
+  field_sel *fs = malloc(sizeof *fs);
+  store_view *v = NULL;
+  arena a = {0};
+  if (!s || !fs) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  featured_snapshot_get(f, s);
+  if (in->n_indices > (size_t)f->cfg.max_batch) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu indices asked for; at most %d per request (--max-batch)",
+               in->n_indices, f->cfg.max_batch);
+    goto done;
+  }
+  if (check_indices(s, in->indices, in->n_indices, r) || fields_resolve(s, in->fields, fs, r) || view_begin(f, &v, r))
+    goto done;
+  Taca__V1__Batch b;
+  if (batch_fill(v, s, fs, in->indices, in->n_indices, &a, &b, &r->tail, r) == 0) {
+    hand_view_to_tail(r, &v);
+    reply_pack(r, &b.base, f->cfg.max_message);
+  }
+done:
+  store_view_end(v);
+  arena_free(&a);
+  free(fs);
+  free(s);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+}
+
+/* ---------- Lookup ---------- */
+
+void handle_lookup(featured *f, const uint8_t *req, size_t len, reply *r) {
+  Taca__V1__LookupRequest *in = UNPACK(Taca__V1__LookupRequest, taca__v1__lookup_request__descriptor, req, len);
+  if (!in) {
+    malformed(r, "LookupRequest", len);
+    return;
+  }
+  featured_snapshot *s = malloc(sizeof *s);
+  field_sel *fs = malloc(sizeof *fs);
+  store_view *v = NULL;
+  arena a = {0};
+  if (!s || !fs) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  featured_snapshot_get(f, s);
+  size_t n = in->n_keys;
+  if (n > (size_t)f->cfg.max_batch) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu keys asked for; at most %d per request (--max-batch)", n,
+               f->cfg.max_batch);
+    goto done;
+  }
+  if (fields_resolve(s, in->fields, fs, r) || view_begin(f, &v, r)) goto done;
+  uint64_t *idx = arena_alloc(&a, (n ? n : 1) * sizeof *idx);
+  char **missing = arena_alloc(&a, (n ? n : 1) * sizeof *missing);
+  if (!idx || !missing) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  size_t nf = 0, nm = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *key = in->keys[i] ? in->keys[i] : "";
+    size_t kl = strlen(key);
+    if (kl == 0 || kl > STORE_MAX_KEY) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "keys[%zu] is empty or longer than %d bytes", i, STORE_MAX_KEY);
+      goto done;
+    }
+    int found;
+    taca_error err;
+    if (store_lookup_key_opt(v, key, kl, &idx[nf], &found, &err)) {
+      reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+      goto done;
+    }
+    if (found) {
+      nf++;
+    } else if (in->allow_missing) {
+      missing[nm++] = (char *)key;
+    } else {
+      reply_fail(r, GRPC_STATUS_NOT_FOUND, "key '%.200s' is not in this store (set allow_missing to skip unknown keys)",
+                 key);
+      goto done;
+    }
+  }
+  Taca__V1__LookupResponse out = TACA__V1__LOOKUP_RESPONSE__INIT;
+  Taca__V1__Batch b;
+  if (batch_fill(v, s, fs, idx, nf, &a, &b, NULL, r)) goto done;
+  out.batch = &b;
+  out.n_missing_keys = nm;
+  out.missing_keys = missing;
+  reply_pack(r, &out.base, f->cfg.max_message);
+done:
+  store_view_end(v);
+  arena_free(&a);
+  free(fs);
+  free(s);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+}
+
+/* ---------- Search ---------- */
+
+void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
+  Taca__V1__SearchRequest *in = UNPACK(Taca__V1__SearchRequest, taca__v1__search_request__descriptor, req, len);
+  if (!in) {
+    malformed(r, "SearchRequest", len);
+    return;
+  }
+  featured_snapshot *s = malloc(sizeof *s);
+  store_view *v = NULL;
+  arena a = {0};
+  if (!s) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  featured_snapshot_get(f, s);
+  const char *name = in->model ? in->model : "";
+  int id = -1;
+  for (int m = 0; m < s->info.n_models; m++)
+    if (!strcmp(s->info.models[m].name, name)) id = m;
+  if (id < 0) {
+    reply_unknown_model(r, s, name);
+    goto done;
+  }
+  const store_model *m = &s->info.models[id];
+  if (in->modality != TACA__V1__MODALITY__MODALITY_IMAGE && in->modality != TACA__V1__MODALITY__MODALITY_TEXT) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "modality %d is not IMAGE (0) or TEXT (1)", (int)in->modality);
+    goto done;
+  }
+  store_modality mod = in->modality == TACA__V1__MODALITY__MODALITY_TEXT ? STORE_TEXT : STORE_IMAGE;
+  int dim = mod == STORE_IMAGE ? m->image_dim : m->text_dim;
+  if (dim <= 0) {
+    reply_fail(r, GRPC_STATUS_NOT_FOUND, "model '%s' stores no %s embeddings to search", m->name,
+               store_modality_name(mod));
+    goto done;
+  }
+  if (in->k == 0 || in->k > (uint32_t)f->cfg.max_k) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "k = %u: it must be in [1, %d] (--max-k)", in->k, f->cfg.max_k);
+    goto done;
+  }
+  if (in->metric != TACA__V1__METRIC__METRIC_INNER_PRODUCT && in->metric != TACA__V1__METRIC__METRIC_COSINE) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "metric %d is not INNER_PRODUCT (0) or COSINE (1)", (int)in->metric);
+    goto done;
+  }
+  if ((in->n_queries > 0) == (in->n_captions > 0)) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "give either queries (nq x %d floats) or captions, %s", dim,
+               in->n_queries ? "not both" : "got neither");
+    goto done;
+  }
+  size_t nq;
+  const float *q = NULL;
+  if (in->n_queries) {
+    if (in->n_queries % (size_t)dim) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT,
+                 "queries has %zu floats, not a multiple of model '%s' %s embedding width %d", in->n_queries, m->name,
+                 store_modality_name(mod), dim);
+      goto done;
+    }
+    nq = in->n_queries / (size_t)dim;
+    for (size_t i = 0; i < in->n_queries; i++)
+      if (!isfinite(in->queries[i])) {
+        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "queries[%zu] (query %zu) is not finite", i, i / (size_t)dim);
+        goto done;
+      }
+    q = in->queries;
+  } else {
+    nq = in->n_captions;
+    if (!text_towers_has(f->towers, m->name)) {
+      char list[512];
+      text_towers_list(f->towers, list, sizeof list);
+      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION,
+                 "Search by caption needs the text tower of model '%s': start taca-featured with --model %s=PATH[:ARCH]"
+                 " (text towers loaded: %s)",
+                 m->name, m->name, list);
+      goto done;
+    }
+  }
+  if (nq > (size_t)f->cfg.max_batch) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu queries; at most %d per request (--max-batch)", nq,
+               f->cfg.max_batch);
+    goto done;
+  }
+  taca_error err;
+  if (in->n_captions) {
+    float *enc = arena_alloc(&a, nq * (size_t)dim * sizeof *enc);
+    if (!enc) {
+      reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      goto done;
+    }
+    for (size_t i = 0; i < nq; i++)
+      if (!in->captions[i] || !in->captions[i][0]) {
+        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "captions[%zu] is empty", i);
+        goto done;
+      }
+    if (text_towers_encode(f->towers, m->name, (const char *const *)in->captions, (int)nq, enc, dim, &err)) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+      goto done;
+    }
+    q = enc;
+  }
+  size_t k = in->k;
+  int64_t *hit = arena_alloc(&a, nq * k * sizeof *hit);
+  float *score = arena_alloc(&a, nq * k * sizeof *score);
+  if (!hit || !score) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu x %zu results", nq, k);
+    goto done;
+  }
+  if (view_begin(f, &v, r)) goto done;
+  store_metric metric = in->metric == TACA__V1__METRIC__METRIC_COSINE ? STORE_METRIC_COSINE : STORE_METRIC_IP;
+  if (store_search(v, id, mod, q, (int)nq, (int)k, metric, hit, score, &err)) {
+    reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+    goto done;
+  }
+  Taca__V1__SearchResponse out = TACA__V1__SEARCH_RESPONSE__INIT;
+  Taca__V1__SearchHits *hits = arena_alloc(&a, (nq ? nq : 1) * sizeof *hits);
+  Taca__V1__SearchHits **hp = arena_alloc(&a, (nq ? nq : 1) * sizeof *hp);
+  uint64_t *ids = arena_alloc(&a, (nq * k > 0 ? nq * k : 1) * sizeof *ids);
+  if (!hits || !hp || !ids) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  for (size_t i = 0; i < nq; i++) {
+    Taca__V1__SearchHits *h = &hits[i];
+    taca__v1__search_hits__init(h);
+    size_t cnt = 0;
+    while (cnt < k && hit[i * k + cnt] >= 0) {
+      ids[i * k + cnt] = (uint64_t)hit[i * k + cnt];
+      cnt++;
+    }
+    h->n_indices = h->n_scores = cnt;
+    h->indices = ids + i * k;
+    h->scores = score + i * k;
+    if (in->with_keys && cnt) {
+      h->keys = arena_alloc(&a, cnt * sizeof *h->keys);
+      if (!h->keys) {
+        reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto done;
+      }
+      for (size_t j = 0; j < cnt; j++) {
+        store_sample smp;
+        if (store_get_sample(v, h->indices[j], &smp, &err)) {
+          h->keys[j] = (char *)"";  /* an embedding without its sample record: no key to give */
+          continue;
+        }
+        char *kc = arena_alloc(&a, smp.key_len + 1);
+        if (!kc) {
+          reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+          goto done;
+        }
+        memcpy(kc, smp.key, smp.key_len);
+        kc[smp.key_len] = '\0';
+        h->keys[j] = kc;
+      }
+      h->n_keys = cnt;
+    }
+    hp[i] = h;
+  }
+  out.n_results = nq;
+  out.results = hp;
+  reply_pack(r, &out.base, f->cfg.max_message);
+done:
+  store_view_end(v);
+  arena_free(&a);
+  free(s);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+}
+
+/* ---------- Health ---------- */
+
+int health_status(featured *f, const char *service) {
+  if (strcmp(service, "") && strcmp(service, "taca.v1.FeatureCache")) return -1;
+  return atomic_load(&f->shutting_down) ? 2 : 1;
+}
+
+int health_parse_request(const uint8_t *req, size_t len, char *buf, size_t cap, reply *r) {
+  Grpc__Health__V1__HealthCheckRequest *in =
+      UNPACK(Grpc__Health__V1__HealthCheckRequest, grpc__health__v1__health_check_request__descriptor, req, len);
+  if (!in) return malformed(r, "HealthCheckRequest", len);
+  snprintf(buf, cap, "%s", in->service ? in->service : "");
+  int toolong = in->service && strlen(in->service) >= cap;
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  if (toolong) return reply_fail(r, GRPC_STATUS_NOT_FOUND, "unknown service (name of %zu+ bytes)", cap);
+  return 0;
+}
+
+int health_pack_status(int status, reply *r) {
+  Grpc__Health__V1__HealthCheckResponse out = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+  out.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
+  return reply_pack(r, &out.base, SIZE_MAX);
+}
+
+void handle_health_check(featured *f, const uint8_t *req, size_t len, reply *r) {
+  char service[256];
+  if (health_parse_request(req, len, service, sizeof service, r)) return;
+  int st = health_status(f, service);
+  if (st < 0) {
+    reply_fail(r, GRPC_STATUS_NOT_FOUND, "unknown service '%s' (known: \"\" and \"taca.v1.FeatureCache\")", service);
+    return;
+  }
+  health_pack_status(st, r);
+}
+
+/* ---------- StreamEpoch ---------- */
+
+struct epoch_stream {
+  featured *f;
+  featured_snapshot *snap;
+  field_sel fs;
+  const epoch_perm *perm;
+  uint64_t begin, share, count, pos;
+  uint32_t rank, world, batch_size;
+  uint64_t *idx;
+};
+
+void epoch_stream_close(epoch_stream *s) {
+  if (!s) return;
+  epoch_cache_release(s->f->epochs, s->perm);
+  free(s->idx);
+  free(s->snap);
+  free(s);
+}
+
+uint64_t epoch_stream_position(const epoch_stream *s) { return s->pos; }
+uint64_t epoch_stream_count(const epoch_stream *s) { return s->count; }
+
+int epoch_stream_open(featured *f, const uint8_t *req, size_t len, epoch_stream **out, reply *r) {
+  *out = NULL;
+  Taca__V1__StreamEpochRequest *in =
+      UNPACK(Taca__V1__StreamEpochRequest, taca__v1__stream_epoch_request__descriptor, req, len);
+  if (!in) return malformed(r, "StreamEpochRequest", len);
+  int rc = -1;
+  epoch_stream *s = calloc(1, sizeof *s);
+  if (!s || !(s->snap = malloc(sizeof *s->snap))) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  s->f = f;
+  featured_snapshot_get(f, s->snap);
+  const featured_snapshot *sn = s->snap;
+  if (in->world_size == 0) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "world_size must be at least 1");
+    goto done;
+  }
+  if (in->rank >= in->world_size) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "rank %u is not below world_size %u", in->rank, in->world_size);
+    goto done;
+  }
+  if (in->batch_size == 0 || in->batch_size > (uint32_t)f->cfg.max_batch) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "batch_size %u: it must be in [1, %d] (--max-batch)", in->batch_size,
+               f->cfg.max_batch);
+    goto done;
+  }
+  if (fields_resolve(sn, in->fields, &s->fs, r)) goto done;
+  uint64_t n = sn->end - sn->begin;
+  if (sn->info.n_samples < n) {
+    reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION,
+               "the store holds %llu samples of its range [%llu, %llu): an epoch needs all of them (is the "
+               "precompute still running?)",
+               (unsigned long long)sn->info.n_samples, (unsigned long long)sn->begin, (unsigned long long)sn->end);
+    goto done;
+  }
+  s->begin = sn->begin;
+  s->rank = in->rank;
+  s->world = in->world_size;
+  s->batch_size = in->batch_size;
+  s->share = epoch_share_size(n, in->rank, in->world_size);
+  s->count = epoch_batch_count(s->share, in->batch_size, in->drop_last);
+  if (in->start_batch > s->count) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "start_batch %llu is beyond the %llu batches of rank %u's share",
+               (unsigned long long)in->start_batch, (unsigned long long)s->count, in->rank);
+    goto done;
+  }
+  s->pos = in->start_batch;
+  taca_error err;
+  if (!(s->perm = epoch_cache_get(f->epochs, in->seed, in->epoch, n, &err))) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%s", err.msg);
+    goto done;
+  }
+  if (!(s->idx = malloc((size_t)in->batch_size * sizeof *s->idx))) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  *out = s;
+  s = NULL;
+  rc = 0;
+done:
+  epoch_stream_close(s);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+  return rc;
+}
+
+int epoch_stream_next(epoch_stream *s, reply *r) {
+  if (s->pos >= s->count) return 0;
+  uint64_t j0 = s->pos * s->batch_size, j1 = j0 + s->batch_size;
+  if (j1 > s->share) j1 = s->share;
+  size_t n = (size_t)(j1 - j0);
+  for (size_t i = 0; i < n; i++) s->idx[i] = s->begin + s->perm->perm[s->rank + (j0 + i) * s->world];
+  store_view *v;
+  if (view_begin(s->f, &v, r)) return -1;
+  arena a = {0};
+  Taca__V1__Batch b;
+  int rc = batch_fill(v, s->snap, &s->fs, s->idx, n, &a, &b, &r->tail, r);
+  if (rc == 0) {
+    b.sequence = s->pos;
+    b.batch_count = s->count;
+    hand_view_to_tail(r, &v);
+    rc = reply_pack(r, &b.base, s->f->cfg.max_message);
+  }
+  store_view_end(v);
+  arena_free(&a);
+  if (rc) return -1;
+  s->pos++;
+  return 1;
+}

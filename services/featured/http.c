@@ -1,0 +1,257 @@
+/* http.c: the /metrics and /healthz HTTP endpoint on libuv (see http.h). */
+#include "services/featured/http.h"
+
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HTTP_MAX_HEADER 8192
+#define HTTP_TIMEOUT_MS 10000
+
+typedef struct conn conn;
+
+struct http_server {
+  uv_tcp_t listener;
+  http_handlers h;
+  conn *conns;
+  int stopping;
+  int open_handles; /* listener + connections' handles not yet closed */
+};
+
+struct conn {
+  http_server *srv;
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_write_t wr;
+  char buf[HTTP_MAX_HEADER];
+  size_t len;
+  char *resp;
+  int closing, open_handles, answered;
+  conn *prev, *next;
+};
+
+static void maybe_free_server(http_server *s) {
+  if (s->stopping && s->open_handles == 0) free(s);
+}
+
+static void conn_handle_closed(uv_handle_t *h) {
+  conn *c = h->data;
+  if (--c->open_handles) return;
+  http_server *s = c->srv;
+  free(c->resp);
+  free(c);
+  s->open_handles--;
+  maybe_free_server(s);
+}
+
+static void conn_close(conn *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  http_server *s = c->srv;
+  if (c->prev) c->prev->next = c->next;
+  else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  uv_timer_stop(&c->timer);
+  uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+}
+
+static void on_written(uv_write_t *w, int status) {
+  (void)status;
+  conn_close(w->data);
+}
+
+static void respond(conn *c, int code, const char *reason, const char *ctype, const char *body, size_t blen,
+                    int head_only) {
+  char hdr[256];
+  int hl = snprintf(hdr, sizeof hdr,
+                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", code,
+                    reason, ctype, blen);
+  size_t total = (size_t)hl + (head_only ? 0 : blen);
+  c->resp = malloc(total);
+  if (!c->resp) {
+    conn_close(c);
+    return;
+  }
+  memcpy(c->resp, hdr, (size_t)hl);
+  if (!head_only && blen) memcpy(c->resp + hl, body, blen);
+  c->answered = 1;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  uv_buf_t b = uv_buf_init(c->resp, (unsigned)total);
+  c->wr.data = c;
+  if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written)) conn_close(c);
+}
+
+static void handle_request(conn *c) {
+  /* Request line: METHOD SP TARGET SP VERSION */
+  char method[16], target[1024];
+  const char *sp1 = memchr(c->buf, ' ', c->len);
+  const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', c->len - (size_t)(sp1 + 1 - c->buf)) : NULL;
+  const char *eol = memchr(c->buf, '\n', c->len);
+  if (!sp1 || !sp2 || !eol || sp2 > eol || (size_t)(sp1 - c->buf) >= sizeof method ||
+      (size_t)(sp2 - sp1 - 1) >= sizeof target) {
+    static const char msg[] = "bad request\n";
+    respond(c, 400, "Bad Request", "text/plain", msg, sizeof msg - 1, 0);
+    return;
+  }
+  memcpy(method, c->buf, (size_t)(sp1 - c->buf));
+  method[sp1 - c->buf] = '\0';
+  memcpy(target, sp1 + 1, (size_t)(sp2 - sp1 - 1));
+  target[sp2 - sp1 - 1] = '\0';
+  char *q = strchr(target, '?');
+  if (q) *q = '\0';
+  int head = !strcmp(method, "HEAD");
+  if (strcmp(method, "GET") && !head) {
+    static const char msg[] = "only GET and HEAD\n";
+    respond(c, 405, "Method Not Allowed", "text/plain", msg, sizeof msg - 1, 0);
+    return;
+  }
+  http_server *s = c->srv;
+  if (!strcmp(target, "/metrics")) {
+    size_t len = 0;
+    char *body = s->h.metrics(s->h.arg, &len);
+    if (!body) {
+      static const char msg[] = "out of memory\n";
+      respond(c, 500, "Internal Server Error", "text/plain", msg, sizeof msg - 1, head);
+      return;
+    }
+    respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body, len, head);
+    free(body);
+  } else if (!strcmp(target, "/healthz")) {
+    if (s->h.serving(s->h.arg)) respond(c, 200, "OK", "text/plain", "ok\n", 3, head);
+    else respond(c, 503, "Service Unavailable", "text/plain", "shutting down\n", 14, head);
+  } else {
+    static const char msg[] = "not found: try /metrics or /healthz\n";
+    respond(c, 404, "Not Found", "text/plain", msg, sizeof msg - 1, head);
+  }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  conn *c = h->data;
+  *buf = uv_buf_init(c->buf + c->len, (unsigned)(sizeof c->buf - c->len));
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  conn *c = st->data;
+  if (c->answered || c->closing) return;
+  if (nread < 0) {
+    if (nread == UV_ENOBUFS) {
+      static const char msg[] = "headers too large\n";
+      respond(c, 431, "Request Header Fields Too Large", "text/plain", msg, sizeof msg - 1, 0);
+    } else {
+      conn_close(c);
+    }
+    return;
+  }
+  c->len += (size_t)nread;
+  for (size_t i = 0; i + 1 < c->len; i++) {
+    if ((c->buf[i] == '\n' && c->buf[i + 1] == '\n') ||
+        (i + 3 < c->len && !memcmp(c->buf + i, "\r\n\r\n", 4))) {
+      handle_request(c);
+      return;
+    }
+  }
+  if (c->len == sizeof c->buf) {
+    static const char msg[] = "headers too large\n";
+    respond(c, 431, "Request Header Fields Too Large", "text/plain", msg, sizeof msg - 1, 0);
+  }
+}
+
+static void on_timeout(uv_timer_t *t) { conn_close(t->data); }
+
+static void on_connection(uv_stream_t *server, int status) {
+  http_server *s = server->data;
+  if (status < 0 || s->stopping) return;
+  conn *c = calloc(1, sizeof *c);
+  if (!c) return;
+  c->srv = s;
+  uv_tcp_init(server->loop, &c->tcp);
+  uv_timer_init(server->loop, &c->timer);
+  c->tcp.data = c;
+  c->timer.data = c;
+  c->open_handles = 2;
+  s->open_handles++;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read)) {
+    conn_close(c);
+    return;
+  }
+  uv_timer_start(&c->timer, on_timeout, HTTP_TIMEOUT_MS, 0);
+}
+
+int http_parse_hostport(const char *hostport, struct sockaddr_storage *addr, taca_error *err) {
+  const char *colon = strrchr(hostport, ':');
+  if (!colon || colon == hostport || !colon[1])
+    return taca_fail(err, "'%s': expected HOST:PORT", hostport);
+  char host[256];
+  const char *h = hostport;
+  size_t hl = (size_t)(colon - hostport);
+  if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
+    h++;
+    hl -= 2;
+  }
+  if (hl >= sizeof host) return taca_fail(err, "'%s': host name too long", hostport);
+  memcpy(host, h, hl);
+  host[hl] = '\0';
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || port < 0 || port > 65535) return taca_fail(err, "'%s': port must be 0..65535", hostport);
+  memset(addr, 0, sizeof *addr);
+  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)addr) == 0) return 0;
+  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)addr) == 0) return 0;
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = getaddrinfo(host, NULL, &hints, &res);
+  if (rc || !res) return taca_fail(err, "'%s': cannot resolve host '%s': %s", hostport, host, gai_strerror(rc));
+  memcpy(addr, res->ai_addr, res->ai_addrlen);
+  if (res->ai_family == AF_INET) ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
+  else ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
+  freeaddrinfo(res);
+  return 0;
+}
+
+static void listener_closed(uv_handle_t *h) {
+  http_server *s = h->data;
+  s->open_handles--;
+  maybe_free_server(s);
+}
+
+int http_start(uv_loop_t *loop, const char *hostport, const http_handlers *h, http_server **out, int *port,
+               taca_error *err) {
+  *out = NULL;
+  struct sockaddr_storage addr;
+  if (http_parse_hostport(hostport, &addr, err)) return taca_error_prefix(err, "--metrics");
+  http_server *s = calloc(1, sizeof *s);
+  if (!s) return taca_fail(err, "out of memory");
+  s->h = *h;
+  uv_tcp_init(loop, &s->listener);
+  s->listener.data = s;
+  s->open_handles = 1;
+  int rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+  if (rc) {
+    s->stopping = 1;
+    uv_close((uv_handle_t *)&s->listener, listener_closed);
+    return taca_fail(err, "--metrics %s: %s", hostport, uv_strerror(rc));
+  }
+  struct sockaddr_storage bound;
+  int blen = sizeof bound;
+  uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &blen);
+  *port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                                      : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+  *out = s;
+  return 0;
+}
+
+void http_stop(http_server *s) {
+  if (!s || s->stopping) return;
+  s->stopping = 1;
+  while (s->conns) conn_close(s->conns);
+  uv_close((uv_handle_t *)&s->listener, listener_closed);
+}

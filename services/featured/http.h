@@ -1,0 +1,29 @@
+/* http.h: a minimal HTTP/1.x endpoint on the libuv loop for operators: GET /metrics (Prometheus
+ * text) and GET /healthz (200 "ok" while serving, 503 once shutting down). One request per
+ * connection, 8 KiB of headers at most, 10 s to send them. Runs on the loop's thread only. */
+#ifndef TACA_FEATURED_HTTP_H
+#define TACA_FEATURED_HTTP_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "nn/error.h"
+
+typedef struct http_server http_server;
+
+typedef struct http_handlers {
+  char *(*metrics)(void *arg, size_t *len); /* malloc'd body, NULL on failure */
+  int (*serving)(void *arg);                /* 1 while serving */
+  void *arg;
+} http_handlers;
+
+/* Listens on hostport ("127.0.0.1:9090", "[::1]:0", "localhost:9090"); *port receives the bound port. */
+int http_start(uv_loop_t *loop, const char *hostport, const http_handlers *h, http_server **out, int *port,
+               taca_error *err);
+/* Closes the listener and every open connection; the memory is freed once libuv has closed them. */
+void http_stop(http_server *s);
+
+/* Resolves "HOST:PORT" (IPv4, [IPv6] or a name) into addr. */
+int http_parse_hostport(const char *hostport, struct sockaddr_storage *addr, taca_error *err);
+
+#endif

@@ -1,0 +1,244 @@
+/* main.c: taca-featured, the feature-cache gRPC daemon: options, start-up, and the libuv main loop
+ * (signals, store refresh timer, HTTP /metrics + /healthz, shutdown sequencing). gRPC runs on its
+ * own completion-queue threads (server.c) and wakes this loop with uv_async_send when it is done.
+ *
+ * SIGTERM/SIGINT: graceful shutdown (stop accepting, NOT_SERVING, streams end at their next batch
+ * with UNAVAILABLE, unary calls finish; whatever runs after --grace is cancelled); exit status 0.
+ * A second signal cancels everything at once. SIGHUP reopens the --log file. */
+#include <grpc/grpc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "nn/atomicfile.h"
+#include "services/featured/featured.h"
+#include "services/featured/http.h"
+#include "services/featured/log.h"
+#include "services/featured/metrics.h"
+#include "services/featured/options.h"
+#include "services/featured/server.h"
+
+typedef struct app {
+  uv_loop_t loop;
+  featured f;
+  featured_server *srv;
+  http_server *http;
+  uv_signal_t sigterm, sigint, sighup;
+  uv_async_t done_async, idle_async;
+  uv_timer_t refresh, grace, linger;
+  int stopping, lingering;
+} app;
+
+static app A;
+
+/* Linger after the last call before closing the connections, so that the final statuses reach the
+ * clients' transports before the sockets close. */
+#define LINGER_MS 300
+
+static void on_grpc_done(void *arg) {
+  (void)arg;
+  uv_async_send(&A.done_async); /* the only libuv call allowed from another thread */
+}
+
+static void on_grpc_idle(void *arg) {
+  (void)arg;
+  uv_async_send(&A.idle_async);
+}
+
+static void close_handle(uv_handle_t *h) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void on_done(uv_async_t *a) {
+  (void)a;
+  log_msg(LOG_INFO, "gRPC server shut down; exiting");
+  http_stop(A.http);
+  A.http = NULL;
+  close_handle((uv_handle_t *)&A.sigterm);
+  close_handle((uv_handle_t *)&A.sigint);
+  close_handle((uv_handle_t *)&A.sighup);
+  close_handle((uv_handle_t *)&A.refresh);
+  close_handle((uv_handle_t *)&A.grace);
+  close_handle((uv_handle_t *)&A.linger);
+  close_handle((uv_handle_t *)&A.done_async);
+  close_handle((uv_handle_t *)&A.idle_async);
+}
+
+/* Clients may keep idle connections open after GOAWAY: with no call left, close them. */
+static void on_force_close(uv_timer_t *t) {
+  (void)t;
+  server_cancel_all(A.srv);
+}
+
+static void on_linger(uv_timer_t *t) {
+  (void)t;
+  log_msg(LOG_INFO, "no call left; closing connections");
+  server_begin_shutdown(A.srv);
+  uv_timer_start(&A.linger, on_force_close, LINGER_MS, 0);
+}
+
+static void on_idle(uv_async_t *a) {
+  (void)a;
+  if (!A.stopping || A.lingering) return;
+  A.lingering = 1;
+  uv_timer_start(&A.linger, on_linger, LINGER_MS, 0);
+}
+
+static void on_grace(uv_timer_t *t) {
+  (void)t;
+  log_msg(LOG_WARN, "grace period over with %d stream(s) still open: cancelling every remaining call",
+          atomic_load(&A.f.active_streams));
+  server_cancel_all(A.srv);
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum) {
+  (void)s;
+  if (A.stopping) {
+    log_msg(LOG_WARN, "%s again: cancelling every remaining call", strsignal(signum));
+    server_cancel_all(A.srv);
+    return;
+  }
+  A.stopping = 1;
+  log_msg(LOG_INFO, "%s: shutting down (no new calls; streams end at their next batch; grace %d s)",
+          strsignal(signum), A.f.cfg.grace_ms / 1000);
+  atomic_store(&A.f.shutting_down, 1);
+  uv_timer_stop(&A.refresh);
+  uv_timer_start(&A.grace, on_grace, (uint64_t)A.f.cfg.grace_ms, 0);
+  server_drain(A.srv);
+}
+
+static void on_hup(uv_signal_t *s, int signum) {
+  (void)s;
+  (void)signum;
+  taca_error err;
+  if (log_reopen(&err)) log_msg(LOG_ERROR, "%s", err.msg);
+  else log_msg(LOG_INFO, "SIGHUP: log reopened");
+}
+
+static void on_refresh(uv_timer_t *t) {
+  (void)t;
+  taca_error err;
+  if (featured_refresh(&A.f, &err)) log_msg(LOG_WARN, "store refresh failed: %s", err.msg);
+}
+
+static char *metrics_cb(void *arg, size_t *len) {
+  featured *f = arg;
+  featured_snapshot *s = malloc(sizeof *s);
+  if (!s) return NULL;
+  featured_snapshot_get(f, s);
+  metrics_gauges g = {
+      .active_streams = atomic_load(&f->active_streams),
+      .serving = !atomic_load(&f->shutting_down),
+      .samples = s->info.n_samples,
+      .index_begin = s->begin,
+      .index_end = s->end,
+  };
+  free(s);
+  return metrics_render(f->metrics, &g, len);
+}
+
+static int serving_cb(void *arg) { return !atomic_load(&((featured *)arg)->shutting_down); }
+
+static int write_port_file(const char *path, int grpc_port, int metrics_port, taca_error *err) {
+  char buf[64];
+  int n = snprintf(buf, sizeof buf, "grpc=%d\nmetrics=%d\n", grpc_port, metrics_port);
+  taca_chunk c = {buf, (size_t)n};
+  return taca_write_file_atomic(path, &c, 1, err);
+}
+
+int main(int argc, char **argv) {
+  featured_config cfg;
+  taca_error err = {{0}};
+  int rc = featured_parse_options(&cfg, argc, argv, stdout, &err);
+  if (rc == 1) return 0;
+  if (rc < 0) {
+    fprintf(stderr, "taca-featured: %s\n", err.msg);
+    return 2;
+  }
+  if (log_open(cfg.log_path, &err)) {
+    fprintf(stderr, "taca-featured: %s\n", err.msg);
+    return 1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  if (featured_open(&A.f, &cfg, &err)) {
+    log_msg(LOG_ERROR, "%s", err.msg);
+    if (cfg.log_path) fprintf(stderr, "taca-featured: %s\n", err.msg);
+    log_close();
+    return 1;
+  }
+  grpc_init();
+  uv_loop_init(&A.loop);
+  uv_async_init(&A.loop, &A.done_async, on_done);
+  uv_async_init(&A.loop, &A.idle_async, on_idle);
+  uv_timer_init(&A.loop, &A.linger);
+  int grpc_port = 0, metrics_port = 0;
+  server_callbacks cb = {on_grpc_idle, on_grpc_done, NULL};
+  if (server_start(&A.f, &cb, &A.srv, &grpc_port, &err)) {
+    log_msg(LOG_ERROR, "%s", err.msg);
+    if (cfg.log_path) fprintf(stderr, "taca-featured: %s\n", err.msg);
+    rc = 1;
+    goto out_early;
+  }
+  if (cfg.metrics_listen) {
+    http_handlers hh = {metrics_cb, serving_cb, &A.f};
+    if (http_start(&A.loop, cfg.metrics_listen, &hh, &A.http, &metrics_port, &err)) {
+      log_msg(LOG_ERROR, "%s", err.msg);
+      if (cfg.log_path) fprintf(stderr, "taca-featured: %s\n", err.msg);
+      rc = 1;
+      atomic_store(&A.f.shutting_down, 1);
+      server_begin_shutdown(A.srv);
+      server_cancel_all(A.srv);
+      A.stopping = 1;
+    }
+  }
+  uv_signal_init(&A.loop, &A.sigterm);
+  uv_signal_init(&A.loop, &A.sigint);
+  uv_signal_init(&A.loop, &A.sighup);
+  uv_signal_start(&A.sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&A.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&A.sighup, on_hup, SIGHUP);
+  uv_timer_init(&A.loop, &A.refresh);
+  uv_timer_init(&A.loop, &A.grace);
+  if (!A.stopping) {
+    uv_timer_start(&A.refresh, on_refresh, (uint64_t)cfg.refresh_ms, (uint64_t)cfg.refresh_ms);
+    if (cfg.port_file && write_port_file(cfg.port_file, grpc_port, metrics_port, &err)) {
+      log_msg(LOG_ERROR, "--port-file: %s", err.msg);
+      rc = 1;
+      A.stopping = 1;
+      atomic_store(&A.f.shutting_down, 1);
+      server_begin_shutdown(A.srv);
+      server_cancel_all(A.srv);
+    }
+  }
+  if (!A.stopping) {
+    featured_snapshot *s = malloc(sizeof *s);
+    if (s) {
+      featured_snapshot_get(&A.f, s);
+      log_msg(LOG_INFO, "serving %s on %s (port %d%s), %llu samples in [%llu, %llu), %d models, %d threads%s%s",
+              cfg.db, cfg.listen, grpc_port, cfg.tls_cert ? ", TLS" : "", (unsigned long long)s->info.n_samples,
+              (unsigned long long)s->begin, (unsigned long long)s->end, s->info.n_models, cfg.threads,
+              cfg.token ? ", bearer token required" : "", cfg.metrics_listen ? "" : ", no metrics endpoint");
+      if (cfg.metrics_listen) log_msg(LOG_INFO, "metrics on http://%s/metrics (port %d)", cfg.metrics_listen, metrics_port);
+      if (cfg.token && !cfg.tls_cert)
+        log_msg(LOG_WARN, "--token without TLS: the token travels in clear text; use --tls-cert off loopback");
+      free(s);
+    }
+  }
+  uv_run(&A.loop, UV_RUN_DEFAULT);
+  server_destroy(A.srv);
+  A.srv = NULL;
+out_early:
+  if (A.srv) server_destroy(A.srv);
+  if (!uv_is_closing((uv_handle_t *)&A.done_async)) uv_close((uv_handle_t *)&A.done_async, NULL);
+  if (!uv_is_closing((uv_handle_t *)&A.idle_async)) uv_close((uv_handle_t *)&A.idle_async, NULL);
+  if (!uv_is_closing((uv_handle_t *)&A.linger)) uv_close((uv_handle_t *)&A.linger, NULL);
+  uv_run(&A.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&A.loop);
+  grpc_shutdown();
+  featured_close(&A.f);
+  log_msg(LOG_INFO, "taca-featured stopped (exit status %d)", rc);
+  log_close();
+  return rc;
+}

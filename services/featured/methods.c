@@ -1,0 +1,21 @@
+/* methods.c: names and gRPC paths of the methods of methods.h. */
+#include "services/featured/methods.h"
+
+#include <stddef.h>
+
+const char *const FEATURED_METHOD_NAMES[FM_COUNT] = {
+    "Info", "GetBatch", "StreamEpoch", "Lookup", "Search", "Health.Check", "Health.Watch", "Unknown",
+};
+
+const char *const FEATURED_METHOD_PATHS[FM_COUNT] = {
+    "/taca.v1.FeatureCache/Info",
+    "/taca.v1.FeatureCache/GetBatch",
+    "/taca.v1.FeatureCache/StreamEpoch",
+    "/taca.v1.FeatureCache/Lookup",
+    "/taca.v1.FeatureCache/Search",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    NULL,
+};
+
+const int FEATURED_METHOD_STREAMING[FM_COUNT] = {0, 0, 1, 0, 0, 0, 1, 0};

@@ -1,0 +1,167 @@
+/* options.c: parses the command line of taca-featured into a featured_config. */
+#include "services/featured/options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *FEATURED_USAGE =
+    "usage: taca-featured --db DIR [--listen HOST:PORT] [--metrics HOST:PORT]\n"
+    "                     [--model NAME=PATH[:ARCH]]... [--threads N] [--max-batch N]\n"
+    "                     [--max-streams N] [--max-message BYTES] [--max-k K] [--grace SECONDS]\n"
+    "                     [--port-file FILE] [--log FILE] [--tls-cert PEM --tls-key PEM]\n"
+    "                     [--token TOKEN]\n"
+    "  Serves a feature store (read-only) over gRPC: taca.v1.FeatureCache (Info, GetBatch,\n"
+    "  StreamEpoch, Lookup, Search) and grpc.health.v1.Health.\n"
+    "  --db DIR            the store (one LMDB environment, e.g. one shard)\n"
+    "  --listen HOST:PORT  gRPC address (default 127.0.0.1:50051; port 0 picks a free one)\n"
+    "  --metrics HOST:PORT HTTP endpoint with /metrics (Prometheus text) and /healthz\n"
+    "  --model NAME=PATH[:ARCH]  load the text tower of the store's model NAME for Search by\n"
+    "                      caption: PATH is a HF CLIP directory, or an open_clip .safetensors\n"
+    "                      with ARCH (built-in name or open_clip config JSON); repeatable\n"
+    "  --threads N         completion-queue threads (default: CPU count, at least 2)\n"
+    "  --max-batch N       samples per batch and queries per Search (default 4096)\n"
+    "  --max-streams N     concurrent StreamEpoch and Health.Watch calls (default 64)\n"
+    "  --max-message BYTES largest message sent or received (default 67108864)\n"
+    "  --max-k K           largest Search k (default 10000)\n"
+    "  --grace SECONDS     on SIGTERM/SIGINT: stop accepting, end streams at their next batch\n"
+    "                      (UNAVAILABLE, with the batch to resume from), let unary calls finish,\n"
+    "                      and cancel what still runs after this long (default 10)\n"
+    "  --port-file FILE    write the bound ports (\"grpc=P\" and \"metrics=P\" lines) once listening\n"
+    "  --log FILE          log here instead of stderr; SIGHUP reopens it\n"
+    "  --tls-cert, --tls-key  serve TLS with this certificate chain and private key (PEM)\n"
+    "  --token TOKEN       require 'authorization: Bearer TOKEN' on FeatureCache calls (the\n"
+    "                      health service stays open for probes); TACA_FEATURED_TOKEN also works\n";
+
+static int parse_int(const char *opt, const char *s, long lo, long hi, long *out, taca_error *err) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < lo || v > hi)
+    return taca_fail(err, "%s: expected an integer in [%ld, %ld], got '%s'", opt, lo, hi, s);
+  *out = v;
+  return 0;
+}
+
+static int parse_model(featured_config *cfg, char *s, taca_error *err) {
+  if (cfg->n_models >= FEATURED_MAX_MODEL_OPTS)
+    return taca_fail(err, "--model: at most %d models", FEATURED_MAX_MODEL_OPTS);
+  char *eq = strchr(s, '=');
+  if (!eq || eq == s || !eq[1]) return taca_fail(err, "--model: expected NAME=PATH[:ARCH], got '%s'", s);
+  size_t nl = (size_t)(eq - s);
+  if (nl >= STORE_NAME_MAX) return taca_fail(err, "--model: name longer than %d bytes", STORE_NAME_MAX - 1);
+  featured_model_opt *m = &cfg->models[cfg->n_models];
+  memcpy(m->name, s, nl);
+  m->name[nl] = '\0';
+  for (int i = 0; i < cfg->n_models; i++)
+    if (!strcmp(cfg->models[i].name, m->name)) return taca_fail(err, "--model: '%s' given twice", m->name);
+  m->path = eq + 1;
+  m->arch = NULL;
+  char *colon = strchr(eq + 1, ':');
+  if (colon) {
+    *colon = '\0';
+    if (!colon[1]) return taca_fail(err, "--model %s: empty ARCH after ':'", m->name);
+    m->arch = colon + 1;
+  }
+  if (!*m->path) return taca_fail(err, "--model %s: empty PATH", m->name);
+  cfg->n_models++;
+  return 0;
+}
+
+int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *out, taca_error *err) {
+  memset(cfg, 0, sizeof *cfg);
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  cfg->listen = "127.0.0.1:50051";
+  cfg->threads = ncpu < 2 ? 2 : ncpu > 16 ? 16 : (int)ncpu;
+  cfg->max_batch = 4096;
+  cfg->max_streams = 64;
+  cfg->max_k = 10000;
+  cfg->max_message = 64u << 20;
+  cfg->grace_ms = 10000;
+  cfg->refresh_ms = 2000;
+  cfg->token = getenv("TACA_FEATURED_TOKEN");
+  if (cfg->token && !*cfg->token) cfg->token = NULL;
+
+  enum { O_DB = 256, O_LISTEN, O_METRICS, O_MODEL, O_THREADS, O_MAX_BATCH, O_MAX_STREAMS, O_MAX_MESSAGE, O_MAX_K,
+         O_GRACE, O_PORT_FILE, O_LOG, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_HELP };
+  static const struct option LONG[] = {
+      {"db", required_argument, 0, O_DB},
+      {"listen", required_argument, 0, O_LISTEN},
+      {"metrics", required_argument, 0, O_METRICS},
+      {"model", required_argument, 0, O_MODEL},
+      {"threads", required_argument, 0, O_THREADS},
+      {"max-batch", required_argument, 0, O_MAX_BATCH},
+      {"max-streams", required_argument, 0, O_MAX_STREAMS},
+      {"max-message", required_argument, 0, O_MAX_MESSAGE},
+      {"max-k", required_argument, 0, O_MAX_K},
+      {"grace", required_argument, 0, O_GRACE},
+      {"port-file", required_argument, 0, O_PORT_FILE},
+      {"log", required_argument, 0, O_LOG},
+      {"tls-cert", required_argument, 0, O_TLS_CERT},
+      {"tls-key", required_argument, 0, O_TLS_KEY},
+      {"token", required_argument, 0, O_TOKEN},
+      {"help", no_argument, 0, O_HELP},
+      {0, 0, 0, 0},
+  };
+  optind = 1;
+  opterr = 0;
+  int c;
+  long v = 0;
+  while ((c = getopt_long(argc, argv, "h", LONG, NULL)) != -1) {
+    switch (c) {
+      case O_DB: cfg->db = optarg; break;
+      case O_LISTEN: cfg->listen = optarg; break;
+      case O_METRICS: cfg->metrics_listen = optarg; break;
+      case O_MODEL:
+        if (parse_model(cfg, optarg, err)) return -1;
+        break;
+      case O_THREADS:
+        if (parse_int("--threads", optarg, 1, 256, &v, err)) return -1;
+        cfg->threads = (int)v;
+        break;
+      case O_MAX_BATCH:
+        if (parse_int("--max-batch", optarg, 1, 1 << 20, &v, err)) return -1;
+        cfg->max_batch = (int)v;
+        break;
+      case O_MAX_STREAMS:
+        if (parse_int("--max-streams", optarg, 1, 1 << 20, &v, err)) return -1;
+        cfg->max_streams = (int)v;
+        break;
+      case O_MAX_MESSAGE:
+        if (parse_int("--max-message", optarg, 1024, INT_MAX, &v, err)) return -1;
+        cfg->max_message = (size_t)v;
+        break;
+      case O_MAX_K:
+        if (parse_int("--max-k", optarg, 1, 1 << 24, &v, err)) return -1;
+        cfg->max_k = (int)v;
+        break;
+      case O_GRACE:
+        if (parse_int("--grace", optarg, 0, 86400, &v, err)) return -1;
+        cfg->grace_ms = (int)v * 1000;
+        break;
+      case O_PORT_FILE: cfg->port_file = optarg; break;
+      case O_LOG: cfg->log_path = optarg; break;
+      case O_TLS_CERT: cfg->tls_cert = optarg; break;
+      case O_TLS_KEY: cfg->tls_key = optarg; break;
+      case O_TOKEN:
+        if (!*optarg) return taca_fail(err, "--token: empty token");
+        cfg->token = optarg;
+        break;
+      case 'h':
+      case O_HELP: fputs(FEATURED_USAGE, out); return 1;
+      default:
+        return taca_fail(err, "unknown or incomplete option '%s' (try --help)", argv[optind - 1]);
+    }
+  }
+  if (optind < argc) return taca_fail(err, "unexpected argument '%s' (try --help)", argv[optind]);
+  if (!cfg->db) return taca_fail(err, "--db DIR is required (try --help)");
+  if (!*cfg->listen || !strchr(cfg->listen, ':'))
+    return taca_fail(err, "--listen: expected HOST:PORT, got '%s'", cfg->listen);
+  if (cfg->metrics_listen && !strchr(cfg->metrics_listen, ':'))
+    return taca_fail(err, "--metrics: expected HOST:PORT, got '%s'", cfg->metrics_listen);
+  if (!cfg->tls_cert != !cfg->tls_key) return taca_fail(err, "--tls-cert and --tls-key go together");
+  return 0;
+}

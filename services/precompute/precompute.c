@@ -1,0 +1,668 @@
+/* precompute.c: the precompute job: a reader thread reads and decodes batches of samples ahead
+ * while the main thread runs the model and commits each batch (samples, embeddings and progress in
+ * one transaction). See precompute.h for the crash-safety contract. */
+#include "services/precompute/precompute.h"
+
+#include <jansson.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "nn/clip.h"
+#include "nn/image.h"
+#include "nn/tokenizer.h"
+#include "services/precompute/data_source.h"
+#include "services/precompute/progress.h"
+#include "storage/store.h"
+
+#define PROGRESS_INGEST "progress/ingest"
+#define MAX_LOGGED_REJECTS 20
+
+typedef struct prepared {
+  char *key;
+  int32_t label;
+  int32_t tokens[CLIP_CONTEXT_LEN];
+  uint8_t *pix; /* 3 * S * S, CHW */
+} prepared;
+
+typedef struct reject {
+  char *key;
+  char reason[256];
+  const char *category;
+} reject;
+
+typedef struct batch {
+  prepared *items;
+  int n;
+  reject *rejects;
+  int n_rej;
+  int end_input;       /* position after the last entry of this batch */
+  uint64_t end_entry;
+  uint64_t entries;    /* entries consumed by this batch */
+  int last;            /* no more data after this batch */
+  int failed;          /* the reader hit an I/O error: err holds it */
+  taca_error err;
+} batch;
+
+static void batch_free(batch *b) {
+  if (!b) return;
+  for (int i = 0; i < b->n; i++) free(b->items[i].key), free(b->items[i].pix);
+  for (int i = 0; i < b->n_rej; i++) free(b->rejects[i].key);
+  free(b->items);
+  free(b->rejects);
+  free(b);
+}
+
+/* ---------- reader thread: read, decode, preprocess, tokenize ---------- */
+
+typedef struct reader {
+  data_source *ds;
+  const clip_tokenizer *tok;
+  int batch, size, workers;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  batch *queue[2];
+  int qn, stop;
+  pthread_t thread;
+} reader;
+
+static batch *read_batch(reader *r) {
+  batch *b = calloc(1, sizeof *b);
+  ds_sample *raw = calloc(r->batch, sizeof *raw);
+  if (!b || !raw) {
+    free(raw);
+    if (b) b->failed = 1, taca_fail(&b->err, "out of memory");
+    return b;
+  }
+  int n = 0;
+  for (; n < r->batch; n++) {
+    int rc = ds_next(r->ds, &raw[n], &b->err);
+    if (rc < 0) {
+      b->failed = 1;
+      break;
+    }
+    if (rc == 0) {
+      b->last = 1;
+      break;
+    }
+    b->end_input = raw[n].input;
+    b->end_entry = raw[n].entry + 1;
+  }
+  b->entries = (uint64_t)n;
+  b->items = calloc(n ? n : 1, sizeof *b->items);
+  b->rejects = calloc(n ? n : 1, sizeof *b->rejects);
+  char (*why)[256] = calloc(n ? n : 1, sizeof *why);
+  const char **cat = calloc(n ? n : 1, sizeof *cat);
+  uint8_t **pix = calloc(n ? n : 1, sizeof *pix);
+  int32_t (*tok)[CLIP_CONTEXT_LEN] = calloc(n ? n : 1, sizeof *tok);
+  if (!b->items || !b->rejects || !why || !cat || !pix || !tok) {
+    b->failed = 1;
+    taca_fail(&b->err, "out of memory");
+    n = 0;
+  }
+  const size_t per = (size_t)3 * r->size * r->size;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->workers)
+  for (int i = 0; i < n; i++) {
+    ds_sample *s = &raw[i];
+    if (s->problem) {
+      snprintf(why[i], sizeof why[i], "%s", s->problem);
+      cat[i] = s->problem;
+      continue;
+    }
+    taca_error e = {{0}};
+    if (clip_tokenize(r->tok, s->caption, tok[i], CLIP_CONTEXT_LEN, &e)) {
+      snprintf(why[i], sizeof why[i], "caption: %s", e.msg);
+      cat[i] = "caption not valid text";
+      continue;
+    }
+    rgb_image img = {0};
+    pix[i] = malloc(per);
+    if (!pix[i] || image_decode(s->image, s->image_len, &img, &e) ||
+        clip_resize_crop_u8(&img, r->size, pix[i], &e)) {
+      snprintf(why[i], sizeof why[i], "image: %s", pix[i] ? e.msg : "out of memory");
+      cat[i] = "corrupt or unreadable image";
+      free(pix[i]);
+      pix[i] = NULL;
+    }
+    rgb_image_free(&img);
+  }
+  for (int i = 0; i < n; i++) {
+    if (cat[i]) {
+      b->rejects[b->n_rej++] = (reject){raw[i].key, {0}, cat[i]};
+      snprintf(b->rejects[b->n_rej - 1].reason, sizeof why[i], "%s", why[i]);
+      raw[i].key = NULL;
+      continue;
+    }
+    prepared *p = &b->items[b->n++];
+    p->key = raw[i].key;
+    raw[i].key = NULL;
+    p->label = raw[i].has_label ? raw[i].label : -1;
+    memcpy(p->tokens, tok[i], sizeof p->tokens);
+    p->pix = pix[i];
+  }
+  for (int i = 0; i < r->batch; i++) ds_sample_free(&raw[i]);
+  free(raw), free(why), free(cat), free(pix), free(tok);
+  return b;
+}
+
+static void *reader_main(void *arg) {
+  reader *r = arg;
+  for (;;) {
+    batch *b = read_batch(r);
+    pthread_mutex_lock(&r->mu);
+    while (r->qn == 2 && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
+    if (r->stop) {
+      pthread_mutex_unlock(&r->mu);
+      batch_free(b);
+      return NULL;
+    }
+    r->queue[r->qn++] = b;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (!b || b->last || b->failed) return NULL;
+  }
+}
+
+static batch *reader_pop(reader *r) {
+  pthread_mutex_lock(&r->mu);
+  while (r->qn == 0) pthread_cond_wait(&r->cv, &r->mu);
+  batch *b = r->queue[0];
+  r->queue[0] = r->queue[1];
+  r->qn--;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  return b;
+}
+
+static void reader_stop(reader *r) {
+  pthread_mutex_lock(&r->mu);
+  r->stop = 1;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  pthread_join(r->thread, NULL);
+  for (int i = 0; i < r->qn; i++) batch_free(r->queue[i]);
+  r->qn = 0;
+}
+
+/* ---------- helpers ---------- */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void default_name(const char *path, char *out, size_t n) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s", path);
+  size_t len = strlen(tmp);
+  while (len > 1 && tmp[len - 1] == '/') tmp[--len] = 0;
+  char *base = basename(tmp);
+  char *dot = strstr(base, ".safetensors");
+  if (dot) *dot = 0;
+  snprintf(out, n, "%s", base);
+  for (char *p = out; *p; p++)
+    if (*p == ' ' || *p == '/' || (unsigned char)*p < 33 || (unsigned char)*p > 126) *p = '_';
+}
+
+static json_t *get_json_meta(store_view *v, const char *key, taca_error *err, int *failed) {
+  const void *val;
+  size_t len;
+  *failed = 0;
+  if (store_get_meta(v, key, &val, &len, err)) {
+    *failed = 1;
+    return NULL;
+  }
+  if (!val) return NULL;
+  json_error_t je;
+  json_t *j = json_loadb(val, len, 0, &je);
+  if (!j) {
+    *failed = 1;
+    taca_fail(err, "store meta '%s' is not valid JSON: %s", key, je.text);
+  }
+  return j;
+}
+
+static int put_json_meta(store_txn *t, const char *key, json_t *j, taca_error *err) {
+  char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+  if (!s) return taca_fail(err, "out of memory");
+  int rc = store_put_meta(t, key, s, strlen(s), err);
+  free(s);
+  return rc;
+}
+
+static uint64_t jget_u64(json_t *o, const char *k) {
+  json_t *v = json_object_get(o, k);
+  return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
+}
+
+static void normalize_batch(const prepared *items, int n, int S, float *pix) {
+  const size_t per = (size_t)3 * S * S;
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; i++) clip_normalize_u8(items[i].pix, S, CLIP_MEAN, CLIP_STD, pix + per * i);
+}
+
+typedef struct job {
+  const precompute_opts *o;
+  clip_model *m;
+  taca_store *store;
+  int model_id;
+  char name[STORE_NAME_MAX];
+  float *pix, *img, *txt;
+  int32_t *tokens;
+} job;
+
+/* Runs the model on a batch of prepared samples: img/txt [n, E]. */
+static int embed_batch(job *J, const prepared *items, int n, taca_error *err) {
+  const int S = J->m->cfg.image_size;
+  normalize_batch(items, n, S, J->pix);
+  for (int i = 0; i < n; i++) memcpy(J->tokens + (size_t)i * CLIP_CONTEXT_LEN, items[i].tokens, sizeof items[i].tokens);
+  if (clip_encode_image(J->m, J->pix, n, J->img, err)) return -1;
+  if (J->m->cfg.has_text && clip_encode_text(J->m, J->tokens, n, J->txt, err)) return -1;
+  return 0;
+}
+
+/* ---------- ingest ---------- */
+
+static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
+  const precompute_opts *o = J->o;
+  data_source *ds = NULL;
+  clip_tokenizer *tok = NULL;
+  int rc = -1;
+  if (ds_open(&ds, o->data, o->ndata, o->shard, o->nshards, err)) return -1;
+  /* The inputs of this run, to check that a resumed run reads the same data. */
+  json_t *inputs = json_array();
+  for (int i = 0; i < ds_num_inputs(ds); i++) {
+    const ds_input *in = ds_get_input(ds, i);
+    json_array_append_new(inputs, json_pack("{s:s,s:I}", "path", in->path, "entries", (json_int_t)in->entries));
+  }
+  uint64_t base = o->index_base >= 0 ? (uint64_t)o->index_base : ds_entries_before_shard(ds);
+  if (!prog) {
+    prog = json_pack("{s:s,s:O,s:i,s:i,s:I,s:i,s:I,s:I,s:I,s:I,s:{},s:b}", "model", J->name, "inputs",
+                     inputs, "shard", o->shard, "nshards", o->nshards, "base", (json_int_t)base,
+                     "input", 0, "entry", (json_int_t)0, "next_index", (json_int_t)base, "accepted",
+                     (json_int_t)0, "rejected", (json_int_t)0, "reasons", "done", 0);
+  } else {
+    json_incref(prog);
+    const char *pm = json_string_value(json_object_get(prog, "model"));
+    if (!pm || strcmp(pm, J->name) != 0) {
+      taca_fail(err, "%s: an unfinished ingest with model '%s' is in this store; resume it with that model",
+                o->db, pm ? pm : "?");
+      goto done;
+    }
+    if (!json_equal(json_object_get(prog, "inputs"), inputs) ||
+        jget_u64(prog, "shard") != (uint64_t)o->shard || jget_u64(prog, "nshards") != (uint64_t)o->nshards) {
+      taca_fail(err, "%s: the unfinished ingest in this store read other data (inputs, shard or their "
+                "entry counts differ); resume with the same --data and --shard", o->db);
+      goto done;
+    }
+  }
+  if (!prog) {
+    taca_fail(err, "out of memory");
+    goto done;
+  }
+  int in0 = (int)jget_u64(prog, "input");
+  uint64_t e0 = jget_u64(prog, "entry"), next = jget_u64(prog, "next_index");
+  uint64_t accepted = jget_u64(prog, "accepted"), rejected = jget_u64(prog, "rejected");
+  json_t *reasons = json_object_get(prog, "reasons");
+  uint64_t consumed = 0;
+  for (int i = 0; i < in0 && i < ds_num_inputs(ds); i++) consumed += ds_get_input(ds, i)->entries;
+  consumed += e0;
+  if (ds_seek(ds, in0, e0, err)) goto done;
+  if (!(tok = clip_tokenizer_load(NULL, err))) goto done;
+
+  reader R = {.ds = ds, .tok = tok, .batch = o->batch, .size = J->m->cfg.image_size,
+              .workers = o->workers > 0 ? o->workers : 2};
+  pthread_mutex_init(&R.mu, NULL);
+  pthread_cond_init(&R.cv, NULL);
+  if (pthread_create(&R.thread, NULL, reader_main, &R)) {
+    taca_fail(err, "cannot start the reader thread");
+    goto done;
+  }
+  progress P;
+  progress_init(&P, stderr, "precompute", ds_total_entries(ds), consumed);
+  int logged = 0;
+  store_view *view = NULL;
+  for (;;) {
+    batch *b = reader_pop(&R);
+    if (!b || b->failed) {
+      if (b) *err = b->err;
+      else taca_fail(err, "out of memory");
+      batch_free(b);
+      break;
+    }
+    /* Keys already in the store (another shard's data, or repeated keys) are rejected. */
+    if (!view && store_view_begin(J->store, &view, err)) {
+      batch_free(b);
+      break;
+    }
+    if (store_view_refresh(view, err)) {
+      batch_free(b);
+      break;
+    }
+    int keep = 0;
+    for (int i = 0; i < b->n; i++) {
+      uint64_t idx;
+      taca_error ignore;
+      int dup = store_lookup_key(view, b->items[i].key, strlen(b->items[i].key), &idx, &ignore) == 0;
+      for (int j = 0; !dup && j < keep; j++) dup = strcmp(b->items[j].key, b->items[i].key) == 0;
+      if (dup) {
+        b->rejects[b->n_rej++] = (reject){b->items[i].key, "duplicate key (already stored)", "duplicate key"};
+        free(b->items[i].pix);
+      } else {
+        b->items[keep++] = b->items[i];
+      }
+    }
+    b->n = keep;
+    if (b->n && embed_batch(J, b->items, b->n, err)) {
+      batch_free(b);
+      break;
+    }
+    store_txn *t;
+    int ok = store_txn_begin(J->store, &t, err) == 0;
+    for (int i = 0; ok && i < b->n; i++) {
+      const prepared *p = &b->items[i];
+      ok = store_put_sample(t, next + i, p->key, strlen(p->key), p->label, p->tokens,
+                            o->store_pixels ? p->pix : NULL,
+                            o->store_pixels ? (size_t)3 * J->m->cfg.image_size * J->m->cfg.image_size : 0,
+                            err) == 0;
+    }
+    if (ok && b->n) ok = store_put_embeddings(t, J->model_id, STORE_IMAGE, next, b->n, J->img, err) == 0;
+    if (ok && b->n && J->m->cfg.has_text)
+      ok = store_put_embeddings(t, J->model_id, STORE_TEXT, next, b->n, J->txt, err) == 0;
+    for (int i = 0; i < b->n_rej; i++) {
+      json_t *c = json_object_get(reasons, b->rejects[i].category);
+      json_object_set_new(reasons, b->rejects[i].category, json_integer((c ? json_integer_value(c) : 0) + 1));
+    }
+    if (b->entries) {
+      json_object_set_new(prog, "input", json_integer(b->end_input));
+      json_object_set_new(prog, "entry", json_integer((json_int_t)b->end_entry));
+      /* An input that ends exactly here: continue at the start of the next one. */
+      if (b->end_entry == ds_get_input(ds, b->end_input)->entries) {
+        json_object_set_new(prog, "input", json_integer(b->end_input + 1));
+        json_object_set_new(prog, "entry", json_integer(0));
+      }
+    }
+    json_object_set_new(prog, "next_index", json_integer((json_int_t)(next + b->n)));
+    json_object_set_new(prog, "accepted", json_integer((json_int_t)(accepted + b->n)));
+    json_object_set_new(prog, "rejected", json_integer((json_int_t)(rejected + b->n_rej)));
+    if (b->last) {
+      json_object_set_new(prog, "done", json_true());
+      store_range range = {base, next + b->n, o->shard, o->nshards};
+      json_t *dsj = json_pack("{s:O,s:I,s:I,s:I,s:O}", "inputs", inputs, "entries",
+                              (json_int_t)ds_total_entries(ds), "stored", (json_int_t)(accepted + b->n),
+                              "rejected", (json_int_t)(rejected + b->n_rej), "rejected_by_reason", reasons);
+      ok = ok && store_set_range(t, &range, err) == 0 && put_json_meta(t, "dataset", dsj, err) == 0;
+      json_decref(dsj);
+    }
+    ok = ok && put_json_meta(t, PROGRESS_INGEST, prog, err) == 0;
+    if (!ok) {
+      store_txn_abort(t);
+      batch_free(b);
+      break;
+    }
+    store_view_end(view); /* no snapshot may be pinned while committing a large batch */
+    view = NULL;
+    if (store_txn_commit(t, err)) {
+      batch_free(b);
+      break;
+    }
+    for (int i = 0; i < b->n_rej && logged < MAX_LOGGED_REJECTS; i++, logged++)
+      fprintf(stderr, "%sprecompute: rejected '%s': %s\n", P.tty ? "\r\033[K" : "",
+              b->rejects[i].key ? b->rejects[i].key : "?", b->rejects[i].reason);
+    next += b->n;
+    accepted += b->n;
+    rejected += b->n_rej;
+    consumed += b->entries;
+    st->embedded += b->n;
+    if (!o->quiet) progress_update(&P, consumed, rejected, b->last);
+    int last = b->last;
+    batch_free(b);
+    if (last) {
+      rc = 0;
+      break;
+    }
+  }
+  if (view) store_view_end(view);
+  reader_stop(&R);
+  pthread_mutex_destroy(&R.mu);
+  pthread_cond_destroy(&R.cv);
+  if (!o->quiet && rc == 0) {
+    if (P.tty) fputc('\n', stderr);
+    fprintf(stderr, "precompute: %llu samples stored, %llu rejected", (unsigned long long)accepted,
+            (unsigned long long)rejected);
+    const char *k;
+    json_t *v;
+    int first = 1;
+    json_object_foreach(reasons, k, v) {
+      fprintf(stderr, "%s%s: %lld", first ? " (" : ", ", k, (long long)json_integer_value(v));
+      first = 0;
+    }
+    fprintf(stderr, "%s\n", first ? "" : ")");
+  }
+  st->stored = accepted;
+  st->rejected = rejected;
+done:
+  json_decref(inputs);
+  json_decref(prog);
+  clip_tokenizer_free(tok);
+  ds_close(ds);
+  return rc;
+}
+
+/* ---------- embed: a new model over the stored samples ---------- */
+
+static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
+  const precompute_opts *o = J->o;
+  const int S = J->m->cfg.image_size, B = o->batch;
+  char key[128];
+  snprintf(key, sizeof key, "progress/embed/%s", J->name);
+  store_view *v;
+  if (store_view_begin(J->store, &v, err)) return -1;
+  store_info info;
+  int failed;
+  json_t *prog = NULL;
+  if (store_get_info(v, &info, err) || (prog = get_json_meta(v, key, err, &failed), failed)) {
+    store_view_end(v);
+    return -1;
+  }
+  if (!info.has_pixel_format || info.pixel.size != S || strcmp(info.pixel.codec, "raw") != 0) {
+    store_view_end(v);
+    json_decref(prog);
+    return taca_fail(err, "%s: embedding stored samples needs raw pixels of %dx%d in the store "
+                     "(it has %s); this model's image size differs or pixels were not stored",
+                     o->db, S, S, info.has_pixel_format ? info.pixel.codec : "none");
+  }
+  if (prog && json_is_true(json_object_get(prog, "done"))) {
+    store_view_end(v);
+    json_decref(prog);
+    fprintf(stderr, "precompute: model '%s' is already complete in %s\n", J->name, o->db);
+    st->stored = info.n_samples;
+    return 0;
+  }
+  uint64_t begin = info.has_range ? info.range.begin : info.first_index;
+  uint64_t end = info.has_range ? info.range.end : info.last_index + 1;
+  uint64_t next = prog ? jget_u64(prog, "next_index") : begin;
+  json_decref(prog);
+  store_view_end(v);
+  progress P;
+  progress_init(&P, stderr, "embed", end - begin, next - begin);
+  prepared *items = calloc(B, sizeof *items);
+  uint64_t *idx = calloc(B, sizeof *idx);
+  for (int i = 0; items && i < B; i++) items[i].pix = malloc((size_t)3 * S * S);
+  if (!items || !idx) return taca_fail(err, "out of memory");
+  int rc = 0;
+  while (rc == 0 && next < end) {
+    int n = 0;
+    uint64_t i = next;
+    if ((rc = store_view_begin(J->store, &v, err))) break;
+    for (; i < end && n < B; i++) {
+      store_sample s;
+      const uint8_t *px;
+      size_t len;
+      if (store_get_sample(v, i, &s, NULL)) continue; /* a hole (rejected entry) */
+      if (store_get_pixels(v, i, &px, &len, err) || len != (size_t)3 * S * S) {
+        if (len != (size_t)3 * S * S) taca_fail(err, "sample %llu has %zu pixel bytes, expected %d",
+                                              (unsigned long long)i, len, 3 * S * S);
+        rc = -1;
+        break;
+      }
+      memcpy(items[n].pix, px, len);
+      memcpy(items[n].tokens, s.tokens, sizeof s.tokens);
+      idx[n++] = i;
+    }
+    store_view_end(v);
+    if (rc || (n && embed_batch(J, items, n, err))) {
+      rc = -1;
+      break;
+    }
+    store_txn *t;
+    if ((rc = store_txn_begin(J->store, &t, err))) break;
+    int ok = 1;
+    for (int k = 0; ok && k < n; k++) {
+      ok = store_put_embedding(t, J->model_id, STORE_IMAGE, idx[k], J->img + (size_t)k * J->m->cfg.embed_dim, err) == 0;
+      if (ok && J->m->cfg.has_text)
+        ok = store_put_embedding(t, J->model_id, STORE_TEXT, idx[k], J->txt + (size_t)k * J->m->cfg.embed_dim, err) == 0;
+    }
+    json_t *pj = json_pack("{s:I,s:b}", "next_index", (json_int_t)i, "done", i >= end);
+    ok = ok && put_json_meta(t, key, pj, err) == 0;
+    json_decref(pj);
+    if (!ok || store_txn_commit(t, err)) {
+      if (!ok) store_txn_abort(t);
+      rc = -1;
+      break;
+    }
+    st->embedded += n;
+    if (!o->quiet) progress_update(&P, i - begin, 0, i >= end);
+    next = i;
+  }
+  if (rc == 0 && !o->quiet) {
+    if (P.tty) fputc('\n', stderr);
+    fprintf(stderr, "precompute: model '%s' embedded %llu stored samples\n", J->name,
+            (unsigned long long)st->embedded);
+  }
+  for (int i = 0; i < B; i++) free(items[i].pix);
+  free(items);
+  free(idx);
+  st->stored = info.n_samples;
+  return rc;
+}
+
+/* ---------- the job ---------- */
+
+static int register_model(job *J, taca_error *err) {
+  const precompute_opts *o = J->o;
+  const clip_config *c = &J->m->cfg;
+  store_model sm = {0};
+  snprintf(sm.name, sizeof sm.name, "%s", J->name);
+  snprintf(sm.arch, sizeof sm.arch, "%s", o->arch ? o->arch : c->name);
+  sm.image_dim = c->embed_dim;
+  sm.text_dim = c->has_text ? c->embed_dim : 0;
+  sm.dtype = o->dtype;
+  sm.logit_scale = J->m->logit_scale;
+  sm.image_size = c->image_size;
+  char weights[4096];
+  struct stat sb;
+  if (stat(o->model_path, &sb) == 0 && S_ISDIR(sb.st_mode))
+    snprintf(weights, sizeof weights, "%s/model.safetensors", o->model_path);
+  else
+    snprintf(weights, sizeof weights, "%s", o->model_path);
+  if (store_file_checksum(weights, sm.weights_xxh, err)) return -1;
+  store_txn *t;
+  if (store_txn_begin(J->store, &t, err)) return -1;
+  store_pixel_format pf = {c->image_size, 3, "raw", 0};
+  int ok = store_register_model(t, &sm, &J->model_id, err) == 0;
+  if (ok && o->store_pixels && o->ndata > 0) {
+    /* Ingest runs fix the pixel format; a store that already has one keeps it (checked). */
+    const void *val;
+    size_t len;
+    ok = store_txn_get_meta(t, "pixel", &val, &len, err) == 0;
+    if (ok && !val) ok = store_set_pixel_format(t, &pf, err) == 0;
+  }
+  if (!ok) {
+    store_txn_abort(t);
+    return -1;
+  }
+  return store_txn_commit(t, err);
+}
+
+int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *err) {
+  memset(st, 0, sizeof *st);
+  double t0 = now_s();
+  if (o->batch <= 0 || o->batch > 4096) return taca_fail(err, "--batch-size must be in 1..4096");
+  if (o->dtype != TACA_DT_F16 && o->dtype != TACA_DT_F32) return taca_fail(err, "--dtype must be f16 or f32");
+  job J = {.o = o};
+  if (o->name) snprintf(J.name, sizeof J.name, "%s", o->name);
+  else default_name(o->model_path, J.name, sizeof J.name);
+  nn_backend *be = nn_backend_cpu_create(o->threads);
+  if (!be) return taca_fail(err, "out of memory");
+  int rc = -1;
+  J.m = clip_model_load(o->model_path, o->arch, be, err);
+  if (!J.m) goto out;
+  const int S = J.m->cfg.image_size, E = J.m->cfg.embed_dim, B = o->batch;
+  J.pix = malloc(sizeof(float) * 3 * S * S * B);
+  J.img = malloc(sizeof(float) * E * B);
+  J.txt = malloc(sizeof(float) * E * B);
+  J.tokens = malloc(sizeof(int32_t) * CLIP_CONTEXT_LEN * B);
+  if (!J.pix || !J.img || !J.txt || !J.tokens) {
+    taca_fail(err, "out of memory");
+    goto out;
+  }
+  store_options so = {.readonly = 0, .create = 1, .map_size = o->map_size};
+  if (store_open(&J.store, o->db, &so, err)) goto out;
+  /* Which mode: an ingest in progress or not started → ingest; finished → embed. */
+  store_view *v;
+  if (store_view_begin(J.store, &v, err)) goto out;
+  int failed;
+  json_t *prog = get_json_meta(v, PROGRESS_INGEST, err, &failed);
+  store_info info;
+  int info_failed = store_get_info(v, &info, err);
+  store_view_end(v);
+  if (failed || info_failed) goto out;
+  int finished = prog && json_is_true(json_object_get(prog, "done"));
+  if (!prog && info.n_samples > 0) {
+    taca_fail(err, "%s: the store has samples but no ingest record; it was not written by precompute", o->db);
+    json_decref(prog);
+    goto out;
+  }
+  if (finished) {
+    const char *pm = json_string_value(json_object_get(prog, "model"));
+    if (pm && strcmp(pm, J.name) == 0) {
+      fprintf(stderr, "precompute: %s is complete for model '%s' (%llu samples); nothing to do\n", o->db,
+              J.name, (unsigned long long)info.n_samples);
+      st->stored = info.n_samples;
+      st->mode = "ingest";
+      json_decref(prog);
+      rc = 0;
+      goto out;
+    }
+    json_decref(prog);
+    st->mode = "embed";
+    if (register_model(&J, err)) goto out;
+    rc = embed_existing(&J, st, err);
+  } else {
+    st->mode = "ingest";
+    if (o->ndata == 0) {
+      json_decref(prog);
+      taca_fail(err, "--data is required to fill a new store");
+      goto out;
+    }
+    if (register_model(&J, err)) {
+      json_decref(prog);
+      goto out;
+    }
+    rc = ingest(&J, prog, st, err);
+    json_decref(prog);
+  }
+out:
+  st->seconds = now_s() - t0;
+  store_close(J.store);
+  free(J.pix), free(J.img), free(J.txt), free(J.tokens);
+  clip_model_free(J.m);
+  nn_backend_destroy(be);
+  return rc;
+}

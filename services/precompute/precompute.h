@@ -1,0 +1,48 @@
+/* precompute.h: `taca precompute`: run an old CLIP model over image-caption data once and store the
+ * preprocessed pixels, token ids, labels and the model's image and text embeddings in the store.
+ *
+ * Crash safety: every batch is one LMDB transaction holding its samples, their embeddings and the
+ * progress record (input position, next index, reject counts). A run killed at any moment and
+ * started again continues after the last committed batch and ends with the same content as an
+ * uninterrupted run (same indices, same bytes).
+ *
+ * Modes: `ingest` (the store has no finished ingest: reads --data, writes samples + this model's
+ * embeddings) and `embed` (ingest is finished and this model is new to the store: embeds the stored
+ * pixels and token ids only, without reading the data again). */
+#ifndef TACA_PRECOMPUTE_PRECOMPUTE_H
+#define TACA_PRECOMPUTE_PRECOMPUTE_H
+
+#include <stdint.h>
+
+#include "nn/dtype.h"
+#include "nn/error.h"
+
+typedef struct precompute_opts {
+  const char *model_path;
+  const char *arch;        /* NULL for HF directories */
+  const char *name;        /* model name in the store; NULL = derived from the path */
+  char *const *data;       /* data specs */
+  int ndata;
+  const char *db;
+  int shard, nshards;      /* 0/1 = everything */
+  int batch;               /* samples per batch and per transaction */
+  taca_dtype dtype;        /* TACA_DT_F16 (default) or TACA_DT_F32 */
+  int store_pixels;        /* 1 = raw uint8 crops, 0 = none */
+  int threads;             /* compute threads (0 = all cores) */
+  int workers;             /* decode threads (0 = all cores) */
+  uint64_t map_size;       /* 0 = store default */
+  int64_t index_base;      /* < 0: computed from the entries of lower shards */
+  int quiet;               /* no progress output */
+} precompute_opts;
+
+typedef struct precompute_stats {
+  uint64_t stored;         /* samples in the store from this data (all runs) */
+  uint64_t rejected;       /* entries rejected (all runs) */
+  uint64_t embedded;       /* embeddings computed by this run */
+  double seconds;
+  const char *mode;        /* "ingest" or "embed" */
+} precompute_stats;
+
+int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *err);
+
+#endif
