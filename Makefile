@@ -1,6 +1,8 @@
 # The README's commands. Every target installs missing Debian packages first (idempotent).
 #   make test       build (Release) and run the whole CTest suite
-#   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
+#   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
+#                   full malloc stacks and Open MPI plugins kept loaded, so that tests/lsan.supp
+#                   can tell third-party globals from project leaks
 #   make build      configure and build only
 #   make bench      benchmarks side by side with PyTorch (needs a quiet machine)
 JOBS ?= 2
@@ -26,8 +28,10 @@ build-asan: deps
 	cmake --build build-asan -j$(JOBS)
 
 test-asan: build-asan
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:fast_unwind_on_malloc=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	  OMPI_MCA_mca_base_component_disable_dlclose=1 \
 	  ctest --test-dir build-asan --output-on-failure -j$(JOBS)
 
 bench: build deps-reference

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "nn/clip_config.h"
+#include "services/client/taca_client.h"
 #include "trainer/collectives.h"
 #include "trainer/taca_params.h"
 #include "trainer/train.h"
@@ -46,6 +47,7 @@ int main(int argc, char **argv) {
   if (prc == 1) return 0;
   if (prc == 2) return 2;
   if (o.dry_run) return dry_run(&o);
+  taca_client_tune_malloc(); /* large batch buffers reuse heap memory instead of fresh mmaps */
   taca_comm comm;
   taca_error err = {{0}};
   if (comm_init(&comm, &argc, &argv, &err)) {

@@ -70,7 +70,7 @@ int cmd_eval(int argc, char **argv) {
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
   int c;
-  double d;
+  double d = 0;
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

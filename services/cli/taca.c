@@ -14,6 +14,7 @@ static const command COMMANDS[] = {
     {"embed", cmd_embed, "image or text features of a CLIP model, .npy in and out"},
     {"tokenize", cmd_tokenize, "CLIP BPE token ids of captions, as int32 [N, 77] .npy"},
     {"query", cmd_query, "inspect a store (info, lookup, export) offline or through a server"},
+    {"health", cmd_health, "gRPC health check of running servers (exit 0 when SERVING)"},
     {"synth", cmd_synth, "write the synthetic captioned-shapes data set (tar shards or folder)"},
     {"precompute", cmd_precompute, "fill a feature store with a model's embeddings of a data set"},
     {"eval", cmd_eval, "hot-plug compatibility report of a TaCA checkpoint (retrieval, old head, distances)"},
