@@ -7,6 +7,7 @@ int cmd_embed(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_precompute(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_health(int argc, char **argv);
 /* `taca query --server ...` (cmd_query_server.c): argv as given to cmd_query, --server among the options. */

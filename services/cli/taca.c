@@ -16,6 +16,7 @@ static const command COMMANDS[] = {
     {"query", cmd_query, "inspect a store (info, lookup, export) offline or through a server"},
     {"health", cmd_health, "gRPC health check of running servers (exit 0 when SERVING)"},
     {"synth", cmd_synth, "write the synthetic captioned-shapes data set (tar shards or folder)"},
+    {"pretrain", cmd_pretrain, "train a small CLIP model CLIP-style on the synthetic data set"},
     {"precompute", cmd_precompute, "fill a feature store with a model's embeddings of a data set"},
     {"eval", cmd_eval, "hot-plug compatibility report of a TaCA checkpoint (retrieval, old head, distances)"},
 };
