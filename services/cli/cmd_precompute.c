@@ -22,6 +22,8 @@ static const char *USAGE =
     "  --batch-size B       samples per batch and per commit (default 32)\n"
     "  --dtype f16|f32      stored embedding type (default f16)\n"
     "  --no-pixels          do not store preprocessed pixels\n"
+    "  --pixel-size S       store crops of S x S (default: the model's input size), e.g. the\n"
+    "                       resolution of the new tower that will train on this store\n"
     "  --threads N          compute threads (default: all cores)\n"
     "  --workers N          image decoding threads (default 2)\n"
     "  --map-size BYTES     LMDB map size (default 1 TiB, sparse)\n"
@@ -38,6 +40,7 @@ int cmd_precompute(int argc, char **argv) {
       {"db", required_argument, 0, 'D'},       {"shard", required_argument, 0, 's'},
       {"index-base", required_argument, 0, 'I'}, {"batch-size", required_argument, 0, 'b'},
       {"dtype", required_argument, 0, 't'},    {"no-pixels", no_argument, 0, 'P'},
+      {"pixel-size", required_argument, 0, 'S'},
       {"threads", required_argument, 0, 'j'},  {"workers", required_argument, 0, 'w'},
       {"map-size", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
@@ -72,6 +75,7 @@ int cmd_precompute(int argc, char **argv) {
         else rc = cli_fail("precompute", 2, "--dtype must be f16 or f32, got '%s'", optarg);
         break;
       case 'P': o.store_pixels = 0; break;
+      case 'S': if (cli_parse_positive("precompute", "--pixel-size", optarg, &o.pixel_size)) rc = 2; break;
       case 'j': if (cli_parse_positive("precompute", "--threads", optarg, &o.threads)) rc = 2; break;
       case 'w': if (cli_parse_positive("precompute", "--workers", optarg, &o.workers)) rc = 2; break;
       case 'M': {

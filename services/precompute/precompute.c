@@ -26,7 +26,8 @@ typedef struct prepared {
   char *key;
   int32_t label;
   int32_t tokens[CLIP_CONTEXT_LEN];
-  uint8_t *pix; /* 3 * S * S, CHW */
+  uint8_t *pix;   /* 3 * S * S, CHW, at the model's size S */
+  uint8_t *store; /* the crop stored in the store (at the store's pixel size), or NULL: = pix */
 } prepared;
 
 typedef struct reject {
@@ -50,7 +51,7 @@ typedef struct batch {
 
 static void batch_free(batch *b) {
   if (!b) return;
-  for (int i = 0; i < b->n; i++) free(b->items[i].key), free(b->items[i].pix);
+  for (int i = 0; i < b->n; i++) free(b->items[i].key), free(b->items[i].pix), free(b->items[i].store);
   for (int i = 0; i < b->n_rej; i++) free(b->rejects[i].key);
   free(b->items);
   free(b->rejects);
@@ -63,6 +64,7 @@ typedef struct reader {
   data_source *ds;
   const clip_tokenizer *tok;
   int batch, size, workers;
+  int store_size;  /* pixel size kept in the store; 0 or size: the model's crop itself */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   batch *queue[2];
@@ -98,8 +100,10 @@ static batch *read_batch(reader *r) {
   char (*why)[256] = calloc(n ? n : 1, sizeof *why);
   const char **cat = calloc(n ? n : 1, sizeof *cat);
   uint8_t **pix = calloc(n ? n : 1, sizeof *pix);
+  uint8_t **spix = calloc(n ? n : 1, sizeof *spix);
+  const int other = r->store_size > 0 && r->store_size != r->size;
   int32_t (*tok)[CLIP_CONTEXT_LEN] = calloc(n ? n : 1, sizeof *tok);
-  if (!b->items || !b->rejects || !why || !cat || !pix || !tok) {
+  if (!b->items || !b->rejects || !why || !cat || !pix || !spix || !tok) {
     b->failed = 1;
     taca_fail(&b->err, "out of memory");
     n = 0;
@@ -121,12 +125,15 @@ static batch *read_batch(reader *r) {
     }
     rgb_image img = {0};
     pix[i] = malloc(per);
-    if (!pix[i] || image_decode(s->image, s->image_len, &img, &e) ||
-        clip_resize_crop_u8(&img, r->size, pix[i], &e)) {
+    if (other) spix[i] = malloc((size_t)3 * r->store_size * r->store_size);
+    if (!pix[i] || (other && !spix[i]) || image_decode(s->image, s->image_len, &img, &e) ||
+        clip_resize_crop_u8(&img, r->size, pix[i], &e) ||
+        (other && clip_resize_crop_u8(&img, r->store_size, spix[i], &e))) {
       snprintf(why[i], sizeof why[i], "image: %s", pix[i] ? e.msg : "out of memory");
       cat[i] = "corrupt or unreadable image";
       free(pix[i]);
-      pix[i] = NULL;
+      free(spix[i]);
+      pix[i] = spix[i] = NULL;
     }
     rgb_image_free(&img);
   }
@@ -143,9 +150,10 @@ static batch *read_batch(reader *r) {
     p->label = raw[i].has_label ? raw[i].label : -1;
     memcpy(p->tokens, tok[i], sizeof p->tokens);
     p->pix = pix[i];
+    p->store = spix[i];
   }
   for (int i = 0; i < r->batch; i++) ds_sample_free(&raw[i]);
-  free(raw), free(why), free(cat), free(pix), free(tok);
+  free(raw), free(why), free(cat), free(pix), free(spix), free(tok);
   return b;
 }
 
@@ -316,6 +324,7 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
   if (!(tok = clip_tokenizer_load(NULL, err))) goto done;
 
   reader R = {.ds = ds, .tok = tok, .batch = o->batch, .size = J->m->cfg.image_size,
+              .store_size = o->pixel_size,
               .workers = o->workers > 0 ? o->workers : 2};
   pthread_mutex_init(&R.mu, NULL);
   pthread_cond_init(&R.cv, NULL);
@@ -326,6 +335,7 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
   progress P;
   progress_init(&P, stderr, "precompute", ds_total_entries(ds), consumed);
   int logged = 0;
+  const int SP = o->pixel_size > 0 ? o->pixel_size : J->m->cfg.image_size; /* stored crop size */
   store_view *view = NULL;
   for (;;) {
     batch *b = reader_pop(&R);
@@ -353,6 +363,7 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
       if (dup) {
         b->rejects[b->n_rej++] = (reject){b->items[i].key, "duplicate key (already stored)", "duplicate key"};
         free(b->items[i].pix);
+        free(b->items[i].store);
       } else {
         b->items[keep++] = b->items[i];
       }
@@ -367,8 +378,8 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
     for (int i = 0; ok && i < b->n; i++) {
       const prepared *p = &b->items[i];
       ok = store_put_sample(t, next + i, p->key, strlen(p->key), p->label, p->tokens,
-                            o->store_pixels ? p->pix : NULL,
-                            o->store_pixels ? (size_t)3 * J->m->cfg.image_size * J->m->cfg.image_size : 0,
+                            o->store_pixels ? (p->store ? p->store : p->pix) : NULL,
+                            o->store_pixels ? (size_t)3 * SP * SP : 0,
                             err) == 0;
     }
     if (ok && b->n) ok = store_put_embeddings(t, J->model_id, STORE_IMAGE, next, b->n, J->img, err) == 0;
@@ -574,7 +585,7 @@ static int register_model(job *J, taca_error *err) {
   if (store_file_checksum(weights, sm.weights_xxh, err)) return -1;
   store_txn *t;
   if (store_txn_begin(J->store, &t, err)) return -1;
-  store_pixel_format pf = {c->image_size, 3, "raw", 0};
+  store_pixel_format pf = {o->pixel_size > 0 ? o->pixel_size : c->image_size, 3, "raw", 0};
   int ok = store_register_model(t, &sm, &J->model_id, err) == 0;
   if (ok && o->store_pixels && o->ndata > 0) {
     /* Ingest runs fix the pixel format; a store that already has one keeps it (checked). */

@@ -28,6 +28,9 @@ typedef struct precompute_opts {
   int batch;               /* samples per batch and per transaction */
   taca_dtype dtype;        /* TACA_DT_F16 (default) or TACA_DT_F32 */
   int store_pixels;        /* 1 = raw uint8 crops, 0 = none */
+  int pixel_size;          /* side of the stored crops; 0 = the model's input size. A store for
+                            * training a new tower at another resolution keeps crops at the new
+                            * tower's size while the old model embeds its own-size crop. */
   int threads;             /* compute threads (0 = all cores) */
   int workers;             /* decode threads (0 = all cores) */
   uint64_t map_size;       /* 0 = store default */

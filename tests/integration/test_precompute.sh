@@ -41,6 +41,13 @@ for k in $keys; do files+=("$tmp/x/$k.png"); cat "$tmp/x/$k.txt" >> "$tmp/captio
 compare "$tmp/img.npy" "$tmp/img_ref.npy" 0 || fail "stored image embeddings differ from taca embed"
 compare "$tmp/txt.npy" "$tmp/txt_ref.npy" 0 || fail "stored text embeddings differ from taca embed"
 
+# --- 1b. --pixel-size: crops stored at another size; the embeddings are the model's own-size ones ---
+"$bin/taca" precompute --model "$model" --data "$tmp/clean/{00000..00001}.tar" --db "$tmp/db_px" \
+  --batch-size 8 --dtype f32 --pixel-size 24 --quiet
+"$bin/taca" query --db "$tmp/db_px" info | grep -q "pixels *3x24x24 raw" || fail "--pixel-size 24 not recorded"
+"$bin/taca" query --db "$tmp/db_px" export --model hf_gelu_f16 --modality image --out "$tmp/img_px.npy"
+compare "$tmp/img_px.npy" "$tmp/img.npy" 0 || fail "--pixel-size changed the embeddings"
+
 # --- 2. broken samples are counted and skipped; batches shift -> 1e-6 ---
 "$bin/taca" synth --out "$tmp/dirty" --n 40 --size 40 --shards 2 --corrupt 4
 "$bin/taca" precompute --model "$model" --data "$tmp/dirty/{00000..00001}.tar" --db "$tmp/db_dirty" \
