@@ -1,4 +1,5 @@
 # The README's commands. Every target installs missing Debian packages first (idempotent).
+#   make demo       the embedded end-to-end demo (deploy/demo.sh), report in demo-out/
 #   make test       build (Release) and run the whole CTest suite
 #   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #                   full malloc stacks and Open MPI plugins kept loaded, so that tests/lsan.supp
@@ -8,7 +9,7 @@
 JOBS ?= 2
 BUILD ?= build
 
-.PHONY: deps deps-reference build test build-asan test-asan bench fixtures clean
+.PHONY: deps deps-reference build demo test build-asan test-asan bench fixtures clean
 
 deps:
 	deploy/install-deps.sh
@@ -19,6 +20,9 @@ deps-reference:
 build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j$(JOBS)
+
+demo: build
+	deploy/demo.sh
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
