@@ -69,6 +69,15 @@ done
 compare "$tmp/img2.npy" "$tmp/img2_ref.npy" 1e-6 || fail "stored image embeddings differ from taca embed"
 "$bin/taca" query --db "$tmp/db_dirty" lookup 000000019 >/dev/null 2>&1 && fail "a rejected sample was stored"
 
+# --- 2b. a second model on the finished store embeds the stored samples only (no --data) ---
+"$bin/taca" precompute --model "$model" --name second --db "$tmp/db_dirty" --batch-size 8 --dtype f32 2> "$tmp/log2"
+grep -q "model 'second' embedded 36 stored samples" "$tmp/log2" || { cat "$tmp/log2"; fail "second model did not embed the 36 stored samples"; }
+"$bin/taca" query --db "$tmp/db_dirty" export --model second --modality image --out "$tmp/img2_second.npy"
+compare "$tmp/img2_second.npy" "$tmp/img2.npy" 1e-6 || fail "the second model's embeddings differ (same weights)"
+"$bin/taca" query --db "$tmp/db_dirty" export --model second --modality text --out "$tmp/txt2_second.npy"
+"$bin/taca" query --db "$tmp/db_dirty" export --model hf_gelu_f16 --modality text --out "$tmp/txt2.npy"
+compare "$tmp/txt2_second.npy" "$tmp/txt2.npy" 1e-6 || fail "the second model's text embeddings differ"
+
 # --- 3. kill -9 at random moments, resume, same content hash ---
 "$bin/taca" synth --out "$tmp/big" --n 400 --size 40 --shards 3 --corrupt 6
 args=(precompute --model "$model" --data "$tmp/big/{00000..00002}.tar" --batch-size 4 --quiet)
