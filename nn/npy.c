@@ -8,15 +8,12 @@
 #include "nn/npy.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "nn/atomicfile.h"
+#include "nn/mapfile.h"
 
 static const char NPY_MAGIC[6] = {'\x93', 'N', 'U', 'M', 'P', 'Y'};
 
@@ -269,29 +266,11 @@ int npy_parse(const void *buf, size_t len, npy_array *out, taca_error *err) {
 
 int npy_load(const char *path, npy_array *out, taca_error *err) {
   memset(out, 0, sizeof *out);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return taca_fail(err, "%s: cannot open: %s", path, strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) < 0) {
-    int e = errno;
-    close(fd);
-    return taca_fail(err, "%s: cannot stat: %s", path, strerror(e));
-  }
-  if (!S_ISREG(sb.st_mode)) {
-    close(fd);
-    return taca_fail(err, "%s: not a regular file", path);
-  }
-  size_t size = (size_t)sb.st_size;
-  if (size < 10) {
-    close(fd);
-    return taca_fail(err, "%s: truncated: %zu bytes, shorter than the .npy preamble", path, size);
-  }
-  void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
-  close(fd);
-  if (map == MAP_FAILED) return taca_fail(err, "%s: cannot mmap: %s", path, strerror(e));
+  void *map;
+  size_t size;
+  if (taca_map_file(path, 10, "the .npy preamble", &map, &size, err)) return -1;
   int rc = npy_parse(map, size, out, err);
-  munmap(map, size);
+  taca_unmap_file(map, size);
   if (rc < 0) return taca_error_prefix(err, "%s", path);
   return 0;
 }

@@ -6,15 +6,12 @@
 #include "nn/safetensors.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "nn/atomicfile.h"
+#include "nn/mapfile.h"
 
 #define ST_MAX_HEADER 100000000ull
 #define NAME_FMT "'%.200s'"
@@ -47,7 +44,7 @@ static void st_free_contents(st_file *f) {
 void st_close(st_file *f) {
   if (!f) return;
   st_free_contents(f);
-  if (f->map) munmap(f->map, f->map_size);
+  taca_unmap_file(f->map, f->map_size);
   memset(f, 0, sizeof *f);
 }
 
@@ -237,29 +234,11 @@ int st_parse(st_file *f, const void *buf, size_t len, taca_error *err) {
 
 int st_open(st_file *f, const char *path, taca_error *err) {
   memset(f, 0, sizeof *f);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return taca_fail(err, "%s: cannot open: %s", path, strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) < 0) {
-    int e = errno;
-    close(fd);
-    return taca_fail(err, "%s: cannot stat: %s", path, strerror(e));
-  }
-  if (!S_ISREG(sb.st_mode)) {
-    close(fd);
-    return taca_fail(err, "%s: not a regular file", path);
-  }
-  size_t size = (size_t)sb.st_size;
-  if (size < 8) {
-    close(fd);
-    return taca_fail(err, "%s: truncated: %zu bytes, shorter than the 8-byte header length", path, size);
-  }
-  void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
-  close(fd);
-  if (map == MAP_FAILED) return taca_fail(err, "%s: cannot mmap %zu bytes: %s", path, size, strerror(e));
+  void *map;
+  size_t size;
+  if (taca_map_file(path, 8, "the 8-byte header length", &map, &size, err)) return -1;
   if (st_parse(f, map, size, err) < 0) {
-    munmap(map, size);
+    taca_unmap_file(map, size);
     return taca_error_prefix(err, "%s", path);
   }
   f->map = map;
