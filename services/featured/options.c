@@ -1,6 +1,8 @@
-/* options.c: parses the command line of taca-featured into a featured_config. */
+/* options.c: parses the command line of taca-featured into a featured_config, then takes every long
+ * option not given there from the environment variable TACA_FEATURED_<OPTION>. */
 #include "services/featured/options.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -34,7 +36,10 @@ const char *FEATURED_USAGE =
     "  --log FILE          log here instead of stderr; SIGHUP reopens it\n"
     "  --tls-cert, --tls-key  serve TLS with this certificate chain and private key (PEM)\n"
     "  --token TOKEN       require 'authorization: Bearer TOKEN' on FeatureCache calls (the\n"
-    "                      health service stays open for probes); TACA_FEATURED_TOKEN also works\n";
+    "                      health service stays open for probes)\n"
+    "  Every option is also read from the environment variable TACA_FEATURED_<OPTION> when it is\n"
+    "  not on the command line (--max-batch -> TACA_FEATURED_MAX_BATCH); TACA_FEATURED_MODEL takes\n"
+    "  one or more NAME=PATH[:ARCH] separated by commas.\n";
 
 static int parse_int(const char *opt, const char *s, long lo, long hi, long *out, taca_error *err) {
   char *end;
@@ -71,6 +76,85 @@ static int parse_model(featured_config *cfg, char *s, taca_error *err) {
   return 0;
 }
 
+enum { O_DB = 256, O_LISTEN, O_METRICS, O_MODEL, O_THREADS, O_MAX_BATCH, O_MAX_STREAMS, O_MAX_MESSAGE, O_MAX_K,
+       O_GRACE, O_PORT_FILE, O_LOG, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_HELP };
+static const struct option LONG[] = {
+    {"db", required_argument, 0, O_DB},
+    {"listen", required_argument, 0, O_LISTEN},
+    {"metrics", required_argument, 0, O_METRICS},
+    {"model", required_argument, 0, O_MODEL},
+    {"threads", required_argument, 0, O_THREADS},
+    {"max-batch", required_argument, 0, O_MAX_BATCH},
+    {"max-streams", required_argument, 0, O_MAX_STREAMS},
+    {"max-message", required_argument, 0, O_MAX_MESSAGE},
+    {"max-k", required_argument, 0, O_MAX_K},
+    {"grace", required_argument, 0, O_GRACE},
+    {"port-file", required_argument, 0, O_PORT_FILE},
+    {"log", required_argument, 0, O_LOG},
+    {"tls-cert", required_argument, 0, O_TLS_CERT},
+    {"tls-key", required_argument, 0, O_TLS_KEY},
+    {"token", required_argument, 0, O_TOKEN},
+    {"help", no_argument, 0, O_HELP},
+    {0, 0, 0, 0},
+};
+
+/* Applies one option's value (from argv or the environment); 0 ok, -1 with the reason in err. */
+static int apply(featured_config *cfg, int id, char *val, taca_error *err) {
+  long v = 0;
+  switch (id) {
+    case O_DB: cfg->db = val; break;
+    case O_LISTEN: cfg->listen = val; break;
+    case O_METRICS: cfg->metrics_listen = val; break;
+    case O_MODEL: return parse_model(cfg, val, err);
+    case O_THREADS:
+      if (parse_int("--threads", val, 1, 256, &v, err)) return -1;
+      cfg->threads = (int)v;
+      break;
+    case O_MAX_BATCH:
+      if (parse_int("--max-batch", val, 1, 1 << 20, &v, err)) return -1;
+      cfg->max_batch = (int)v;
+      break;
+    case O_MAX_STREAMS:
+      if (parse_int("--max-streams", val, 1, 1 << 20, &v, err)) return -1;
+      cfg->max_streams = (int)v;
+      break;
+    case O_MAX_MESSAGE:
+      if (parse_int("--max-message", val, 1024, INT_MAX, &v, err)) return -1;
+      cfg->max_message = (size_t)v;
+      break;
+    case O_MAX_K:
+      if (parse_int("--max-k", val, 1, 1 << 24, &v, err)) return -1;
+      cfg->max_k = (int)v;
+      break;
+    case O_GRACE:
+      if (parse_int("--grace", val, 0, 86400, &v, err)) return -1;
+      cfg->grace_ms = (int)v * 1000;
+      break;
+    case O_PORT_FILE: cfg->port_file = val; break;
+    case O_LOG: cfg->log_path = val; break;
+    case O_TLS_CERT: cfg->tls_cert = val; break;
+    case O_TLS_KEY: cfg->tls_key = val; break;
+    case O_TOKEN:
+      if (!*val) return taca_fail(err, "--token: empty token");
+      cfg->token = val;
+      break;
+  }
+  return 0;
+}
+
+/* TACA_FEATURED_MODEL: NAME=PATH[:ARCH] entries separated by commas, parsed from a private copy
+ * (parse_model cuts the string in place; the environment stays untouched). */
+static int apply_env_models(featured_config *cfg, const char *val, taca_error *err) {
+  static char copy[8192];
+  if (strlen(val) >= sizeof copy)
+    return taca_fail(err, "TACA_FEATURED_MODEL: longer than %zu bytes", sizeof copy - 1);
+  strcpy(copy, val);
+  char *save = NULL;
+  for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save))
+    if (parse_model(cfg, m, err)) return -1;
+  return 0;
+}
+
 int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *out, taca_error *err) {
   memset(cfg, 0, sizeof *cfg);
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -82,81 +166,38 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
   cfg->max_message = 64u << 20;
   cfg->grace_ms = 10000;
   cfg->refresh_ms = 2000;
-  cfg->token = getenv("TACA_FEATURED_TOKEN");
-  if (cfg->token && !*cfg->token) cfg->token = NULL;
 
-  enum { O_DB = 256, O_LISTEN, O_METRICS, O_MODEL, O_THREADS, O_MAX_BATCH, O_MAX_STREAMS, O_MAX_MESSAGE, O_MAX_K,
-         O_GRACE, O_PORT_FILE, O_LOG, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_HELP };
-  static const struct option LONG[] = {
-      {"db", required_argument, 0, O_DB},
-      {"listen", required_argument, 0, O_LISTEN},
-      {"metrics", required_argument, 0, O_METRICS},
-      {"model", required_argument, 0, O_MODEL},
-      {"threads", required_argument, 0, O_THREADS},
-      {"max-batch", required_argument, 0, O_MAX_BATCH},
-      {"max-streams", required_argument, 0, O_MAX_STREAMS},
-      {"max-message", required_argument, 0, O_MAX_MESSAGE},
-      {"max-k", required_argument, 0, O_MAX_K},
-      {"grace", required_argument, 0, O_GRACE},
-      {"port-file", required_argument, 0, O_PORT_FILE},
-      {"log", required_argument, 0, O_LOG},
-      {"tls-cert", required_argument, 0, O_TLS_CERT},
-      {"tls-key", required_argument, 0, O_TLS_KEY},
-      {"token", required_argument, 0, O_TOKEN},
-      {"help", no_argument, 0, O_HELP},
-      {0, 0, 0, 0},
-  };
+  char given[O_HELP + 1] = {0};
   optind = 1;
   opterr = 0;
   int c;
-  long v = 0;
   while ((c = getopt_long(argc, argv, "h", LONG, NULL)) != -1) {
-    switch (c) {
-      case O_DB: cfg->db = optarg; break;
-      case O_LISTEN: cfg->listen = optarg; break;
-      case O_METRICS: cfg->metrics_listen = optarg; break;
-      case O_MODEL:
-        if (parse_model(cfg, optarg, err)) return -1;
-        break;
-      case O_THREADS:
-        if (parse_int("--threads", optarg, 1, 256, &v, err)) return -1;
-        cfg->threads = (int)v;
-        break;
-      case O_MAX_BATCH:
-        if (parse_int("--max-batch", optarg, 1, 1 << 20, &v, err)) return -1;
-        cfg->max_batch = (int)v;
-        break;
-      case O_MAX_STREAMS:
-        if (parse_int("--max-streams", optarg, 1, 1 << 20, &v, err)) return -1;
-        cfg->max_streams = (int)v;
-        break;
-      case O_MAX_MESSAGE:
-        if (parse_int("--max-message", optarg, 1024, INT_MAX, &v, err)) return -1;
-        cfg->max_message = (size_t)v;
-        break;
-      case O_MAX_K:
-        if (parse_int("--max-k", optarg, 1, 1 << 24, &v, err)) return -1;
-        cfg->max_k = (int)v;
-        break;
-      case O_GRACE:
-        if (parse_int("--grace", optarg, 0, 86400, &v, err)) return -1;
-        cfg->grace_ms = (int)v * 1000;
-        break;
-      case O_PORT_FILE: cfg->port_file = optarg; break;
-      case O_LOG: cfg->log_path = optarg; break;
-      case O_TLS_CERT: cfg->tls_cert = optarg; break;
-      case O_TLS_KEY: cfg->tls_key = optarg; break;
-      case O_TOKEN:
-        if (!*optarg) return taca_fail(err, "--token: empty token");
-        cfg->token = optarg;
-        break;
-      case 'h':
-      case O_HELP: fputs(FEATURED_USAGE, out); return 1;
-      default:
-        return taca_fail(err, "unknown or incomplete option '%s' (try --help)", argv[optind - 1]);
+    if (c == 'h' || c == O_HELP) {
+      fputs(FEATURED_USAGE, out);
+      return 1;
     }
+    if (c < O_DB || c > O_TOKEN)
+      return taca_fail(err, "unknown or incomplete option '%s' (try --help)", argv[optind - 1]);
+    if (apply(cfg, c, optarg, err)) return -1;
+    given[c] = 1;
   }
   if (optind < argc) return taca_fail(err, "unexpected argument '%s' (try --help)", argv[optind]);
+  /* TACA_FEATURED_<OPTION> for the options not on the command line; an empty value is unset. */
+  for (const struct option *p = LONG; p->name; p++) {
+    if (p->val == O_HELP || given[p->val]) continue;
+    char env[64] = "TACA_FEATURED_";
+    size_t k = strlen(env);
+    for (const char *s = p->name; *s && k < sizeof env - 1; s++) env[k++] = *s == '-' ? '_' : (char)toupper((unsigned char)*s);
+    env[k] = '\0';
+    char *val = getenv(env);
+    if (!val || !*val) continue;
+    if ((p->val == O_MODEL ? apply_env_models(cfg, val, err) : apply(cfg, p->val, val, err)) < 0) {
+      if (!err) return -1;
+      char why[sizeof err->msg];
+      snprintf(why, sizeof why, "%s", err->msg);
+      return taca_fail(err, "%s (from the environment variable %s)", why, env);
+    }
+  }
   if (!cfg->db) return taca_fail(err, "--db DIR is required (try --help)");
   if (!*cfg->listen || !strchr(cfg->listen, ':'))
     return taca_fail(err, "--listen: expected HOST:PORT, got '%s'", cfg->listen);
