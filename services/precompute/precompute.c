@@ -119,7 +119,7 @@ static batch *read_batch(reader *r) {
     }
     taca_error e = {{0}};
     if (clip_tokenize(r->tok, s->caption, tok[i], CLIP_CONTEXT_LEN, &e)) {
-      snprintf(why[i], sizeof why[i], "caption: %s", e.msg);
+      snprintf(why[i], sizeof why[i], "caption: %.240s", e.msg);
       cat[i] = "caption not valid text";
       continue;
     }
@@ -129,7 +129,7 @@ static batch *read_batch(reader *r) {
     if (!pix[i] || (other && !spix[i]) || image_decode(s->image, s->image_len, &img, &e) ||
         clip_resize_crop_u8(&img, r->size, pix[i], &e) ||
         (other && clip_resize_crop_u8(&img, r->store_size, spix[i], &e))) {
-      snprintf(why[i], sizeof why[i], "image: %s", pix[i] ? e.msg : "out of memory");
+      snprintf(why[i], sizeof why[i], "image: %.240s", pix[i] ? e.msg : "out of memory");
       cat[i] = "corrupt or unreadable image";
       free(pix[i]);
       free(spix[i]);
