@@ -3,6 +3,8 @@
  * loss terms well inside the float tolerance of the reference. */
 #include "nn/taca_loss.h"
 
+#include "nn/contrastive.h"
+
 #include <math.h>
 #include <stdlib.h>
 
@@ -14,24 +16,6 @@ float taca_loss_scale(float logit_scale) {
 size_t taca_loss_work_size(int n, int E) {
   if (n <= 0 || E <= 0) return 0;
   return 2 * (size_t)n * E + (size_t)n * n + 3 * (size_t)n + (size_t)E;
-}
-
-/* dst = x / max(|x|, 1e-12) (as torch.nn.functional.normalize); returns the divisor. */
-static double normalize_row(double *dst, const float *x, int E) {
-  double s = 0;
-  for (int k = 0; k < E; k++) s += (double)x[k] * x[k];
-  double nrm = sqrt(s);
-  double d = nrm > 1e-12 ? nrm : 1e-12;
-  for (int k = 0; k < E; k++) dst[k] = x[k] / d;
-  return d;
-}
-
-static double logsumexp(const double *x, int n, size_t stride) {
-  double mx = x[0];
-  for (int i = 1; i < n; i++) mx = fmax(mx, x[(size_t)i * stride]);
-  double s = 0;
-  for (int i = 0; i < n; i++) s += exp(x[(size_t)i * stride] - mx);
-  return mx + log(s);
 }
 
 int taca_loss(const taca_loss_config *cfg, const float *f, const float *t, const float *v, int n,
@@ -48,25 +32,7 @@ int taca_loss(const taca_loss_config *cfg, const float *f, const float *t, const
   double *rlse = L + (size_t)n * n, *clse = rlse + n, *fnorm = clse + n, *dfn = fnorm + n;
   const double s = cfg->scale;
 
-  for (int i = 0; i < n; i++) {
-    fnorm[i] = normalize_row(fn + (size_t)i * E, f + (size_t)i * E, E);
-    normalize_row(tn + (size_t)i * E, t + (size_t)i * E, E);
-  }
-  for (int i = 0; i < n; i++)
-    for (int j = 0; j < n; j++) {
-      const double *a = fn + (size_t)i * E, *b = tn + (size_t)j * E;
-      double d = 0;
-      for (int k = 0; k < E; k++) d += a[k] * b[k];
-      L[(size_t)i * n + j] = s * d;
-    }
-  double ce_img = 0, ce_txt = 0;
-  for (int i = 0; i < n; i++) {
-    rlse[i] = logsumexp(L + (size_t)i * n, n, 1);
-    clse[i] = logsumexp(L + i, n, (size_t)n);
-    ce_img += rlse[i] - L[(size_t)i * n + i];
-    ce_txt += clse[i] - L[(size_t)i * n + i];
-  }
-  const double contra = 0.5 * (ce_img + ce_txt) / n;
+  const double contra = contrastive_forward(f, t, n, E, s, fn, tn, fnorm, NULL, L, rlse, clse);
   double distill = 0;
   for (int i = 0; i < n; i++) {
     double d = 0;
