@@ -7,9 +7,13 @@
 #  4. deploy/stack: taca-featured serving the training store, two taca-train ranks (MPI) adapting
 #     the new model to the old one (TaCA adapters + projector);
 #  5. `taca eval` on the held-out store: cross-model retrieval, the old linear head on old, adapted
-#     and unadapted features (the paper's Eq. 2), distances; a table, JSON and an HTML report.
+#     and unadapted features (the paper's Eq. 2), distances; a table, JSON and an HTML report;
+#  6. AFT: the new model's embeddings and a random "noise" feature set join the old model's in the
+#     training store (`taca precompute`, `taca add-features`); `taca-train --objective aft` trains a
+#     small ViT (deploy/demo/downstream_vit.json) on the stored labels with AFT, standard training
+#     and KD from the same start, and reports test accuracy per method and rho per source model.
 # Knobs (environment): DEMO_DIR [demo-out], DEMO_TRAIN [4000], DEMO_EVAL [3000], DEMO_STEPS [800],
-# DEMO_BATCH [64].
+# DEMO_BATCH [64], DEMO_AFT_STEPS [600].
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${TACA_BIN_DIR:-$root/build/bin}
@@ -19,6 +23,7 @@ py=/usr/bin/python3
 n_train=${DEMO_TRAIN:-4000}
 n_eval=${DEMO_EVAL:-3000}
 steps=${DEMO_STEPS:-800}
+aft_steps=${DEMO_AFT_STEPS:-600}
 batch=${DEMO_BATCH:-64}
 size=$DATA_SIZE
 t0=$(date +%s)
@@ -64,4 +69,26 @@ say "evaluation on the held-out store"
 ckpt=$(printf '%s/ckpt/step-%06d.safetensors' "$out" "$steps")
 "$bin/taca" eval --db "$out/eval-db" --old old --new-model "$out/models/new_clip" --checkpoint "$ckpt" \
   --log-json "$out/ckpt/log.json" --json "$out/report.json" --html "$out/report.html"
-say "done: report in $out/report.html (JSON: $out/report.json)"
+
+say "AFT: the new model's and random noise features join the old model's in the training store"
+"$bin/taca" precompute --model "$out/models/new_clip" --name new --db "$out/train-db" --quiet
+"$bin/taca" add-features --db "$out/train-db" --name noise --random 32 --seed 1 --quiet
+srv=()
+stop_servers() { for p in "${srv[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; srv=(); }
+trap stop_servers EXIT
+serve() { # serve DB NAME -> the port (taca-featured on 127.0.0.1, an ephemeral port)
+  rm -f "$out/$2.ports"
+  "$bin/taca-featured" --db "$1" --listen 127.0.0.1:0 --port-file "$out/$2.ports" > "$out/$2.featured.log" 2>&1 &
+  srv+=($!)
+  for _ in $(seq 200); do [ -s "$out/$2.ports" ] && break; sleep 0.05; done
+  sed -n 's/^grpc=//p' "$out/$2.ports"
+}
+p_train=$(serve "$out/train-db" aft-train)
+p_test=$(serve "$out/eval-db" aft-test)
+say "AFT: small ViT on the labels, $aft_steps steps per method (aft, stl, kd), features old,new,noise"
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 "$bin/taca-train" \
+  --objective aft --server "127.0.0.1:$p_train" --test-server "127.0.0.1:$p_test" \
+  --features old,new,noise --downstream "$root/deploy/demo/downstream_vit.json" --methods aft,stl,kd \
+  --steps "$aft_steps" --batch-size "$batch" --threads 1 --out "$out/aft" --log-json "$out/aft/log.json" --quiet
+stop_servers
+say "done: report in $out/report.html (JSON: $out/report.json); AFT report in $out/aft/report.json"

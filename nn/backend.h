@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nn/error.h"
+
 typedef enum nn_act {
   NN_ACT_GELU = 0,       /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
   NN_ACT_QUICK_GELU = 1, /* x * sigmoid(1.702 x), OpenAI CLIP */
@@ -121,6 +123,11 @@ struct nn_backend {
                        double lr, double beta1, double beta2, double eps, double weight_decay,
                        long t);
 
+  /* Optional: page-locked host memory for buffers the backend uploads often (the trainer's batches),
+   * so that copies run asynchronously at full bus speed. NULL where plain malloc serves (CPU). */
+  void *(*host_alloc)(nn_backend *be, size_t bytes);
+  void (*host_free)(nn_backend *be, void *p);
+
   void (*destroy)(nn_backend *be);
   void *impl;
 };
@@ -128,5 +135,14 @@ struct nn_backend {
 /* The CPU backend (OpenBLAS sgemm + OpenMP). threads <= 0: all cores. */
 nn_backend *nn_backend_cpu_create(int threads);
 void nn_backend_destroy(nn_backend *be); /* be->destroy(be); NULL is a no-op */
+
+/* The backend a --device option names: "cpu" (threads as above), "cuda" (= "cuda:0") or "cuda:N".
+ * Fails with a reason for an unknown name, a build without the CUDA backend, or no such GPU. */
+nn_backend *nn_backend_create(const char *device, int threads, taca_error *err);
+
+/* Host buffers for data the backend will upload: be->host_alloc where it has one, else malloc
+ * (64-byte aligned). Free with nn_host_free on the same backend; NULL is a no-op. */
+void *nn_host_alloc(nn_backend *be, size_t bytes);
+void nn_host_free(nn_backend *be, void *p);
 
 #endif

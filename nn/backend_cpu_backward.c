@@ -11,6 +11,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "nn/adamw.h"
 #include "nn/backend.h"
 #include "nn/backend_cpu_impl.h"
 #include "nn/fastmath.h"
@@ -232,22 +233,7 @@ static void cpu_adamw_update(nn_backend *be, float *p, const float *g, float *m,
                              double lr, double beta1, double beta2, double eps, double weight_decay,
                              long t) {
   (void)be;
-  /* The scalars as torch computes them (Python doubles), rounded to float where a float tensor
-   * meets them. */
-  const float decay = (float)(1.0 - lr * weight_decay);
-  const double bc1 = 1.0 - pow(beta1, (double)t), bc2 = 1.0 - pow(beta2, (double)t);
-  const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-  const float b1 = (float)beta1, b2 = (float)beta2, a1 = (float)(1.0 - beta1);
-  const float a2 = (float)(1.0 - beta2), e = (float)eps;
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; i++) {
-    const float gi = g[i];
-    const float mi = m[i] * b1 + a1 * gi;
-    const float vi = v[i] * b2 + a2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - step_size * (mi / (sqrtf(vi) / bc2_sqrt + e));
-  }
+  nn_adamw_host(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, t);
 }
 
 void nn_backend_cpu_add_training_ops(nn_backend *be) {

@@ -209,9 +209,20 @@ done:
   return rc;
 }
 
+/* Upper bounds far above every published CLIP (ViT-bigG-14: width 1664, 48 layers, MLP 8192), so that
+ * sizes, token counts and parameter counts computed from a config cannot overflow. */
+#define CLIP_MAX_WIDTH 16384
+#define CLIP_MAX_MLP 131072
+#define CLIP_MAX_LAYERS 1024
+#define CLIP_MAX_TOKENS 65536 /* image patches + 1, and the text context */
+#define CLIP_MAX_PATCH 1024
+
 static int validate_tower(const clip_tower_config *t, const char *which, taca_error *err) {
   if (t->width <= 0 || t->layers <= 0 || t->heads <= 0 || t->mlp <= 0)
     return taca_fail(err, "%s tower: width, layers, heads and mlp must be positive", which);
+  if (t->width > CLIP_MAX_WIDTH || t->mlp > CLIP_MAX_MLP || t->layers > CLIP_MAX_LAYERS)
+    return taca_fail(err, "%s tower: width %d, mlp %d, layers %d exceed the limits (%d, %d, %d)", which, t->width,
+                     t->mlp, t->layers, CLIP_MAX_WIDTH, CLIP_MAX_MLP, CLIP_MAX_LAYERS);
   if (t->width % t->heads != 0)
     return taca_fail(err, "%s tower: width %d is not divisible by %d heads", which, t->width,
                      t->heads);
@@ -223,11 +234,20 @@ int clip_config_validate(const clip_config *cfg, taca_error *err) {
   if (cfg->patch_size <= 0 || cfg->image_size <= 0 || cfg->image_size % cfg->patch_size != 0)
     return taca_fail(err, "image_size %d is not a multiple of patch_size %d", cfg->image_size,
                      cfg->patch_size);
-  if (cfg->embed_dim <= 0) return taca_fail(err, "embed_dim must be positive");
+  if (cfg->patch_size > CLIP_MAX_PATCH)
+    return taca_fail(err, "patch_size %d exceeds %d", cfg->patch_size, CLIP_MAX_PATCH);
+  long long grid = cfg->image_size / cfg->patch_size;
+  if (grid * grid + 1 > CLIP_MAX_TOKENS)
+    return taca_fail(err, "image_size %d / patch_size %d gives %lld patches, more than %d", cfg->image_size,
+                     cfg->patch_size, grid * grid, CLIP_MAX_TOKENS - 1);
+  if (cfg->embed_dim <= 0 || cfg->embed_dim > CLIP_MAX_MLP)
+    return taca_fail(err, "embed_dim %d must be in [1, %d]", cfg->embed_dim, CLIP_MAX_MLP);
   if (cfg->has_text) {
     if (validate_tower(&cfg->text, "text", err)) return -1;
     if (cfg->context_len <= 0 || cfg->vocab_size <= 0)
       return taca_fail(err, "text: context_length and vocab_size must be positive");
+    if (cfg->context_len > CLIP_MAX_TOKENS)
+      return taca_fail(err, "text: context_length %d exceeds %d", cfg->context_len, CLIP_MAX_TOKENS);
   }
   return 0;
 }
@@ -250,4 +270,15 @@ long long clip_config_text_params(const clip_config *cfg) {
   long long W = cfg->text.width;
   return tower_params(&cfg->text) + (long long)cfg->vocab_size * W + (long long)cfg->context_len * W +
          2 * W + W * cfg->embed_dim;
+}
+
+int clip_config_from_arg(clip_config *cfg, const char *arch, taca_error *err) {
+  size_t n = strlen(arch);
+  if (n > 5 && !strcmp(arch + n - 5, ".json")) {
+    if (clip_config_open_clip_json(cfg, arch, err) == 0) return 0;
+    taca_error e2;
+    if (clip_config_hf_json(cfg, arch, &e2) == 0) return 0; /* a HF config.json */
+    return -1;
+  }
+  return clip_config_builtin(cfg, arch, err);
 }

@@ -31,6 +31,9 @@ int clip_config_builtin(clip_config *cfg, const char *name, taca_error *err);
 int clip_config_open_clip_json(clip_config *cfg, const char *path, taca_error *err);
 /* HuggingFace CLIPConfig config.json (missing fields take HF's defaults). */
 int clip_config_hf_json(clip_config *cfg, const char *path, taca_error *err);
+/* An --arch argument: a built-in name, or a path ending in .json holding an open_clip model config
+ * or a HuggingFace config.json. */
+int clip_config_from_arg(clip_config *cfg, const char *arch, taca_error *err);
 /* Checks internal consistency (positive sizes, heads divide width, patch divides image). */
 int clip_config_validate(const clip_config *cfg, taca_error *err);
 

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nn/rng.h"
 #include "nn/atomicfile.h"
 #include "nn/clip.h"
 #include "nn/clip_train_impl.h"
@@ -166,21 +167,6 @@ size_t clip_train_param_count(const clip_config *cfg) {
   return w.numel;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s) { return (double)(splitmix64(s) >> 11) * 0x1p-53; }
-
-/* Standard normal by Box-Muller (one draw per two uniforms; u1 in (0, 1]). */
-static double normal01(uint64_t *s) {
-  const double u1 = (double)((splitmix64(s) >> 11) + 1) * 0x1p-53, u2 = uniform01(s);
-  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
 int clip_train_params_create(clip_train *ct, uint64_t seed, taca_error *err) {
   nn_backend *be = ct->be;
   const clip_config *c = &ct->cfg;
@@ -218,8 +204,8 @@ int clip_train_params_create(clip_train *ct, uint64_t seed, taca_error *err) {
     for (size_t j = 0; j < t->numel; j++) {
       switch (t->init) {
         case INIT_ONE: dst[j] = 1.0f; break;
-        case INIT_NORMAL: dst[j] = (float)(t->init_a * normal01(&s)); break;
-        case INIT_UNIFORM: dst[j] = (float)(t->init_a * (2.0 * uniform01(&s) - 1.0)); break;
+        case INIT_NORMAL: dst[j] = (float)(t->init_a * rng_normal01(&s)); break;
+        case INIT_UNIFORM: dst[j] = (float)(t->init_a * (2.0 * rng_uniform01(&s) - 1.0)); break;
         case INIT_CONST: dst[j] = t->init_a; break;
         default: dst[j] = 0.0f; break;
       }

@@ -6,6 +6,7 @@
 #include "services/client/taca_client.h"
 #include "trainer/collectives.h"
 #include "trainer/taca_params.h"
+#include "trainer/aft_train.h"
 #include "trainer/train.h"
 #include "trainer/train_options.h"
 
@@ -54,7 +55,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "taca-train: %s\n", err.msg);
     return 1;
   }
-  int rc = train_run(&o, &comm, &err);
+  int rc = o.objective == OBJECTIVE_AFT ? aft_run(&o, &comm, &err) : train_run(&o, &comm, &err);
   if (rc) fprintf(stderr, "taca-train: rank %d: %s\n", comm.rank, err.msg);
   comm_finalize();
   return rc ? 1 : 0;

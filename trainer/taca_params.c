@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/rng.h"
 #include "nn/safetensors.h"
 
 void taca_param_config_default(taca_param_config *c, const clip_config *new_cfg, int e_old) {
@@ -147,13 +148,6 @@ size_t taca_param_count(const taca_param_config *c) {
   walker w = {0};
   walk(c, &w);
   return w.numel;
-}
-
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
 }
 
 /* Host copy of a region of backend memory (the region itself on host backends). */

@@ -19,12 +19,7 @@
 #include "trainer/batch_feed.h"
 #include "trainer/checkpoint.h"
 #include "trainer/taca_step.h"
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "trainer/train_util.h"
 
 /* Keeps the lines of an existing --log-json whose step is below `keep_below` (a resumed run rewrites
  * the steps after its checkpoint), atomically. */
@@ -50,20 +45,13 @@ static int trim_log(const char *path, long keep_below, taca_error *err) {
   return rc;
 }
 
-static void fmt_eta(char *buf, size_t n, double s) {
-  if (!(s >= 0) || s > 1e7) snprintf(buf, n, "--");
-  else if (s < 60) snprintf(buf, n, "%.0fs", s);
-  else if (s < 3600) snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
-  else snprintf(buf, n, "%dh%02dm", (int)s / 3600, (int)s / 60 % 60);
-}
-
 int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   const int rank = comm->rank, world = comm->size;
   if (o->batch_size % world != 0)
     return taca_fail(err, "--batch-size %d does not split evenly over %d ranks", o->batch_size, world);
   const int b = o->batch_size / world;
   int rc = -1;
-  nn_backend *be = nn_backend_cpu_create(o->threads);
+  nn_backend *be = nn_backend_create(o->device, o->threads, err);
   clip_model *m = NULL;
   taca_params P = {0};
   taca_model *tm = NULL;
@@ -71,7 +59,7 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   FILE *log = NULL;
   float *f_local = NULL, *f_all = NULL, *img_all = NULL, *txt_all = NULL, *df = NULL;
   double *work = NULL;
-  if (!be) return taca_fail(err, "out of memory");
+  if (!be) return -1;
   if (rank == 0 && mkdir(o->out, 0755) && errno != EEXIST) {
     taca_fail(err, "--out %s: %s", o->out, strerror(errno));
     goto done;
@@ -85,6 +73,7 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   fo.client.timeout_ms = o->timeout_ms;
   fo.client.retry_budget_ms = o->retry_budget_ms;
   fo.client.token = o->token;
+  fo.be = be;
   /* Probe the target dimension with a feed at step 0; reopened below at the resume step. */
   if (feed_open(&fd, &fo, err)) goto done;
   const taca_model_desc target = *feed_target(fd);
@@ -162,10 +151,10 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     if (start == 0 && o->save_every > 0 && checkpoint_save(&P, o->out, meta, err)) goto done;
   }
 
-  double t_run = now_s();
+  double t_run = train_now_s();
   int failed = 0;
   for (long step = start; step < o->steps; step++) {
-    double t0 = now_s(), wait = 0;
+    double t0 = train_now_s(), wait = 0;
     feed_batch *fb = NULL;
     taca_loss_terms terms = {0};
     failed = feed_next(fd, &fb, &wait, err) != 0;
@@ -199,8 +188,9 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
       failed = 1;
       break;
     }
+    ac.lr = train_lr_at(o, o->lr, step);
     taca_params_adamw(&P, &ac);
-    double dt = now_s() - t0;
+    double dt = train_now_s() - t0;
     double wait_sum = comm_sum(comm, wait); /* logged as the mean over ranks */
     if (rank == 0) {
       double sps = n / dt;
@@ -213,7 +203,7 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
       }
       if (!o->quiet) {
         char eta[32];
-        fmt_eta(eta, sizeof eta, (now_s() - t_run) / (step - start + 1) * (o->steps - step - 1));
+        train_fmt_eta(eta, sizeof eta, (train_now_s() - t_run) / (step - start + 1) * (o->steps - step - 1));
         fprintf(stderr, "step %ld/%ld  loss %.4f (contra %.4f, distill %.4f)  %.2f samples/s  data wait %.3f s  ETA %s\n",
                 step + 1, o->steps, terms.loss, terms.contra, terms.distill, sps, wait_sum / world, eta);
       }

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,8 @@ static const char *USAGE =
     "  Trains TaCA adapters and the projector on the frozen new CLIP vision tower against an old\n"
     "  model's embeddings served by taca-featured. One process per rank: mpirun -np N taca-train ...\n"
     "options (each also as environment variable TACA_<OPTION>, e.g. TACA_BATCH_SIZE):\n"
-    "  --objective taca           the objective (AFT is not built yet)\n"
+    "  --objective taca|aft       TaCA adapters (default), or AFT transfer into a downstream model\n"
+    "  --device cpu|cuda[:N]      where the model computes (default cpu)\n"
     "  --batch-size B             global batch, split evenly over the ranks (default 32)\n"
     "  --steps N                  updates to make in all (default 100; a resumed run continues to N)\n"
     "  --lr 2e-4  --weight-decay 0.01  --lambda 2\n"
@@ -36,13 +38,31 @@ static const char *USAGE =
     "                             unavailable server before giving up (defaults 30000, 60000)\n"
     "  --token TOKEN              bearer token for the servers\n"
     "  --dry-run                  print the trainable/frozen parameter table (paper's Table 1) and exit\n"
-    "  --quiet                    no per-step log lines\n";
+    "  --quiet                    no per-step log lines\n"
+    "AFT (--objective aft; --new-model is not used): trains a downstream model on the store's labels\n"
+    "with CE + beta R, R aligning its features with the cached features of --features (DESIGN.md):\n"
+    "  --features M[,M...]        stored models whose image embeddings are the pre-trained features\n"
+    "  --downstream ARCH          linear[:D] (a linear model: D features, default 64, then the\n"
+    "                             classifier) or a vision tower: a built-in CLIP name or a JSON\n"
+    "                             config; trained in full, with a linear classifier on its embedding\n"
+    "  --downstream-init MODEL    start the tower from these weights (default: random init)\n"
+    "  --methods aft[,stl,kd]     train each method from the same start on the same batches and\n"
+    "                             compare: aft, stl (standard training, beta 0), kd (a learned\n"
+    "                             linear map from downstream to pre-trained features, MSE)\n"
+    "  --beta 10                  weight of R (and of the KD loss)\n"
+    "  --prior-lr 1e-2            learning rate of s (rho = sigmoid(s)) and of the KD map\n"
+    "  --test-server ADDR         featured serving the labelled test set: test accuracy per method\n"
+    "  --num-classes C            (default: 1 + the largest test label)\n"
+    "  --report FILE              the comparison as JSON (default DIR/report.json)\n"
+    "  --schedule cosine|constant learning-rate schedule (AFT default cosine over --steps)\n"
+    "  AFT defaults: --lr 1e-3, --weight-decay 0, --batch-size 32.\n";
 
 enum {
   O_SERVER = 256, O_NEW_MODEL, O_ARCH, O_OUT, O_OBJECTIVE, O_BATCH, O_STEPS, O_LR, O_WD, O_LAMBDA,
   O_LOSS, O_PEFT, O_BOTTLENECK, O_LORA_RANK, O_LORA_ALPHA, O_LAYERS, O_HIDDEN, O_TARGETS, O_SEED,
   O_SAVE_EVERY, O_RESUME, O_INIT, O_LOG_JSON, O_RECOMPUTE, O_THREADS, O_TIMEOUT, O_RETRY, O_TOKEN,
-  O_DRY_RUN, O_QUIET, O_HELP
+  O_DRY_RUN, O_QUIET, O_DEVICE, O_FEATURES, O_DOWNSTREAM, O_DOWNSTREAM_INIT, O_METHODS, O_BETA,
+  O_PRIOR_LR, O_TEST_SERVER, O_NUM_CLASSES, O_REPORT, O_SCHEDULE, O_HELP
 };
 
 static const struct option OPTS[] = {
@@ -61,6 +81,13 @@ static const struct option OPTS[] = {
     {"threads", required_argument, 0, O_THREADS}, {"timeout-ms", required_argument, 0, O_TIMEOUT},
     {"retry-budget-ms", required_argument, 0, O_RETRY}, {"token", required_argument, 0, O_TOKEN},
     {"dry-run", no_argument, 0, O_DRY_RUN}, {"quiet", no_argument, 0, O_QUIET},
+    {"device", required_argument, 0, O_DEVICE}, {"features", required_argument, 0, O_FEATURES},
+    {"downstream", required_argument, 0, O_DOWNSTREAM},
+    {"downstream-init", required_argument, 0, O_DOWNSTREAM_INIT},
+    {"methods", required_argument, 0, O_METHODS}, {"beta", required_argument, 0, O_BETA},
+    {"prior-lr", required_argument, 0, O_PRIOR_LR}, {"test-server", required_argument, 0, O_TEST_SERVER},
+    {"num-classes", required_argument, 0, O_NUM_CLASSES}, {"report", required_argument, 0, O_REPORT},
+    {"schedule", required_argument, 0, O_SCHEDULE},
     {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
 
 static int bad(const char *opt, const char *val, const char *want) {
@@ -96,16 +123,14 @@ static int apply(train_options *o, int id, const char *name, const char *v) {
     case O_ARCH: o->arch = v; break;
     case O_OUT: o->out = v; break;
     case O_OBJECTIVE:
-      if (strcmp(v, "taca") == 0) break;
-      if (strcmp(v, "aft") == 0) {
-        fprintf(stderr, "taca-train: --objective aft is not implemented yet (only taca)\n");
-        return 2;
-      }
-      return bad(name, v, "taca or aft");
+      if (!strcmp(v, "taca")) o->objective = OBJECTIVE_TACA;
+      else if (!strcmp(v, "aft")) o->objective = OBJECTIVE_AFT;
+      else return bad(name, v, "taca or aft");
+      break;
     case O_BATCH: if (parse_long(v, 1, &l) || l > 1 << 20) return bad(name, v, "a positive integer"); o->batch_size = (int)l; break;
     case O_STEPS: if (parse_long(v, 0, &l)) return bad(name, v, "a count >= 0"); o->steps = l; break;
-    case O_LR: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->lr = d; break;
-    case O_WD: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->weight_decay = d; break;
+    case O_LR: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->lr = d; o->lr_given = 1; break;
+    case O_WD: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->weight_decay = d; o->wd_given = 1; break;
     case O_LAMBDA: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->lambda = d; break;
     case O_LOSS:
       if (!strcmp(v, "taca")) o->loss = LOSS_TACA;
@@ -135,6 +160,38 @@ static int apply(train_options *o, int id, const char *name, const char *v) {
     case O_TOKEN: o->token = v; break;
     case O_DRY_RUN: o->dry_run = 1; break;
     case O_QUIET: o->quiet = 1; break;
+    case O_DEVICE:
+      if (strcmp(v, "cpu") && strncmp(v, "cuda", 4)) return bad(name, v, "cpu, cuda or cuda:N");
+      o->device = v;
+      break;
+    case O_FEATURES: o->features = v; break;
+    case O_DOWNSTREAM: o->downstream = v; break;
+    case O_DOWNSTREAM_INIT: o->downstream_init = v; break;
+    case O_METHODS: {
+      /* each of aft, stl, kd at most once */
+      int seen[3] = {0};
+      const char *p = v;
+      while (*p) {
+        size_t len = strcspn(p, ",");
+        int k = len == 3 && !strncmp(p, "aft", 3) ? 0 : len == 3 && !strncmp(p, "stl", 3) ? 1
+              : len == 2 && !strncmp(p, "kd", 2) ? 2 : -1;
+        if (k < 0 || seen[k]++) return bad(name, v, "a list of distinct methods from aft, stl, kd");
+        p += len + (p[len] == ',');
+      }
+      if (!*v) return bad(name, v, "a list of methods from aft, stl, kd");
+      o->methods = v;
+      break;
+    }
+    case O_BETA: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->beta = d; break;
+    case O_PRIOR_LR: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->prior_lr = d; break;
+    case O_TEST_SERVER: o->test_server = v; break;
+    case O_NUM_CLASSES: if (parse_long(v, 2, &l) || l > 1 << 20) return bad(name, v, "an integer >= 2"); o->num_classes = (int)l; break;
+    case O_REPORT: o->report = v; break;
+    case O_SCHEDULE:
+      if (!strcmp(v, "cosine")) o->cosine = 1;
+      else if (!strcmp(v, "constant")) o->cosine = 0;
+      else return bad(name, v, "cosine or constant");
+      break;
   }
   return 0;
 }
@@ -153,6 +210,11 @@ int train_options_parse(train_options *o, int argc, char **argv) {
   o->peft = "adapter";
   o->timeout_ms = 30000;
   o->retry_budget_ms = 60000;
+  o->device = "cpu";
+  o->methods = "aft";
+  o->beta = 10;
+  o->prior_lr = 1e-2;
+  o->cosine = -1;
   char given[O_HELP + 1] = {0};
   int c;
   optind = 1;
@@ -192,9 +254,33 @@ int train_options_parse(train_options *o, int argc, char **argv) {
     }
   }
   if (o->dry_run) return 0;
+  if (o->objective == OBJECTIVE_AFT) {
+    if (!o->lr_given) o->lr = 1e-3;
+    if (!o->wd_given) o->weight_decay = 0;
+    if (o->cosine < 0) o->cosine = 1;
+    if (!o->servers || !o->features || !o->downstream || !o->out) {
+      fprintf(stderr, "taca-train: --objective aft needs --server, --features, --downstream and --out (see --help)\n");
+      return 2;
+    }
+    if (!o->test_server && !o->num_classes) {
+      fprintf(stderr, "taca-train: --objective aft needs --test-server or --num-classes (the number of classes)\n");
+      return 2;
+    }
+    if (o->resume) {
+      fprintf(stderr, "taca-train: --resume is for --objective taca; AFT runs start from the beginning\n");
+      return 2;
+    }
+    return 0;
+  }
+  if (o->cosine < 0) o->cosine = 0;
   if (!o->servers || !o->new_model || !o->out) {
     fprintf(stderr, "taca-train: --server, --new-model and --out are required (see --help)\n");
     return 2;
   }
   return 0;
+}
+
+double train_lr_at(const train_options *o, double base_lr, long step) {
+  if (!o->cosine || o->steps <= 0) return base_lr;
+  return base_lr * 0.5 * (1.0 + cos(M_PI * (double)step / (double)o->steps));
 }

@@ -8,7 +8,18 @@
 
 typedef enum train_loss_kind { LOSS_TACA = 0, LOSS_CONTRASTIVE = 1, LOSS_DISTILL = 2 } train_loss_kind;
 
+typedef enum train_objective { OBJECTIVE_TACA = 0, OBJECTIVE_AFT = 1 } train_objective;
+
 typedef struct train_options {
+  train_objective objective;
+  const char *device;          /* "cpu", "cuda", "cuda:N" */
+  /* AFT (DESIGN.md "AFT, precisely"): stored models whose image embeddings are concatenated as the
+   * pre-trained features, the downstream architecture, and the methods to train and compare. */
+  const char *features, *downstream, *downstream_init, *methods, *test_server, *report;
+  double beta, prior_lr;
+  int num_classes;             /* 0 = from the test set's labels */
+  int lr_given, wd_given;      /* --lr / --weight-decay were set (AFT has its own defaults) */
+  int cosine;                  /* -1 = the objective's default (AFT: cosine, TaCA: constant) */
   const char *servers, *new_model, *arch, *out, *targets, *log_json, *init, *resume;
   const char *adapter_layers;  /* "all" or "A-B" (1-based) */
   const char *peft;            /* "adapter" or "lora" */
@@ -26,6 +37,10 @@ typedef struct train_options {
   int timeout_ms, retry_budget_ms;
   const char *token;
 } train_options;
+
+/* The learning rate of the update made at `step` (0-based) of o->steps: o->lr, or with the cosine
+ * schedule torch's CosineAnnealingLR(T_max = steps, eta_min = 0): lr (1 + cos(pi step / steps)) / 2. */
+double train_lr_at(const train_options *o, double base_lr, long step);
 
 /* Returns 0 to go on, 1 after printing --help, or 2 after printing a usage error. */
 int train_options_parse(train_options *o, int argc, char **argv);

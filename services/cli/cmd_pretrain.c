@@ -93,17 +93,6 @@ static double lr_at(const options *o, int step) {
   return es > 0 ? 0.5 * (1 + cos(M_PI * e / es)) * o->lr : o->lr;
 }
 
-static int load_arch(clip_config *cfg, const char *arch, taca_error *err) {
-  size_t n = strlen(arch);
-  if (n > 5 && !strcmp(arch + n - 5, ".json")) {
-    if (clip_config_open_clip_json(cfg, arch, err) == 0) return 0;
-    taca_error e2;
-    if (clip_config_hf_json(cfg, arch, &e2) == 0) return 0; /* a HF config.json */
-    return -1;
-  }
-  return clip_config_builtin(cfg, arch, err);
-}
-
 /* ---- Held-out evaluation. */
 
 typedef struct eval_figures {
@@ -303,7 +292,7 @@ int cmd_pretrain(int argc, char **argv) {
 
   taca_error err = {{0}};
   clip_config cfg;
-  if (load_arch(&cfg, o.arch, &err)) return cli_fail("pretrain", 2, "%s", err.msg);
+  if (clip_config_from_arg(&cfg, o.arch, &err)) return cli_fail("pretrain", 2, "%s", err.msg);
   if (!cfg.has_text) return cli_fail("pretrain", 2, "%s: the architecture has no text tower", o.arch);
   if (cfg.vocab_size != CLIP_VOCAB_SIZE)
     return cli_fail("pretrain", 2, "%s: text vocab_size is %d; the CLIP tokenizer needs %d", o.arch,

@@ -13,5 +13,6 @@ int cmd_health(int argc, char **argv);
 /* `taca query --server ...` (cmd_query_server.c): argv as given to cmd_query, --server among the options. */
 int cmd_query_server(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_add_features(int argc, char **argv);
 
 #endif

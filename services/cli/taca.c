@@ -17,6 +17,7 @@ static const command COMMANDS[] = {
     {"health", cmd_health, "gRPC health check of running servers (exit 0 when SERVING)"},
     {"synth", cmd_synth, "write the synthetic captioned-shapes data set (tar shards or folder)"},
     {"pretrain", cmd_pretrain, "train a small CLIP model CLIP-style on the synthetic data set"},
+    {"add-features", cmd_add_features, "store embeddings from a .npy, or random noise features, as a model (AFT)"},
     {"precompute", cmd_precompute, "fill a feature store with a model's embeddings of a data set"},
     {"eval", cmd_eval, "hot-plug compatibility report of a TaCA checkpoint (retrieval, old head, distances)"},
 };
@@ -25,6 +26,9 @@ static void usage(FILE *f) {
   fprintf(f, "usage: taca COMMAND [options]   (taca COMMAND --help for its options)\n\ncommands:\n");
   for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
     fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+  fprintf(f, "\nThe options of embed, tokenize, synth, pretrain, precompute and eval can also be set in the\n"
+             "environment: --NAME as TACA_NAME (--batch-size -> TACA_BATCH_SIZE, a flag as TACA_QUIET=1);\n"
+             "the command line wins.\n");
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,494 @@
+/* aft_train.c: the AFT training loop of one rank, its test evaluation and its report (see
+ * aft_train.h). Ranks stay in lockstep as in train.c: failures are agreed on with comm_any before
+ * each step's collectives. */
+#include "trainer/aft_train.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "nn/aft_loss.h"
+#include "nn/atomicfile.h"
+#include "nn/backend.h"
+#include "nn/cross_entropy.h"
+#include "nn/image.h"
+#include "nn/safetensors.h"
+#include "services/client/taca_client.h"
+#include "trainer/aft_model.h"
+#include "trainer/aft_prior.h"
+#include "trainer/batch_feed.h"
+#include "trainer/train_util.h"
+
+#define MAX_METHODS 3
+
+/* The labelled test set, held as stored (uint8 crops) and normalised chunk by chunk. */
+typedef struct test_set {
+  size_t n;
+  int S;
+  uint8_t *pix;   /* n x 3 S S */
+  int *labels;
+  int max_label;
+} test_set;
+
+static void test_set_free(test_set *t) {
+  free(t->pix);
+  free(t->labels);
+  memset(t, 0, sizeof *t);
+}
+
+/* Every sample of the test servers: pixels and labels (GetBatch over the served index range). */
+static int test_set_load(test_set *t, const train_options *o, int S, taca_error *err) {
+  memset(t, 0, sizeof *t);
+  taca_client_options co = {.timeout_ms = o->timeout_ms, .retry_budget_ms = o->retry_budget_ms, .token = o->token};
+  taca_client *c = NULL;
+  if (taca_client_connect(&c, o->test_server, &co, err)) return taca_error_prefix(err, "--test-server"), -1;
+  const taca_dataset_info *info = taca_client_info(c);
+  int rc = -1;
+  if (!info->has_pixels || strcmp(info->pixel_codec, "raw") || info->pixel_size != S) {
+    taca_fail(err, "--test-server holds %s pixels of %d px; training uses raw %d px crops",
+              info->has_pixels ? info->pixel_codec : "no", info->pixel_size, S);
+    goto done;
+  }
+  const size_t per = (size_t)3 * S * S, total = info->end - info->begin;
+  if (!info->samples || total != info->samples) {
+    taca_fail(err, "--test-server serves %llu samples over the index range [%llu, %llu): expected a dense range",
+              (unsigned long long)info->samples, (unsigned long long)info->begin, (unsigned long long)info->end);
+    goto done;
+  }
+  t->S = S;
+  t->n = total;
+  t->pix = malloc(per * total);
+  t->labels = malloc(sizeof(int) * total);
+  uint64_t *idx = malloc(sizeof(uint64_t) * 256);
+  if (!t->pix || !t->labels || !idx) {
+    free(idx);
+    taca_fail(err, "out of memory for %zu test samples", total);
+    goto done;
+  }
+  taca_fields f = {.pixels = 1, .labels = 1};
+  t->max_label = -1;
+  for (size_t i0 = 0; i0 < total; i0 += 256) {
+    size_t n = total - i0 < 256 ? total - i0 : 256;
+    for (size_t k = 0; k < n; k++) idx[k] = info->begin + i0 + k;
+    taca_batch b;
+    if (taca_client_get_batch(c, idx, n, &f, &b, err)) {
+      free(idx);
+      taca_error_prefix(err, "--test-server");
+      goto done;
+    }
+    for (size_t k = 0; k < n; k++) {
+      if (b.pixel_sizes[k] != per || b.labels[k] < 0) {
+        taca_fail(err, "--test-server: sample %llu has %s", (unsigned long long)idx[k],
+                  b.labels[k] < 0 ? "no label" : "no raw crop of the expected size");
+        taca_batch_free(&b);
+        free(idx);
+        goto done;
+      }
+      memcpy(t->pix + (i0 + k) * per, b.pixels[k], per);
+      t->labels[i0 + k] = b.labels[k];
+      if (b.labels[k] > t->max_label) t->max_label = b.labels[k];
+    }
+    taca_batch_free(&b);
+  }
+  free(idx);
+  rc = 0;
+done:
+  taca_client_close(c);
+  if (rc) test_set_free(t);
+  return rc;
+}
+
+/* Test accuracy of the model: this rank classifies its contiguous share, the counts are summed. */
+static int test_accuracy(aft_model *am, const test_set *t, const taca_comm *comm, float *pix,
+                         float *logits, double *acc, taca_error *err) {
+  const size_t per = (size_t)3 * t->S * t->S;
+  const size_t lo = t->n * comm->rank / comm->size, hi = t->n * (comm->rank + 1) / comm->size;
+  long correct = 0;
+  int failed = 0;
+  for (size_t i0 = lo; i0 < hi && !failed; i0 += am->max_batch) {
+    int n = (int)(hi - i0 < (size_t)am->max_batch ? hi - i0 : (size_t)am->max_batch);
+    for (int k = 0; k < n; k++) clip_normalize_u8(t->pix + (i0 + k) * per, t->S, CLIP_MEAN, CLIP_STD, pix + per * k);
+    if (aft_model_forward(am, pix, n, NULL, logits, err)) {
+      failed = 1;
+      break;
+    }
+    for (int k = 0; k < n; k++) correct += argmax_row(logits + (size_t)k * am->classes, am->classes) == t->labels[i0 + k];
+  }
+  if (comm_any(comm, failed)) return failed ? -1 : taca_fail(err, "another rank failed in the test evaluation");
+  *acc = comm_sum(comm, (double)correct) / (double)t->n;
+  return 0;
+}
+
+/* What one method's run produced, for the report. */
+typedef struct method_result {
+  aft_method method;
+  double test_acc;      /* NAN without a test set */
+  double train_ce, train_acc, term; /* means over the last min(steps, 50) updates */
+  double seconds;
+  float *s;             /* aft: the learned s [dP] (owned) */
+} method_result;
+
+static int save_checkpoint(const train_options *o, const aft_model *am, const aft_prior *pr,
+                           const char *const *meta, taca_error *err) {
+  char dir[4096], path[4200];
+  snprintf(dir, sizeof dir, "%s/%s", o->out, aft_method_name(pr->method));
+  if (mkdir(dir, 0755) && errno != EEXIST) return taca_fail(err, "%s: %s", dir, strerror(errno));
+  snprintf(path, sizeof path, "%s/step-%06ld.safetensors", dir, am->step);
+  st_writer *w = st_writer_new();
+  float *owned[2] = {0};
+  int rc = -1;
+  if (!w) return taca_fail(err, "out of memory");
+  if (st_writer_meta(w, "format", "pt", err)) goto done;
+  for (int i = 0; meta[i]; i += 2)
+    if (st_writer_meta(w, meta[i], meta[i + 1], err)) goto done;
+  if (st_writer_meta(w, "taca.method", aft_method_name(pr->method), err)) goto done;
+  if (aft_model_add_tensors(am, w, owned, err)) goto done;
+  if (pr->method == AFT_METHOD_AFT) {
+    const int64_t sh[1] = {pr->dP};
+    if (st_writer_add(w, "aft.s", TACA_DT_F32, 1, sh, pr->p, err)) goto done;
+  } else if (pr->method == AFT_METHOD_KD) {
+    const int64_t sw[2] = {pr->dP, pr->dF}, sb[1] = {pr->dP};
+    if (st_writer_add(w, "kd.proj.weight", TACA_DT_F32, 2, sw, pr->p, err) ||
+        st_writer_add(w, "kd.proj.bias", TACA_DT_F32, 1, sb, pr->p + (size_t)pr->dP * pr->dF, err))
+      goto done;
+  }
+  rc = st_writer_save(w, path, err);
+done:
+  st_writer_free(w);
+  free(owned[0]), free(owned[1]);
+  return rc;
+}
+
+/* Everything one method's training needs, allocated once per run. */
+typedef struct aft_buffers {
+  float *F_local, *F_all, *P_all, *dF_all, *logits, *dlogits, *test_pix;
+} aft_buffers;
+
+static int train_method(const train_options *o, const taca_comm *comm, nn_backend *be, feed_options *fo,
+                        const test_set *ts, int classes, aft_method method, const char *const *meta,
+                        const int *dims, int n_models, FILE *log, aft_buffers *bf, method_result *res,
+                        taca_error *err) {
+  const int rank = comm->rank, world = comm->size, b = o->batch_size / world, n = o->batch_size;
+  memset(res, 0, sizeof *res);
+  res->method = method;
+  res->test_acc = NAN;
+  feed *fd = NULL;
+  aft_model *am = NULL;
+  aft_prior pr = {0};
+  int rc = -1, S = 0, dP = 0;
+  fo->start_step = 0;
+  if (feed_open(&fd, fo, err)) return -1;
+  S = feed_image_size(fd);
+  dP = feed_feature_dim(fd);
+  if (!(am = aft_model_create(o->downstream, S, classes, be, b, o->seed, err))) goto done;
+  if (o->downstream_init && aft_model_load_tower(am, o->downstream_init, NULL, err)) goto done;
+  if (aft_prior_init(&pr, method, am->feat_dim, dP, n, o->seed, err)) goto done;
+  const int dF = am->feat_dim;
+  if (!bf->F_local) {
+    bf->F_local = malloc(sizeof(float) * b * dF);
+    bf->F_all = malloc(sizeof(float) * n * dF);
+    bf->dF_all = malloc(sizeof(float) * n * dF);
+    bf->P_all = malloc(sizeof(float) * n * dP);
+    bf->logits = malloc(sizeof(float) * b * classes);
+    bf->dlogits = malloc(sizeof(float) * b * classes);
+    bf->test_pix = nn_host_alloc(be, sizeof(float) * b * 3 * S * S);
+    if (!bf->F_local || !bf->F_all || !bf->dF_all || !bf->P_all || !bf->logits || !bf->dlogits || !bf->test_pix) {
+      taca_fail(err, "out of memory");
+      goto done;
+    }
+  }
+  if (rank == 0 && !o->quiet)
+    fprintf(stderr, "taca-train: aft method '%s': downstream %s (%zu parameters, %d features), %d classes, "
+            "pre-trained features %d wide from %d model(s), beta %g\n", aft_method_name(method), o->downstream,
+            aft_model_param_count(am), dF, classes, dP, n_models, method == AFT_METHOD_STL ? 0.0 : o->beta);
+  if (rank == 0 && o->save_every > 0 && save_checkpoint(o, am, &pr, meta, err)) goto done;
+  const double t_run = train_now_s();
+  const long tail = o->steps < 50 ? o->steps : 50;
+  int failed = 0;
+  int *labels = malloc(sizeof(int) * b);
+  if (!labels) {
+    taca_fail(err, "out of memory");
+    goto done;
+  }
+  for (long step = 0; step < o->steps; step++) {
+    double t0 = train_now_s(), wait = 0;
+    feed_batch *fb = NULL;
+    failed = feed_next(fd, &fb, &wait, err) != 0;
+    if (!failed) {
+      for (int i = 0; i < b; i++) {
+        labels[i] = fb->labels[i];
+        if (labels[i] >= classes)
+          failed = taca_fail(err, "sample %llu has label %d, outside the %d classes (set --num-classes)",
+                             (unsigned long long)fb->indices[i], labels[i], classes) != 0;
+      }
+    }
+    if (!failed) {
+      aft_model_zero_grad(am);
+      aft_prior_zero_grad(&pr);
+      failed = aft_model_forward(am, fb->pixels, b, bf->F_local, bf->logits, err) != 0;
+    }
+    if (comm_any(comm, failed)) {
+      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
+      if (fb) feed_release(fd, fb);
+      failed = 1;
+      break;
+    }
+    double term = 0;
+    if (method != AFT_METHOD_STL) {
+      if (comm_allgather(comm, bf->F_local, (size_t)b * dF, bf->F_all, err) ||
+          comm_allgather(comm, fb->feat, (size_t)b * dP, bf->P_all, err)) {
+        feed_release(fd, fb);
+        failed = 1;
+        break;
+      }
+    }
+    feed_release(fd, fb);
+    ce_result ce;
+    failed = cross_entropy(bf->logits, labels, b, classes, 1.0 / n, bf->dlogits, &ce, err) != 0;
+    if (!failed && method != AFT_METHOD_STL)
+      failed = aft_prior_loss(&pr, bf->F_all, bf->P_all, n, o->beta, &term, bf->dF_all, err) != 0;
+    if (!failed)
+      failed = aft_model_backward(am, method == AFT_METHOD_STL ? NULL : bf->dF_all + (size_t)rank * b * dF,
+                                  bf->dlogits, err) != 0;
+    if (comm_any(comm, failed)) {
+      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
+      failed = 1;
+      break;
+    }
+    float *gbuf[2];
+    size_t glen[2];
+    int ng = aft_model_grad_buffers(am, gbuf, glen);
+    for (int k = 0; k < ng && !failed; k++) failed = comm_allreduce_sum(comm, gbuf[k], glen[k], err) != 0;
+    if (failed) break;
+    aft_model_update(am, train_lr_at(o, o->lr, step), o->weight_decay);
+    aft_prior_update(&pr, train_lr_at(o, o->prior_lr, step));
+    const double dt = train_now_s() - t0;
+    const double ce_mean = comm_sum(comm, ce.loss_sum) / n, acc = comm_sum(comm, ce.correct) / n;
+    const double wait_mean = comm_sum(comm, wait) / world;
+    const double beta = method == AFT_METHOD_STL ? 0 : o->beta;
+    if (step >= o->steps - tail) {
+      res->train_ce += ce_mean / tail;
+      res->train_acc += acc / tail;
+      res->term += term / tail;
+    }
+    if (rank == 0) {
+      if (log) {
+        fprintf(log, "{\"method\": \"%s\", \"step\": %ld, \"loss\": %.9g, \"loss_ce\": %.9g, \"loss_%s\": %.9g, "
+                "\"train_acc\": %.4f, \"samples_per_s\": %.4g, \"data_wait_s\": %.4g, \"step_s\": %.4g",
+                aft_method_name(method), step, ce_mean + beta * term, ce_mean,
+                method == AFT_METHOD_KD ? "kd" : "reg", term, acc, n / dt, wait_mean, dt);
+        if (method == AFT_METHOD_AFT) {
+          double means[TACA_CLIENT_MAX_EMB];
+          if (aft_rho_means(pr.p, dP, dims, n_models, means, err) == 0) {
+            fputs(", \"rho_mean\": [", log);
+            for (int k = 0; k < n_models; k++) fprintf(log, "%s%.6g", k ? ", " : "", means[k]);
+            fputc(']', log);
+          }
+        }
+        fputs("}\n", log);
+        fflush(log);
+      }
+      if (!o->quiet && ((step + 1) % 10 == 0 || step + 1 == o->steps)) {
+        char eta[32];
+        train_fmt_eta(eta, sizeof eta, (train_now_s() - t_run) / (step + 1) * (o->steps - step - 1));
+        fprintf(stderr, "%s step %ld/%ld  loss %.4f (ce %.4f, %s %.4f)  train acc %.3f  %.1f samples/s  ETA %s\n",
+                aft_method_name(method), step + 1, o->steps, ce_mean + beta * term, ce_mean,
+                method == AFT_METHOD_KD ? "kd" : "R", term, acc, n / dt, eta);
+      }
+      if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == o->steps)
+        failed = save_checkpoint(o, am, &pr, meta, err) != 0;
+    }
+    if (comm_any(comm, failed)) {
+      if (!failed) taca_fail(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
+      failed = 1;
+      break;
+    }
+  }
+  free(labels);
+  if (failed) goto done;
+  res->seconds = train_now_s() - t_run;
+  if (ts->n && test_accuracy(am, ts, comm, bf->test_pix, bf->logits, &res->test_acc, err)) goto done;
+  if (method == AFT_METHOD_AFT) {
+    if (!(res->s = malloc(sizeof(float) * dP))) {
+      taca_fail(err, "out of memory");
+      goto done;
+    }
+    memcpy(res->s, pr.p, sizeof(float) * dP);
+  }
+  rc = 0;
+done:
+  feed_close(fd);
+  aft_model_free(am);
+  aft_prior_free(&pr);
+  return rc;
+}
+
+/* The report: a table on stdout and JSON (rank 0). */
+static int write_report(const train_options *o, const method_result *res, int n_methods,
+                        const taca_model_desc *const *models, const int *dims, int n_models, int classes,
+                        const test_set *ts, taca_error *err) {
+  json_t *root = json_object(), *jm = json_array(), *jf = json_array();
+  json_object_set_new(root, "objective", json_string("aft"));
+  json_object_set_new(root, "downstream", json_string(o->downstream));
+  json_object_set_new(root, "beta", json_real(o->beta));
+  json_object_set_new(root, "steps", json_integer(o->steps));
+  json_object_set_new(root, "batch_size", json_integer(o->batch_size));
+  json_object_set_new(root, "classes", json_integer(classes));
+  json_object_set_new(root, "test_samples", json_integer((json_int_t)ts->n));
+  printf("\nAFT comparison: downstream %s, %ld steps of batch %d, beta %g; test set %zu samples, %d classes\n",
+         o->downstream, o->steps, o->batch_size, o->beta, ts->n, classes);
+  printf("  %-6s %10s %10s %10s %12s %9s\n", "method", "test acc", "train acc", "train CE", "term", "seconds");
+  for (int i = 0; i < n_methods; i++) {
+    const method_result *r = &res[i];
+    json_t *j = json_object();
+    json_object_set_new(j, "method", json_string(aft_method_name(r->method)));
+    json_object_set_new(j, "test_acc", isnan(r->test_acc) ? json_null() : json_real(r->test_acc));
+    json_object_set_new(j, "train_acc", json_real(r->train_acc));
+    json_object_set_new(j, "train_ce", json_real(r->train_ce));
+    json_object_set_new(j, "term", json_real(r->term));
+    json_object_set_new(j, "seconds", json_real(r->seconds));
+    json_array_append_new(jm, j);
+    char acc[32];
+    if (isnan(r->test_acc)) snprintf(acc, sizeof acc, "-");
+    else snprintf(acc, sizeof acc, "%.2f%%", 100 * r->test_acc);
+    printf("  %-6s %10s %9.2f%% %10.4f %12.5f %9.1f\n", aft_method_name(r->method), acc, 100 * r->train_acc,
+           r->train_ce, r->term, r->seconds);
+  }
+  json_object_set_new(root, "methods", jm);
+  /* rho per source model, from the aft run */
+  const method_result *a = NULL;
+  for (int i = 0; i < n_methods; i++)
+    if (res[i].method == AFT_METHOD_AFT) a = &res[i];
+  if (a && a->s) printf("  learned rho = sigmoid(s) per source model (aft):\n  %-16s %6s %8s %8s %8s\n",
+                        "model", "dim", "mean", "min", "max");
+  int col = 0;
+  for (int k = 0; k < n_models; k++) {
+    json_t *j = json_object();
+    json_object_set_new(j, "model", json_string(models[k]->name));
+    json_object_set_new(j, "arch", json_string(models[k]->arch));
+    json_object_set_new(j, "dim", json_integer(dims[k]));
+    if (a && a->s) {
+      double sum = 0, lo = 1, hi = 0;
+      for (int c = col; c < col + dims[k]; c++) {
+        double r = aft_rho(a->s[c]);
+        sum += r;
+        lo = r < lo ? r : lo;
+        hi = r > hi ? r : hi;
+      }
+      json_object_set_new(j, "rho_mean", json_real(sum / dims[k]));
+      json_object_set_new(j, "rho_min", json_real(lo));
+      json_object_set_new(j, "rho_max", json_real(hi));
+      printf("  %-16s %6d %8.4f %8.4f %8.4f\n", models[k]->name, dims[k], sum / dims[k], lo, hi);
+    }
+    json_array_append_new(jf, j);
+    col += dims[k];
+  }
+  json_object_set_new(root, "features", jf);
+  fflush(stdout);
+  char path[4096];
+  if (o->report) snprintf(path, sizeof path, "%s", o->report);
+  else snprintf(path, sizeof path, "%s/report.json", o->out);
+  char *text = json_dumps(root, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+  json_decref(root);
+  if (!text) return taca_fail(err, "out of memory");
+  taca_chunk ch[2] = {{text, strlen(text)}, {"\n", 1}};
+  int rc = taca_write_file_atomic(path, ch, 2, err);
+  free(text);
+  if (!rc && !o->quiet) fprintf(stderr, "taca-train: report in %s\n", path);
+  return rc;
+}
+
+int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
+  const int rank = comm->rank, world = comm->size;
+  if (o->batch_size % world != 0)
+    return taca_fail(err, "--batch-size %d does not split evenly over %d ranks", o->batch_size, world);
+  const int b = o->batch_size / world;
+  aft_method methods[MAX_METHODS];
+  int n_methods = 0;
+  for (const char *p = o->methods; *p;) {
+    size_t len = strcspn(p, ",");
+    if (aft_method_parse(p, len, &methods[n_methods]) == 0 && n_methods < MAX_METHODS) n_methods++;
+    p += len + (p[len] == ',');
+  }
+  nn_backend *be = nn_backend_create(o->device, o->threads, err);
+  if (!be) return -1;
+  int rc = -1;
+  test_set ts = {0};
+  feed *probe = NULL;
+  FILE *log = NULL;
+  aft_buffers bf = {0};
+  method_result res[MAX_METHODS] = {0};
+  int done_methods = 0;
+  if (rank == 0 && mkdir(o->out, 0755) && errno != EEXIST) {
+    taca_fail(err, "--out %s: %s", o->out, strerror(errno));
+    goto done;
+  }
+  feed_options fo = {.servers = o->servers, .features = o->features, .be = be, .seed = o->seed, .rank = rank,
+                     .world = world, .local_batch = b, .depth = 2};
+  fo.client.timeout_ms = o->timeout_ms;
+  fo.client.retry_budget_ms = o->retry_budget_ms;
+  fo.client.token = o->token;
+  if (feed_open(&probe, &fo, err)) goto done;
+  const taca_model_desc *mp[TACA_CLIENT_MAX_EMB];
+  taca_model_desc model_copy[TACA_CLIENT_MAX_EMB]; /* outlive the probe's connection */
+  const taca_model_desc *models[TACA_CLIENT_MAX_EMB];
+  int dims[TACA_CLIENT_MAX_EMB];
+  const int n_models = feed_feature_models(probe, mp, dims, TACA_CLIENT_MAX_EMB);
+  for (int k = 0; k < n_models; k++) model_copy[k] = *mp[k], models[k] = &model_copy[k];
+  const int S = feed_image_size(probe);
+  if (o->test_server && test_set_load(&ts, o, S, err)) goto done;
+  int classes = o->num_classes ? o->num_classes : ts.max_label + 1;
+  if (classes < 2) {
+    taca_fail(err, "the test set has labels up to %d: at least 2 classes are needed (or set --num-classes)", ts.max_label);
+    goto done;
+  }
+  if (ts.max_label >= classes) {
+    taca_fail(err, "the test set has label %d, outside --num-classes %d", ts.max_label, classes);
+    goto done;
+  }
+  char s_classes[32], s_beta[32], s_dims[256] = "", s_seed[32];
+  snprintf(s_classes, sizeof s_classes, "%d", classes);
+  snprintf(s_beta, sizeof s_beta, "%g", o->beta);
+  snprintf(s_seed, sizeof s_seed, "%llu", (unsigned long long)o->seed);
+  for (int k = 0; k < n_models; k++)
+    snprintf(s_dims + strlen(s_dims), sizeof s_dims - strlen(s_dims), "%s%d", k ? "," : "", dims[k]);
+  const char *meta[] = {"taca.objective", "aft", "taca.downstream", o->downstream, "taca.features", o->features,
+                        "taca.feature_dims", s_dims, "taca.classes", s_classes, "taca.beta", s_beta,
+                        "taca.seed", s_seed, NULL};
+  if (rank == 0) {
+    if (o->log_json && !(log = fopen(o->log_json, "wb"))) {
+      taca_fail(err, "--log-json %s: %s", o->log_json, strerror(errno));
+      goto done;
+    }
+    if (!o->quiet)
+      fprintf(stderr, "taca-train: aft over %llu samples, %d rank(s) x batch %d, %ld steps (%ld per epoch); methods %s%s\n",
+              (unsigned long long)feed_info(probe)->samples, world, b, o->steps, feed_steps_per_epoch(probe), o->methods,
+              ts.n ? "" : " (no --test-server: no test accuracy)");
+  }
+  feed_close(probe);
+  probe = NULL;
+  int failed = 0;
+  for (int i = 0; i < n_methods && !failed; i++) {
+    failed = train_method(o, comm, be, &fo, &ts, classes, methods[i], meta, dims, n_models, log, &bf, &res[i], err) != 0;
+    if (!failed) done_methods++;
+  }
+  if (comm_any(comm, failed)) {
+    if (!failed) taca_fail(err, "another rank failed");
+    goto done;
+  }
+  if (rank == 0 && write_report(o, res, done_methods, models, dims, n_models, classes, &ts, err)) goto done;
+  rc = 0;
+done:
+  if (log) fclose(log);
+  feed_close(probe);
+  test_set_free(&ts);
+  for (int i = 0; i < MAX_METHODS; i++) free(res[i].s);
+  free(bf.F_local), free(bf.F_all), free(bf.dF_all), free(bf.P_all), free(bf.logits), free(bf.dlogits);
+  nn_host_free(be, bf.test_pix);
+  nn_backend_destroy(be);
+  return rc;
+}
