@@ -62,7 +62,7 @@ port=$(sed -n 's/^grpc=//p' "$tmp/ports")
 train=(--server "127.0.0.1:$port" --projector-hidden 64 --quiet --threads 1 --batch-size 16 --steps 12 --save-every 12)
 "$bin/taca-train" "${train[@]}" --new-model "$model" --out "$tmp/ck" --log-json "$tmp/log.json"
 "$bin/taca-train" "${train[@]}" --new-model "$tmp/narrow" --out "$tmp/ck8" --adapter-layers 2-2 --bottleneck 4
-"$bin/taca-train" "${train[@]}" --new-model "$model" --out "$tmp/lora" --peft lora --lora-rank 4 --steps 4 --save-every 4
+"$bin/taca-train" "${train[@]}" --new-model "$model" --out "$tmp/lora" --peft lora --lora-rank 4 --lora-alpha 2 --steps 4 --save-every 4
 kill -9 "$srv"; wait "$srv" 2>/dev/null || true; srv=""
 "$bin/taca" query --db "$tmp/db" export --model old --modality image --out "$tmp/img.npy"
 "$bin/taca" query --db "$tmp/db" export --model old --modality text --out "$tmp/txt.npy"
@@ -216,6 +216,10 @@ el0, el4 = json.load(open(f'{t}/el0.json')), json.load(open(f'{t}/el4.json'))
 assert el0['checkpoint']['peft'] == el4['checkpoint']['peft'] == 'lora/4' and el4['checkpoint']['layers'] == '1-2'
 fl0 = {k: np.load(f'{t}/fl0/{k}.npy') for k in ('test_new', 'test_adapted')}
 P = load_st(f'{t}/lora/step-000000.safetensors')
+import struct
+raw = open(f'{t}/lora/step-000004.safetensors', 'rb').read()
+meta = json.loads(raw[8:8 + struct.unpack('<Q', raw[:8])[0]])['__metadata__']
+assert meta['taca.lora_alpha'] == '2', meta  # eval takes the LoRA scale from here
 assert all(not P[k].any() for k in P if k.startswith('lora.') and k.endswith('.B'))
 hid = fl0['test_new'].astype(np.float64) @ P['projector.fc1.weight'].T.astype(np.float64) + P['projector.fc1.bias']
 hid = hid * 0.5 * (1 + np.vectorize(math.erf)(hid / math.sqrt(2)))
