@@ -16,6 +16,7 @@
 #include "nn/backend.h"
 #include "nn/cross_entropy.h"
 #include "nn/image.h"
+#include "nn/pixel_codec.h"
 #include "nn/safetensors.h"
 #include "services/client/taca_client.h"
 #include "trainer/aft_model.h"
@@ -48,8 +49,8 @@ static int test_set_load(test_set *t, const train_options *o, int S, taca_error 
   if (taca_client_connect(&c, o->test_server, &co, err)) return taca_error_prefix(err, "--test-server"), -1;
   const taca_dataset_info *info = taca_client_info(c);
   int rc = -1;
-  if (!info->has_pixels || strcmp(info->pixel_codec, "raw") || info->pixel_size != S) {
-    taca_fail(err, "--test-server holds %s pixels of %d px; training uses raw %d px crops",
+  if (!info->has_pixels || info->pixel_size != S) {
+    taca_fail(err, "--test-server holds %s pixels of %d px; training uses %d px crops",
               info->has_pixels ? info->pixel_codec : "no", info->pixel_size, S);
     goto done;
   }
@@ -81,14 +82,13 @@ static int test_set_load(test_set *t, const train_options *o, int S, taca_error 
       goto done;
     }
     for (size_t k = 0; k < n; k++) {
-      if (b.pixel_sizes[k] != per || b.labels[k] < 0) {
-        taca_fail(err, "--test-server: sample %llu has %s", (unsigned long long)idx[k],
-                  b.labels[k] < 0 ? "no label" : "no raw crop of the expected size");
+      if (b.labels[k] < 0 || pixel_decode(info->pixel_codec, b.pixels[k], b.pixel_sizes[k], S, t->pix + (i0 + k) * per, err)) {
+        if (b.labels[k] < 0) taca_fail(err, "sample %llu has no label", (unsigned long long)idx[k]);
+        taca_error_prefix(err, "--test-server: sample %llu", (unsigned long long)idx[k]);
         taca_batch_free(&b);
         free(idx);
         goto done;
       }
-      memcpy(t->pix + (i0 + k) * per, b.pixels[k], per);
       t->labels[i0 + k] = b.labels[k];
       if (b.labels[k] > t->max_label) t->max_label = b.labels[k];
     }

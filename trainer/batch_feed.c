@@ -9,6 +9,7 @@
 
 #include "nn/backend.h"
 #include "nn/image.h"
+#include "nn/pixel_codec.h"
 
 #define MAX_DEPTH 8
 
@@ -24,6 +25,8 @@ struct feed {
   int feat_dim;             /* sum of feat_dims */
   char features[1024];      /* copy of the names, split in place */
   int image_size;
+  char codec[8];            /* the store's pixel codec: "raw" or "jpeg" */
+  uint8_t *chw;             /* [3, S, S] decoded JPEG crop (feed thread) */
   long spe;                 /* steps per epoch */
   pthread_t thread;
   int started;
@@ -107,10 +110,15 @@ static int convert(feed *f, const taca_batch *in, feed_batch *b, taca_error *err
     return taca_fail(err, "StreamEpoch sent a batch of %zu rows, expected %d", in->n, f->o.local_batch);
   b->n = (int)in->n;
   for (size_t i = 0; i < in->n; i++) {
-    if (!in->pixels || in->pixel_sizes[i] != per)
-      return taca_fail(err, "sample %llu has %zu pixel bytes; the trainer needs raw %dx%d crops (%zu bytes)",
-                       (unsigned long long)in->indices[i], in->pixels ? in->pixel_sizes[i] : 0, S, S, per);
-    clip_normalize_u8(in->pixels[i], S, CLIP_MEAN, CLIP_STD, b->pixels + per * i);
+    if (!in->pixels || !in->pixel_sizes[i])
+      return taca_fail(err, "sample %llu has no stored pixels", (unsigned long long)in->indices[i]);
+    const uint8_t *chw = in->pixels[i];
+    if (strcmp(f->codec, "raw") || in->pixel_sizes[i] != per) {
+      if (pixel_decode(f->codec, in->pixels[i], in->pixel_sizes[i], S, f->chw, err))
+        return taca_error_prefix(err, "sample %llu", (unsigned long long)in->indices[i]);
+      chw = f->chw;
+    }
+    clip_normalize_u8(chw, S, CLIP_MEAN, CLIP_STD, b->pixels + per * i);
     b->indices[i] = in->indices[i];
   }
   if (f->aft) return convert_features(f, in, b, err);
@@ -277,15 +285,21 @@ int feed_open(feed **out, const feed_options *o, taca_error *err) {
     goto fail;
   }
   if (!f->aft) f->dim = f->target->image_dim;
-  if (!info->has_pixels || strcmp(info->pixel_codec, "raw") || (o->image_size && info->pixel_size != o->image_size)) {
+  if (!info->has_pixels || (strcmp(info->pixel_codec, "raw") && strcmp(info->pixel_codec, "jpeg")) ||
+      (o->image_size && info->pixel_size != o->image_size)) {
     if (o->image_size)
-      taca_fail(err, "the store holds %s pixels of %d px; the model needs raw %d px crops",
+      taca_fail(err, "the store holds %s pixels of %d px; the model needs %d px crops",
                 info->has_pixels ? info->pixel_codec : "no", info->pixel_size, o->image_size);
     else
-      taca_fail(err, "the store holds %s pixels; training needs raw crops", info->has_pixels ? info->pixel_codec : "no");
+      taca_fail(err, "the store holds %s pixels; training needs stored crops", info->has_pixels ? info->pixel_codec : "no");
     goto fail;
   }
   f->image_size = info->pixel_size;
+  snprintf(f->codec, sizeof f->codec, "%s", info->pixel_codec);
+  if (!(f->chw = malloc((size_t)3 * f->image_size * f->image_size))) {
+    taca_fail(err, "out of memory");
+    goto fail;
+  }
   f->spe = (long)(info->samples / ((uint64_t)o->local_batch * o->world));
   if (f->spe < 1) {
     taca_fail(err, "the store has %llu samples, fewer than one global batch of %d",
@@ -323,6 +337,7 @@ void feed_close(feed *f) {
   for (int i = 0; i < f->nready; i++) batch_destroy(f, f->ready[i]);
   for (int i = 0; i < f->npool; i++) batch_destroy(f, f->pool[i]);
   taca_client_close(f->client);
+  free(f->chw);
   pthread_mutex_destroy(&f->mu);
   pthread_cond_destroy(&f->cv);
   free(f);

@@ -24,6 +24,8 @@ static const char *USAGE =
     "  --no-pixels          do not store preprocessed pixels\n"
     "  --pixel-size S       store crops of S x S (default: the model's input size), e.g. the\n"
     "                       resolution of the new tower that will train on this store\n"
+    "  --pixel-codec raw|jpeg  stored crops as uint8 CHW (default, exact) or as JPEG (several\n"
+    "                       times smaller, lossy); --pixel-quality Q for JPEG (default 95)\n"
     "  --threads N          compute threads (default: all cores)\n"
     "  --workers N          image decoding threads (default 2)\n"
     "  --map-size BYTES     LMDB map size (default 1 TiB, sparse)\n"
@@ -41,10 +43,11 @@ int cmd_precompute(int argc, char **argv) {
       {"index-base", required_argument, 0, 'I'}, {"batch-size", required_argument, 0, 'b'},
       {"dtype", required_argument, 0, 't'},    {"no-pixels", no_argument, 0, 'P'},
       {"pixel-size", required_argument, 0, 'S'},
+      {"pixel-codec", required_argument, 0, 'C'}, {"pixel-quality", required_argument, 0, 'Q'},
       {"threads", required_argument, 0, 'j'},  {"workers", required_argument, 0, 'w'},
       {"map-size", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
-  int c, rc = 0;
+  int c, rc = 0, jpeg = 0, quality = 95;
   optind = 1;
   opterr = 0;
   while (rc == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -76,6 +79,15 @@ int cmd_precompute(int argc, char **argv) {
         break;
       case 'P': o.store_pixels = 0; break;
       case 'S': if (cli_parse_positive("precompute", "--pixel-size", optarg, &o.pixel_size)) rc = 2; break;
+      case 'C':
+        if (!strcmp(optarg, "raw")) jpeg = 0;
+        else if (!strcmp(optarg, "jpeg")) jpeg = 1;
+        else rc = cli_fail("precompute", 2, "--pixel-codec must be raw or jpeg, got '%s'", optarg);
+        break;
+      case 'Q':
+        if (cli_parse_positive("precompute", "--pixel-quality", optarg, &quality)) rc = 2;
+        else if (quality > 100) rc = cli_fail("precompute", 2, "--pixel-quality must be in 1..100, got '%s'", optarg);
+        break;
       case 'j': if (cli_parse_positive("precompute", "--threads", optarg, &o.threads)) rc = 2; break;
       case 'w': if (cli_parse_positive("precompute", "--workers", optarg, &o.workers)) rc = 2; break;
       case 'M': {
@@ -93,6 +105,7 @@ int cmd_precompute(int argc, char **argv) {
   if (rc == 0 && optind < argc) rc = cli_fail("precompute", 2, "unexpected argument '%s'", argv[optind]);
   if (rc == 0 && (!o.model_path || !o.db)) rc = cli_fail("precompute", 2, "--model and --db are required (see --help)");
   if (rc == 0) {
+    o.jpeg_quality = jpeg ? quality : 0;
     o.data = data;
     precompute_stats st;
     taca_error err = {{0}};

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "nn/pixel_codec.h"
 #include "nn/clip.h"
 #include "nn/image.h"
 #include "nn/npy.h"
@@ -266,28 +267,11 @@ static int load_pixels(encoder *e, uint64_t idx, float *out, taca_error *err) {
   const uint8_t *data;
   size_t len;
   const int S = e->S;
-  const size_t per = (size_t)3 * S * S;
   if (store_get_pixels(e->v, idx, &data, &len, err)) return -1;
-  if (!strcmp(e->pf.codec, "raw")) {
-    if (len != per)
-      return taca_fail(err, "sample %llu: %zu pixel bytes, expected %zu (3 x %d x %d)", (unsigned long long)idx, len,
-                       per, S, S);
-    clip_normalize_u8(data, S, CLIP_MEAN, CLIP_STD, out);
-    return 0;
-  }
-  rgb_image img = {0};
-  if (image_decode(data, len, &img, err)) return taca_error_prefix(err, "sample %llu pixels", (unsigned long long)idx);
-  int rc = 0;
-  if (img.width != S || img.height != S) {
-    rc = taca_fail(err, "sample %llu: stored crop is %dx%d, expected %dx%d", (unsigned long long)idx, img.width,
-                   img.height, S, S);
-  } else {
-    for (int c = 0; c < 3; c++)
-      for (size_t p = 0; p < (size_t)S * S; p++) e->chw[(size_t)c * S * S + p] = img.rgb[p * 3 + c];
-    clip_normalize_u8(e->chw, S, CLIP_MEAN, CLIP_STD, out);
-  }
-  rgb_image_free(&img);
-  return rc;
+  if (pixel_decode(e->pf.codec, data, len, S, e->chw, err))
+    return taca_error_prefix(err, "sample %llu", (unsigned long long)idx);
+  clip_normalize_u8(e->chw, S, CLIP_MEAN, CLIP_STD, out);
+  return 0;
 }
 
 /* Encodes samples idx[0..n) batch by batch: the new model's image features into out_new [n, E_new]

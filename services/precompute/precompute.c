@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "nn/pixel_codec.h"
 #include "nn/clip.h"
 #include "nn/image.h"
 #include "nn/tokenizer.h"
@@ -28,6 +29,8 @@ typedef struct prepared {
   int32_t tokens[CLIP_CONTEXT_LEN];
   uint8_t *pix;   /* 3 * S * S, CHW, at the model's size S */
   uint8_t *store; /* the crop stored in the store (at the store's pixel size), or NULL: = pix */
+  uint8_t *jpeg;  /* the stored crop encoded (JPEG codec), or NULL */
+  size_t jpeg_len;
 } prepared;
 
 typedef struct reject {
@@ -51,7 +54,8 @@ typedef struct batch {
 
 static void batch_free(batch *b) {
   if (!b) return;
-  for (int i = 0; i < b->n; i++) free(b->items[i].key), free(b->items[i].pix), free(b->items[i].store);
+  for (int i = 0; i < b->n; i++)
+    free(b->items[i].key), free(b->items[i].pix), free(b->items[i].store), free(b->items[i].jpeg);
   for (int i = 0; i < b->n_rej; i++) free(b->rejects[i].key);
   free(b->items);
   free(b->rejects);
@@ -65,6 +69,7 @@ typedef struct reader {
   const clip_tokenizer *tok;
   int batch, size, workers;
   int store_size;  /* pixel size kept in the store; 0 or size: the model's crop itself */
+  int jpeg_quality; /* > 0: encode the stored crop as JPEG */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   batch *queue[2];
@@ -101,9 +106,11 @@ static batch *read_batch(reader *r) {
   const char **cat = calloc(n ? n : 1, sizeof *cat);
   uint8_t **pix = calloc(n ? n : 1, sizeof *pix);
   uint8_t **spix = calloc(n ? n : 1, sizeof *spix);
+  uint8_t **jpg = calloc(n ? n : 1, sizeof *jpg);
+  size_t *jlen = calloc(n ? n : 1, sizeof *jlen);
   const int other = r->store_size > 0 && r->store_size != r->size;
   int32_t (*tok)[CLIP_CONTEXT_LEN] = calloc(n ? n : 1, sizeof *tok);
-  if (!b->items || !b->rejects || !why || !cat || !pix || !spix || !tok) {
+  if (!b->items || !b->rejects || !why || !cat || !pix || !spix || !jpg || !jlen || !tok) {
     b->failed = 1;
     taca_fail(&b->err, "out of memory");
     n = 0;
@@ -134,10 +141,21 @@ static batch *read_batch(reader *r) {
       free(pix[i]);
       free(spix[i]);
       pix[i] = spix[i] = NULL;
+    } else if (r->jpeg_quality > 0 &&
+               pixel_encode_jpeg(other ? spix[i] : pix[i], other ? r->store_size : r->size, r->jpeg_quality, &jpg[i],
+                                 &jlen[i], &e)) {
+      /* an encoder failure is not the sample's fault: the run fails (below) */
+      snprintf(why[i], sizeof why[i], "JPEG encoding of the stored crop: %.200s", e.msg);
+      jlen[i] = (size_t)-1;
     }
     rgb_image_free(&img);
   }
-  for (int i = 0; i < n; i++) {
+  for (int i = 0; i < n; i++)
+    if (jlen[i] == (size_t)-1 && !b->failed) {
+      b->failed = 1;
+      taca_fail(&b->err, "sample '%s': %s", raw[i].key, why[i]);
+    }
+  for (int i = 0; i < n && !b->failed; i++) {
     if (cat[i]) {
       b->rejects[b->n_rej++] = (reject){raw[i].key, {0}, cat[i]};
       snprintf(b->rejects[b->n_rej - 1].reason, sizeof why[i], "%s", why[i]);
@@ -151,9 +169,13 @@ static batch *read_batch(reader *r) {
     memcpy(p->tokens, tok[i], sizeof p->tokens);
     p->pix = pix[i];
     p->store = spix[i];
+    p->jpeg = jpg[i];
+    p->jpeg_len = jlen[i];
+    jpg[i] = NULL;
   }
+  for (int i = 0; i < n; i++) free(jpg[i]);
   for (int i = 0; i < r->batch; i++) ds_sample_free(&raw[i]);
-  free(raw), free(why), free(cat), free(pix), free(spix), free(tok);
+  free(raw), free(why), free(cat), free(pix), free(spix), free(jpg), free(jlen), free(tok);
   return b;
 }
 
@@ -324,7 +346,7 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
   if (!(tok = clip_tokenizer_load(NULL, err))) goto done;
 
   reader R = {.ds = ds, .tok = tok, .batch = o->batch, .size = J->m->cfg.image_size,
-              .store_size = o->pixel_size,
+              .store_size = o->pixel_size, .jpeg_quality = o->jpeg_quality,
               .workers = o->workers > 0 ? o->workers : 2};
   pthread_mutex_init(&R.mu, NULL);
   pthread_cond_init(&R.cv, NULL);
@@ -377,10 +399,9 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
     int ok = store_txn_begin(J->store, &t, err) == 0;
     for (int i = 0; ok && i < b->n; i++) {
       const prepared *p = &b->items[i];
-      ok = store_put_sample(t, next + i, p->key, strlen(p->key), p->label, p->tokens,
-                            o->store_pixels ? (p->store ? p->store : p->pix) : NULL,
-                            o->store_pixels ? (size_t)3 * SP * SP : 0,
-                            err) == 0;
+      const void *px = !o->store_pixels ? NULL : p->jpeg ? (const void *)p->jpeg : p->store ? p->store : p->pix;
+      const size_t plen = !o->store_pixels ? 0 : p->jpeg ? p->jpeg_len : (size_t)3 * SP * SP;
+      ok = store_put_sample(t, next + i, p->key, strlen(p->key), p->label, p->tokens, px, plen, err) == 0;
     }
     if (ok && b->n) ok = store_put_embeddings(t, J->model_id, STORE_IMAGE, next, b->n, J->img, err) == 0;
     if (ok && b->n && J->m->cfg.has_text)
@@ -481,10 +502,10 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
     store_view_end(v);
     return -1;
   }
-  if (!info.has_pixel_format || info.pixel.size != S || strcmp(info.pixel.codec, "raw") != 0) {
+  if (!info.has_pixel_format || info.pixel.size != S) {
     store_view_end(v);
     json_decref(prog);
-    return taca_fail(err, "%s: embedding stored samples needs raw pixels of %dx%d in the store "
+    return taca_fail(err, "%s: embedding stored samples needs pixels of %dx%d in the store "
                      "(it has %s); this model's image size differs or pixels were not stored",
                      o->db, S, S, info.has_pixel_format ? info.pixel.codec : "none");
   }
@@ -516,13 +537,11 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
       const uint8_t *px;
       size_t len;
       if (store_get_sample(v, i, &s, NULL)) continue; /* a hole (rejected entry) */
-      if (store_get_pixels(v, i, &px, &len, err) || len != (size_t)3 * S * S) {
-        if (len != (size_t)3 * S * S) taca_fail(err, "sample %llu has %zu pixel bytes, expected %d",
-                                              (unsigned long long)i, len, 3 * S * S);
+      if (store_get_pixels(v, i, &px, &len, err) || pixel_decode(info.pixel.codec, px, len, S, items[n].pix, err)) {
+        taca_error_prefix(err, "sample %llu", (unsigned long long)i);
         rc = -1;
         break;
       }
-      memcpy(items[n].pix, px, len);
       memcpy(items[n].tokens, s.tokens, sizeof s.tokens);
       idx[n++] = i;
     }
@@ -585,7 +604,8 @@ static int register_model(job *J, taca_error *err) {
   if (store_file_checksum(weights, sm.weights_xxh, err)) return -1;
   store_txn *t;
   if (store_txn_begin(J->store, &t, err)) return -1;
-  store_pixel_format pf = {o->pixel_size > 0 ? o->pixel_size : c->image_size, 3, "raw", 0};
+  store_pixel_format pf = {o->pixel_size > 0 ? o->pixel_size : c->image_size, 3, "raw", o->jpeg_quality};
+  if (o->jpeg_quality > 0) snprintf(pf.codec, sizeof pf.codec, "jpeg");
   int ok = store_register_model(t, &sm, &J->model_id, err) == 0;
   if (ok && o->store_pixels && o->ndata > 0) {
     /* Ingest runs fix the pixel format; a store that already has one keeps it (checked). */

@@ -27,7 +27,8 @@ typedef struct precompute_opts {
   int shard, nshards;      /* 0/1 = everything */
   int batch;               /* samples per batch and per transaction */
   taca_dtype dtype;        /* TACA_DT_F16 (default) or TACA_DT_F32 */
-  int store_pixels;        /* 1 = raw uint8 crops, 0 = none */
+  int store_pixels;        /* 1 = store the crops, 0 = none */
+  int jpeg_quality;        /* 0: crops stored raw (uint8 CHW); 1..100: as JPEG of that quality */
   int pixel_size;          /* side of the stored crops; 0 = the model's input size. A store for
                             * training a new tower at another resolution keeps crops at the new
                             * tower's size while the old model embeds its own-size crop. */

@@ -4,7 +4,9 @@
 #     same, within 1e-6 of the largest magnitude when rejected samples shift the batches;
 #  2. corrupt images, empty captions, bad labels and missing captions are counted, not stored;
 #  3. kill -9 at several random moments, then resume: the final content hash equals an
-#     uninterrupted run's.
+#     uninterrupted run's;
+#  4. the JPEG pixel codec: smaller store, crops decode close to the raw ones, and a second model
+#     embeds the stored JPEG crops (embed mode) as it embeds the decoded crops.
 set -euo pipefail
 bin=${TACA_BIN_DIR:?}
 fix=${TACA_FIXTURES_DIR:?}
@@ -100,4 +102,29 @@ for i in 1 2 3 4 5; do
   echo "  killed after ${delay}s (samples then: $before), resumed: $got"
   [ "$got" = "$ref" ] || fail "content hash after kill -9 + resume differs from the uninterrupted run"
 done
+
+# --- 4. the JPEG pixel codec ---
+"$bin/taca" precompute --model "$model" --data "$tmp/clean/{00000..00001}.tar" --db "$tmp/db_jpeg" \
+  --pixel-codec jpeg --pixel-quality 90 --quiet
+"$bin/taca" precompute --model "$model" --name second --db "$tmp/db_jpeg" --quiet   # embed mode over JPEG crops
+"$bin/taca" query --db "$tmp/db_jpeg" info | grep -q "pixels *3x40x40 jpeg" || fail "the store does not say jpeg"
+"$bin/taca" query --db "$tmp/db_clean" --json lookup $(cd "$tmp/clean" && tar tf 00000.tar | sed -n 's/\.txt$//p' | head -4) > "$tmp/raw.jsonl"
+"$bin/taca" query --db "$tmp/db_jpeg" --json lookup $(cd "$tmp/clean" && tar tf 00000.tar | sed -n 's/\.txt$//p' | head -4) > "$tmp/jpeg.jsonl"
+"$bin/taca" query --db "$tmp/db_jpeg" export --model second --modality image --out "$tmp/second.npy"
+"$bin/taca" query --db "$tmp/db_jpeg" export --model hf_gelu_f16 --modality image --out "$tmp/first_jpeg.npy"
+"$py" - "$tmp" <<'PY' || fail "JPEG codec"
+import json, sys, numpy as np
+t = sys.argv[1]
+raw = [json.loads(l) for l in open(f'{t}/raw.jsonl')]
+jpg = [json.loads(l) for l in open(f'{t}/jpeg.jsonl')]
+assert all(r['pixel_bytes'] == 4800 for r in raw), raw
+assert all(0 < j['pixel_bytes'] < 4800 for j in jpg), jpg
+# the second model (the same weights) embedded the stored JPEG crops; the first embedded the raw
+# crops at ingest: their features differ only by the codec's loss
+s, f = np.load(f'{t}/second.npy').astype(float), np.load(f'{t}/first_jpeg.npy').astype(float)
+cos = (s * f).sum(1) / np.linalg.norm(s, axis=1) / np.linalg.norm(f, axis=1)
+print(f"  jpeg q90: crops of {[j['pixel_bytes'] for j in jpg]} bytes (raw 4800); features of decoded vs raw "
+      f"crops: min cosine {cos.min():.4f}")
+assert cos.min() > 0.98, cos.min()
+PY
 echo "test_precompute: all checks passed"
