@@ -12,7 +12,7 @@ core=(
   liblmdb-dev lmdb-utils libuv1-dev libxxhash-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler grpc-proto
   libopenmpi-dev openmpi-bin liblbfgs-dev
-  python3 python3-numpy python3-grpcio python3-protobuf
+  python3 python3-numpy python3-grpcio python3-protobuf python3-h2
 )
 reference=(python3-torch python3-numpy python3-pil python3-regex python3-faiss)
 

@@ -5,6 +5,14 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Upper bounds far above every published CLIP (ViT-bigG-14: width 1664, 48 layers, MLP 8192), so that
+ * sizes, token counts and parameter counts computed from a config cannot overflow. */
+#define CLIP_MAX_WIDTH 16384
+#define CLIP_MAX_MLP 131072
+#define CLIP_MAX_LAYERS 1024
+#define CLIP_MAX_TOKENS 65536 /* image patches + 1, and the text context */
+#define CLIP_MAX_PATCH 1024
+
 typedef struct builtin_arch {
   const char *name;
   int embed, image, patch, vw, vlayers, vhead_width;
@@ -82,6 +90,13 @@ static int json_num(json_t *obj, const char *key, double dflt, double *out, cons
   return 0;
 }
 
+/* width * mlp_ratio as open_clip computes it, or one over the limit (clip_config_validate refuses it)
+ * where the product would not fit an int. */
+static int mlp_width(int width, double ratio) {
+  double m = width * ratio;
+  return m < CLIP_MAX_MLP + 1.0 ? (int)m : CLIP_MAX_MLP + 1;
+}
+
 static json_t *load_json_object(const char *path, taca_error *err) {
   json_error_t je;
   json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -125,7 +140,7 @@ int clip_config_open_clip_json(clip_config *cfg, const char *path, taca_error *e
     goto done;
   cfg->vision.width = vw;
   cfg->vision.heads = vw / head_width;
-  cfg->vision.mlp = (int)(vw * ratio);
+  cfg->vision.mlp = mlp_width(vw, ratio);
   cfg->vision.act = act;
   if (vw % head_width != 0) {
     taca_fail(err, "%s: vision_cfg.width %d is not a multiple of head_width %d", path, vw,
@@ -145,7 +160,7 @@ int clip_config_open_clip_json(clip_config *cfg, const char *path, taca_error *e
         json_int(tc, "layers", 12, &cfg->text.layers, "text_cfg", err) ||
         json_num(tc, "mlp_ratio", 4.0, &tratio, "text_cfg", err))
       goto done;
-    cfg->text.mlp = (int)(cfg->text.width * tratio);
+    cfg->text.mlp = mlp_width(cfg->text.width, tratio);
     cfg->text.act = act;
     cfg->has_text = 1;
   }
@@ -208,14 +223,6 @@ done:
   json_decref(root);
   return rc;
 }
-
-/* Upper bounds far above every published CLIP (ViT-bigG-14: width 1664, 48 layers, MLP 8192), so that
- * sizes, token counts and parameter counts computed from a config cannot overflow. */
-#define CLIP_MAX_WIDTH 16384
-#define CLIP_MAX_MLP 131072
-#define CLIP_MAX_LAYERS 1024
-#define CLIP_MAX_TOKENS 65536 /* image patches + 1, and the text context */
-#define CLIP_MAX_PATCH 1024
 
 static int validate_tower(const clip_tower_config *t, const char *which, taca_error *err) {
   if (t->width <= 0 || t->layers <= 0 || t->heads <= 0 || t->mlp <= 0)

@@ -9,7 +9,10 @@
  *       one StreamEpoch with pixels + embeddings, as fast as the client reads: MB/s.
  *   bench_featured --server ADDR --mode lookup-rate [--rate R] [--seconds S]
  *       Lookups of one key paced at R per second (open loop): p50/p99/max latency.
- * --pid PID adds the server's peak RSS (VmHWM) to the report. The store is the synthetic one of
+ * --pid PID adds the server's peak RSS (VmHWM) to the report.
+ * Check mode (the CTest load test, tests/integration/featured_load.sh): --max-p99-ms MS fails the run
+ * when any operation's p99 latency is over MS, --max-rss-mb MB when the server's peak RSS is over MB
+ * (needs --pid), --min-ops N when any operation of the mode succeeded fewer than N times. The store is the synthetic one of
  * tests/integration/featured_synth.h (keys "s%07d"); bench/run-featured.sh sets everything up.
  * Prints a human table and one JSON line per mode. Exit status 1 if any operation failed. */
 #include <pthread.h>
@@ -41,6 +44,8 @@ typedef struct worker {
 
 static const char *g_server;
 static int g_seconds = 10, g_batch = 32, g_clients = 8, g_rate = 1000;
+static double g_max_p99_ms = 0, g_max_rss_mb = 0; /* 0: no check */
+static long g_min_ops = 0;
 static atomic_int g_stop;
 
 static double now_s(void) {
@@ -226,11 +231,33 @@ static int report(worker *ws, int nw, double secs, const char *mode, int pid) {
              OP_NAMES[op], all.n, (double)all.n / secs, (double)all.samples / secs, (double)all.bytes / secs / 1e6,
              p50, p99, mx, (unsigned long long)all.errors);
     if (all.errors) bad = 1;
+    if (g_max_p99_ms > 0 && p99 > g_max_p99_ms) {
+      fprintf(stderr, "check: %s p99 %.3f ms is over --max-p99-ms %.1f\n", OP_NAMES[op], p99, g_max_p99_ms);
+      bad = 1;
+    }
+    if ((long)all.n < g_min_ops) {
+      fprintf(stderr, "check: %s succeeded %zu times, fewer than --min-ops %ld\n", OP_NAMES[op], all.n, g_min_ops);
+      bad = 1;
+    }
     free(all.lat);
   }
+  if (g_min_ops > 0 && !strcmp(mode, "mixed"))
+    for (int op = 0; op < OP_COUNT; op++) {
+      size_t n = 0;
+      for (int i = 0; i < nw; i++) n += ws[i].st[op].n + ws[i].st[op].errors;
+      if (!n) {
+        fprintf(stderr, "check: %s never ran\n", OP_NAMES[op]);
+        bad = 1;
+      }
+    }
   long rss = peak_rss_kb(pid);
   printf("%s,\"server_peak_rss_mb\":%.1f}\n", json, rss >= 0 ? (double)rss / 1024 : -1.0);
   if (rss >= 0) printf("server peak RSS %.1f MB\n", (double)rss / 1024);
+  if (g_max_rss_mb > 0 && (rss < 0 || (double)rss / 1024 > g_max_rss_mb)) {
+    fprintf(stderr, "check: server peak RSS %.1f MB is over --max-rss-mb %.0f (or unknown: give --pid)\n",
+            rss >= 0 ? (double)rss / 1024 : -1.0, g_max_rss_mb);
+    bad = 1;
+  }
   for (int i = 0; i < nw; i++)
     if (ws[i].first_error[0]) {
       fprintf(stderr, "first error (client %d): %s\n", i, ws[i].first_error);
@@ -352,7 +379,8 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help")) {
       puts("usage: bench_featured --server ADDR [--mode mixed|stream|lookup-rate] [--clients N] [--seconds S]\n"
-           "                      [--batch B] [--rate R] [--pid SERVER_PID]");
+           "                      [--batch B] [--rate R] [--pid SERVER_PID]\n"
+           "                      [--max-p99-ms MS] [--max-rss-mb MB] [--min-ops N]   (checks: exit 1 if not met)");
       return 0;
     }
     if (!v) {
@@ -367,6 +395,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--batch")) g_batch = atoi(v);
     else if (!strcmp(a, "--rate")) g_rate = atoi(v);
     else if (!strcmp(a, "--pid")) pid = atoi(v);
+    else if (!strcmp(a, "--max-p99-ms")) g_max_p99_ms = atof(v);
+    else if (!strcmp(a, "--max-rss-mb")) g_max_rss_mb = atof(v);
+    else if (!strcmp(a, "--min-ops")) g_min_ops = atol(v);
     else {
       fprintf(stderr, "bench_featured: unknown option %s\n", a);
       return 2;

@@ -1,6 +1,7 @@
 /* cli_util.c: helpers shared by the taca subcommands. */
 #include "services/cli/cli_util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -8,17 +9,110 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What cli_env_options added, for the "(from the environment variable ...)" note of cli_fail. */
+enum { ENV_MAX = 64 };
+static char **env_argv;                /* the last argv it built */
+static char *env_args[ENV_MAX];        /* "--NAME=VALUE" strings in env_argv */
+static char env_opt[ENV_MAX][64];      /* "--NAME" */
+static char env_var[ENV_MAX][72];      /* "TACA_NAME" */
+static int env_n;
+
+/* The environment variable an option named in msg came from, or NULL. */
+static const char *env_source(const char *msg) {
+  for (int i = 0; i < env_n; i++) {
+    size_t l = strlen(env_opt[i]);
+    for (const char *p = strstr(msg, env_opt[i]); p; p = strstr(p + 1, env_opt[i])) {
+      char next = p[l];
+      if (!(islower((unsigned char)next) || isdigit((unsigned char)next) || next == '-')) return env_var[i];
+    }
+  }
+  return NULL;
+}
+
 int cli_fail(const char *cmd, int status, const char *fmt, ...) {
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  const char *var = status == 2 ? env_source(msg) : NULL;
+  if (var) {
+    size_t l = strlen(msg);
+    snprintf(msg + l, sizeof msg - l, " (from the environment variable %s)", var);
+  }
   /* One line: fold any newline a library put into the reason. */
   for (char *p = msg; *p; p++)
     if (*p == '\n' || *p == '\r') *p = ' ';
   fprintf(stderr, "taca %s: %s\n", cmd, msg);
   return status;
+}
+
+void cli_env_options(int *argc, char ***argv, const char *shortopts, const struct option *opts) {
+  for (int i = 0; i < env_n; i++) free(env_args[i]);
+  env_n = 0;
+  int n = *argc;
+  /* Which options the command line gives: a getopt_long pass over a copy (it permutes its array). */
+  char **scan = malloc(((size_t)n + 1) * sizeof *scan);
+  size_t n_opts = 0;
+  while (opts[n_opts].name) n_opts++;
+  char *given = calloc(n_opts + 1, 1);
+  if (!scan || !given) {
+    free(scan);
+    free(given);
+    return;
+  }
+  memcpy(scan, *argv, ((size_t)n + 1) * sizeof *scan);
+  int saved_opterr = opterr, idx;
+  opterr = 0;
+  optind = 0; /* glibc: full re-initialisation */
+  int c;
+  while (idx = -1, (c = getopt_long(n, scan, shortopts, opts, &idx)) != -1) {
+    if (idx >= 0 && (size_t)idx < n_opts) given[idx] = 1;
+    else if (c != '?' && c != ':') /* a short option: the long twins with the same val */
+      for (size_t k = 0; k < n_opts; k++)
+        if (!opts[k].flag && opts[k].val == c) given[k] = 1;
+  }
+  opterr = saved_opterr;
+  optind = 1;
+  free(scan);
+
+  for (size_t k = 0; k < n_opts && env_n < ENV_MAX; k++) {
+    const struct option *o = &opts[k];
+    if (given[k] || !strcmp(o->name, "help") || strlen(o->name) >= sizeof env_opt[0] - 2) continue;
+    char var[sizeof env_var[0]] = "TACA_";
+    size_t l = strlen(var);
+    for (const char *p = o->name; *p && l < sizeof var - 1; p++) var[l++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    var[l] = '\0';
+    const char *v = getenv(var);
+    if (!v || !*v) continue;
+    if (o->has_arg == no_argument && (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))) continue;
+    int is_flag = o->has_arg == no_argument && (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"));
+    /* anything else for a flag becomes "--NAME=VALUE", which getopt_long rejects: an error, not a guess */
+    size_t len = strlen(o->name) + strlen(v) + 4;
+    char *arg = malloc(len);
+    if (!arg) break;
+    if (is_flag) snprintf(arg, len, "--%s", o->name);
+    else snprintf(arg, len, "--%s=%s", o->name, v);
+    env_args[env_n] = arg;
+    snprintf(env_opt[env_n], sizeof env_opt[0], "--%s", o->name);
+    snprintf(env_var[env_n], sizeof env_var[0], "%s", var);
+    env_n++;
+  }
+  free(given);
+  if (env_n == 0) return;
+  char **nv = malloc(((size_t)n + env_n + 1) * sizeof *nv);
+  if (!nv) {
+    for (int i = 0; i < env_n; i++) free(env_args[i]);
+    env_n = 0;
+    return;
+  }
+  nv[0] = (*argv)[0];
+  memcpy(nv + 1, env_args, (size_t)env_n * sizeof *nv);
+  memcpy(nv + 1 + env_n, *argv + 1, (size_t)n * sizeof *nv); /* argv[1..n-1] and the NULL */
+  free(env_argv);
+  env_argv = nv;
+  *argv = nv;
+  *argc = n + env_n;
 }
 
 int cli_parse_positive(const char *cmd, const char *opt, const char *s, int *out) {

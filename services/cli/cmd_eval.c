@@ -71,6 +71,7 @@ int cmd_eval(int argc, char **argv) {
       {0, 0, 0, 0}};
   int c;
   double d = 0;
+  cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

@@ -48,6 +48,7 @@ int cmd_precompute(int argc, char **argv) {
       {"map-size", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
       {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
   int c, rc = 0, jpeg = 0, quality = 95;
+  cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
   optind = 1;
   opterr = 0;
   while (rc == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

@@ -20,6 +20,7 @@ int cmd_tokenize(int argc, char **argv) {
                                         {"help", no_argument, 0, 'h'},
                                         {0, 0, 0, 0}};
   int c;
+  cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

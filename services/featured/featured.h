@@ -29,6 +29,7 @@ typedef struct featured_config {
   const char *metrics_listen;  /* HOST:PORT for HTTP /metrics and /healthz, or NULL */
   const char *port_file;
   const char *log_path;        /* NULL: stderr */
+  int log_json;                /* --log-format json: JSON lines (log.h) */
   const char *tls_cert, *tls_key;
   const char *token;           /* bearer token required on every FeatureCache call, or NULL */
   int threads;                 /* completion-queue threads */

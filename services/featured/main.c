@@ -6,6 +6,7 @@
  * with UNAVAILABLE, unary calls finish; whatever runs after --grace is cancelled); exit status 0.
  * A second signal cancels everything at once. SIGHUP reopens the --log file. */
 #include <grpc/grpc.h>
+#include <grpc/support/log.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,8 +102,10 @@ static void on_stop_signal(uv_signal_t *s, int signum) {
     return;
   }
   A.stopping = 1;
-  log_msg(LOG_INFO, "%s: shutting down (no new calls; streams end at their next batch; grace %d s)",
-          strsignal(signum), A.f.cfg.grace_ms / 1000);
+  log_field fl[] = {LOG_STR("event", "shutdown"), LOG_STR("signal", strsignal(signum)),
+                    LOG_INT("grace_s", A.f.cfg.grace_ms / 1000)};
+  log_event(LOG_INFO, fl, 3, "%s: shutting down (no new calls; streams end at their next batch; grace %d s)",
+            strsignal(signum), A.f.cfg.grace_ms / 1000);
   atomic_store(&A.f.shutting_down, 1);
   uv_timer_stop(&A.refresh);
   uv_timer_start(&A.grace, on_grace, (uint64_t)A.f.cfg.grace_ms, 0);
@@ -139,6 +142,18 @@ static char *metrics_cb(void *arg, size_t *len) {
   return metrics_render(f->metrics, &g, len);
 }
 
+/* gRPC core's own messages (transport errors, peers that break the protocol) go to the same log, in the
+ * same format, as events "grpc" with the gRPC source position. */
+static void grpc_log_cb(gpr_log_func_args *a) {
+  log_level lv = a->severity == GPR_LOG_SEVERITY_ERROR  ? LOG_ERROR
+                 : a->severity == GPR_LOG_SEVERITY_INFO ? LOG_INFO
+                                                        : LOG_DEBUG;
+  const char *file = a->file ? strrchr(a->file, '/') : NULL;
+  file = file ? file + 1 : a->file;
+  log_field fl[] = {LOG_STR("event", "grpc"), LOG_STR("file", file), LOG_INT("line", a->line)};
+  log_event(lv, fl, 3, "grpc: %s", a->message ? a->message : "");
+}
+
 static int serving_cb(void *arg) { return !atomic_load(&((featured *)arg)->shutting_down); }
 
 static int write_port_file(const char *path, int grpc_port, int metrics_port, taca_error *err) {
@@ -157,11 +172,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "taca-featured: %s\n", err.msg);
     return 2;
   }
+  log_set_format(cfg.log_json ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT);
   if (log_open(cfg.log_path, &err)) {
     fprintf(stderr, "taca-featured: %s\n", err.msg);
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
+  gpr_set_log_function(grpc_log_cb);
   if (featured_open(&A.f, &cfg, &err)) {
     log_msg(LOG_ERROR, "%s", err.msg);
     if (cfg.log_path) fprintf(stderr, "taca-featured: %s\n", err.msg);
@@ -216,11 +233,22 @@ int main(int argc, char **argv) {
     featured_snapshot *s = malloc(sizeof *s);
     if (s) {
       featured_snapshot_get(&A.f, s);
-      log_msg(LOG_INFO, "serving %s on %s (port %d%s), %llu samples in [%llu, %llu), %d models, %d threads%s%s",
+      log_field fl[] = {LOG_STR("event", "serving"), LOG_STR("db", cfg.db), LOG_STR("listen", cfg.listen),
+                        LOG_INT("port", grpc_port), LOG_BOOL("tls", cfg.tls_cert != NULL),
+                        LOG_INT("samples", s->info.n_samples), LOG_INT("index_begin", s->begin),
+                        LOG_INT("index_end", s->end), LOG_INT("models", s->info.n_models),
+                        LOG_INT("threads", cfg.threads), LOG_BOOL("token", cfg.token != NULL),
+                        LOG_STR("metrics_listen", cfg.metrics_listen), LOG_INT("metrics_port", metrics_port)};
+      log_event(LOG_INFO, fl, (int)(sizeof fl / sizeof fl[0]),
+              "serving %s on %s (port %d%s), %llu samples in [%llu, %llu), %d models, %d threads%s%s",
               cfg.db, cfg.listen, grpc_port, cfg.tls_cert ? ", TLS" : "", (unsigned long long)s->info.n_samples,
               (unsigned long long)s->begin, (unsigned long long)s->end, s->info.n_models, cfg.threads,
               cfg.token ? ", bearer token required" : "", cfg.metrics_listen ? "" : ", no metrics endpoint");
-      if (cfg.metrics_listen) log_msg(LOG_INFO, "metrics on http://%s/metrics (port %d)", cfg.metrics_listen, metrics_port);
+      if (cfg.metrics_listen) {
+        log_field fm[] = {LOG_STR("event", "metrics"), LOG_STR("listen", cfg.metrics_listen),
+                          LOG_INT("port", metrics_port)};
+        log_event(LOG_INFO, fm, 3, "metrics on http://%s/metrics (port %d)", cfg.metrics_listen, metrics_port);
+      }
       if (cfg.token && !cfg.tls_cert)
         log_msg(LOG_WARN, "--token without TLS: the token travels in clear text; use --tls-cert off loopback");
       free(s);
@@ -238,7 +266,8 @@ out_early:
   uv_loop_close(&A.loop);
   grpc_shutdown();
   featured_close(&A.f);
-  log_msg(LOG_INFO, "taca-featured stopped (exit status %d)", rc);
+  log_field fl[] = {LOG_STR("event", "stopped"), LOG_INT("exit_status", rc)};
+  log_event(LOG_INFO, fl, 2, "taca-featured stopped (exit status %d)", rc);
   log_close();
   return rc;
 }

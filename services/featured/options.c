@@ -2,6 +2,8 @@
  * option not given there from the environment variable TACA_FEATURED_<OPTION>. */
 #include "services/featured/options.h"
 
+#include "services/featured/log.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -14,8 +16,8 @@ const char *FEATURED_USAGE =
     "usage: taca-featured --db DIR [--listen HOST:PORT] [--metrics HOST:PORT]\n"
     "                     [--model NAME=PATH[:ARCH]]... [--threads N] [--max-batch N]\n"
     "                     [--max-streams N] [--max-message BYTES] [--max-k K] [--grace SECONDS]\n"
-    "                     [--port-file FILE] [--log FILE] [--tls-cert PEM --tls-key PEM]\n"
-    "                     [--token TOKEN]\n"
+    "                     [--port-file FILE] [--log FILE] [--log-format text|json]\n"
+    "                     [--tls-cert PEM --tls-key PEM] [--token TOKEN]\n"
     "  Serves a feature store (read-only) over gRPC: taca.v1.FeatureCache (Info, GetBatch,\n"
     "  StreamEpoch, Lookup, Search) and grpc.health.v1.Health.\n"
     "  --db DIR            the store (one LMDB environment, e.g. one shard)\n"
@@ -34,6 +36,8 @@ const char *FEATURED_USAGE =
     "                      and cancel what still runs after this long (default 10)\n"
     "  --port-file FILE    write the bound ports (\"grpc=P\" and \"metrics=P\" lines) once listening\n"
     "  --log FILE          log here instead of stderr; SIGHUP reopens it\n"
+    "  --log-format text|json  text lines (default) or JSON lines: one object per line with\n"
+    "                      ts, level, msg and the event's fields (docs/ops.md)\n"
     "  --tls-cert, --tls-key  serve TLS with this certificate chain and private key (PEM)\n"
     "  --token TOKEN       require 'authorization: Bearer TOKEN' on FeatureCache calls (the\n"
     "                      health service stays open for probes)\n"
@@ -77,7 +81,7 @@ static int parse_model(featured_config *cfg, char *s, taca_error *err) {
 }
 
 enum { O_DB = 256, O_LISTEN, O_METRICS, O_MODEL, O_THREADS, O_MAX_BATCH, O_MAX_STREAMS, O_MAX_MESSAGE, O_MAX_K,
-       O_GRACE, O_PORT_FILE, O_LOG, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_HELP };
+       O_GRACE, O_PORT_FILE, O_LOG, O_LOG_FORMAT, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_HELP };
 static const struct option LONG[] = {
     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, O_LISTEN},
@@ -91,6 +95,7 @@ static const struct option LONG[] = {
     {"grace", required_argument, 0, O_GRACE},
     {"port-file", required_argument, 0, O_PORT_FILE},
     {"log", required_argument, 0, O_LOG},
+    {"log-format", required_argument, 0, O_LOG_FORMAT},
     {"tls-cert", required_argument, 0, O_TLS_CERT},
     {"tls-key", required_argument, 0, O_TLS_KEY},
     {"token", required_argument, 0, O_TOKEN},
@@ -132,6 +137,12 @@ static int apply(featured_config *cfg, int id, char *val, taca_error *err) {
       break;
     case O_PORT_FILE: cfg->port_file = val; break;
     case O_LOG: cfg->log_path = val; break;
+    case O_LOG_FORMAT: {
+      log_format lf;
+      if (log_parse_format(val, &lf, err)) return -1;
+      cfg->log_json = lf == LOG_FORMAT_JSON;
+      break;
+    }
     case O_TLS_CERT: cfg->tls_cert = val; break;
     case O_TLS_KEY: cfg->tls_key = val; break;
     case O_TOKEN:

@@ -228,8 +228,11 @@ static void set_status_slice(call *c, const char *msg) {
 }
 
 static void log_status(call *c, grpc_status_code code, const char *msg) {
-  if (code != GRPC_STATUS_OK)
-    log_msg(LOG_INFO, "%s -> %s: %s", FEATURED_METHOD_NAMES[c->method], grpc_code_name(code), msg);
+  if (code != GRPC_STATUS_OK) {
+    log_field fl[] = {LOG_STR("event", "rpc_error"), LOG_STR("method", FEATURED_METHOD_NAMES[c->method]),
+                      LOG_STR("code", grpc_code_name(code)), LOG_STR("detail", msg)};
+    log_event(LOG_INFO, fl, 4, "%s -> %s: %s", FEATURED_METHOD_NAMES[c->method], grpc_code_name(code), msg);
+  }
 }
 
 /* ---------- unary ---------- */
@@ -506,6 +509,7 @@ static void on_new(call *c, int ok) {
   clock_gettime(CLOCK_MONOTONIC, &c->t0);
   featured *f = s->f;
   grpc_slice body = grpc_empty_slice();
+  int no_message = c->method != FM_UNKNOWN && !c->payload; /* half-closed before one whole message */
   if (c->payload) {
     grpc_byte_buffer_reader rd;
     if (grpc_byte_buffer_reader_init(&rd, c->payload)) {
@@ -525,6 +529,12 @@ static void on_new(call *c, int ok) {
     snprintf(path, sizeof path, "%.*s", (int)(pl > 200 ? 200 : pl), (const char *)GRPC_SLICE_START_PTR(c->details.method));
     reply_fail(&r, GRPC_STATUS_UNIMPLEMENTED, "method %s is not served here (taca.v1.FeatureCache, grpc.health.v1.Health)",
                path);
+    finish_unary(c, &r);
+  } else if (no_message) {
+    /* gRPC hands over no message when the stream ends before a whole one (a length prefix larger than
+     * the data, a cut prefix, no message at all): that is not an empty request */
+    reply_fail(&r, GRPC_STATUS_INVALID_ARGUMENT,
+               "no complete request message arrived (the stream ended inside or before it)");
     finish_unary(c, &r);
   } else if (c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && atomic_load(&f->shutting_down)) {
     reply_fail(&r, GRPC_STATUS_UNAVAILABLE, "taca-featured is shutting down: use another replica or retry later");

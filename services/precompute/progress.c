@@ -1,6 +1,9 @@
 /* progress.c: terminal progress bar or periodic log lines, with rate and ETA. */
 #include "services/precompute/progress.h"
 
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +24,8 @@ void progress_init(progress *p, FILE *out, const char *what, uint64_t total, uin
   p->out = out;
   p->what = what;
   p->tty = isatty(fileno(out));
+  const char *fmt = getenv("TACA_LOG_FORMAT");
+  p->json = !p->tty && fmt && !strcmp(fmt, "json");
   p->total = total;
   p->start_done = start_done;
   p->t0 = p->last = now_s();
@@ -42,6 +47,20 @@ void progress_update(progress *p, uint64_t done, uint64_t rejected, int force) {
     fprintf(p->out, "\r%s [%s] %llu/%llu  %.1f/s  ETA %s  rejected %llu ", p->what, bar,
             (unsigned long long)done, (unsigned long long)p->total, rate, eta,
             (unsigned long long)rejected);
+  } else if (p->json) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char ts[32];
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    /* what is a fixed word of the caller: no escaping needed */
+    fprintf(p->out,
+            "{\"ts\":\"%s.%03dZ\",\"level\":\"info\",\"msg\":\"%s: %llu/%llu samples (%.1f%%), ETA %s\","
+            "\"what\":\"%s\",\"done\":%llu,\"total\":%llu,\"rejected\":%llu,\"rate\":%.3f,\"eta_s\":%.0f}\n",
+            ts, (int)(tv.tv_usec / 1000), p->what, (unsigned long long)done, (unsigned long long)p->total,
+            100 * frac, eta, p->what, (unsigned long long)done, (unsigned long long)p->total,
+            (unsigned long long)rejected, rate, rate > 0 ? (double)(p->total - done) / rate : -1.0);
   } else {
     fprintf(p->out, "%s: %llu/%llu samples (%.1f%%), %.1f samples/s, ETA %s, %llu rejected\n",
             p->what, (unsigned long long)done, (unsigned long long)p->total, 100 * frac, rate, eta,

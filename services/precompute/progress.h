@@ -1,5 +1,7 @@
 /* progress.h: progress of a long job: a bar with rate and ETA on a terminal, plain log lines
- * (at most one every few seconds) otherwise. */
+ * (at most one every few seconds) otherwise; with TACA_LOG_FORMAT=json in the environment those
+ * lines are JSON objects: {"ts","level":"info","msg",FIELDS} as taca-featured --log-format json
+ * writes them, the fields being what, done, total, rejected, rate (per second) and eta_s. */
 #ifndef TACA_PRECOMPUTE_PROGRESS_H
 #define TACA_PRECOMPUTE_PROGRESS_H
 
@@ -10,6 +12,7 @@ typedef struct progress {
   FILE *out;
   const char *what;    /* "precompute" */
   int tty;
+  int json;            /* not a terminal and TACA_LOG_FORMAT=json */
   uint64_t total, start_done;
   double t0, last;
 } progress;

@@ -2,7 +2,8 @@
 # run-fuzzers.sh [SECONDS]: builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and
 # runs each for SECONDS (default 60). Exits non-zero if any fuzzer finds a crash, leak, UB or timeout;
 # the reproducer is left in build-fuzz/artifacts-TARGET/ (replay it with build/bin/fuzz_replay_TARGET).
-# Environment: CC (default clang), TACA_FUZZ_BUILD (default <repo>/build-fuzz), FUZZ_JOBS (default 2).
+# Environment: CC (default clang), TACA_FUZZ_BUILD (default <repo>/build-fuzz), FUZZ_JOBS (default 2),
+# FUZZ_TARGETS (default: all of them: safetensors npy tar image clip_config featured client_batch).
 set -euo pipefail
 
 secs=${1:-60}
@@ -16,18 +17,21 @@ if ! "$cc" --version 2>/dev/null | grep -q clang; then
 fi
 
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Debug -DTACA_FUZZ=ON -DTACA_NATIVE=OFF >/dev/null
-cmake --build "$build" -j"${FUZZ_JOBS:-2}" --target fuzz_safetensors fuzz_npy
+targets=(${FUZZ_TARGETS:-safetensors npy tar image clip_config featured client_batch})
+cmake --build "$build" -j"${FUZZ_JOBS:-2}" --target "${targets[@]/#/fuzz_}"
 
 status=0
-for t in safetensors npy; do
+for t in "${targets[@]}"; do
   work=$build/corpus-$t
   art=$build/artifacts-$t
   mkdir -p "$work" "$art"
   log=$build/fuzz-$t.log
   echo "run-fuzzers: fuzz_$t for ${secs}s (log: $log)"
   # the first corpus dir receives new inputs; the committed seeds are only read
+  dict=()
+  [ -f "$root/tests/fuzz/$t.dict" ] && dict=(-dict="$root/tests/fuzz/$t.dict")
   if "$build/bin/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-      -dict="$root/tests/fuzz/$t.dict" -artifact_prefix="$art/" "$work" "$root/tests/fuzz/corpus/$t" >"$log" 2>&1; then
+      "${dict[@]}" -artifact_prefix="$art/" "$work" "$root/tests/fuzz/corpus/$t" >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     echo "run-fuzzers: fuzz_$t clean: ${execs:-?} executions, corpus $(find "$work" -type f | wc -l) + seeds"
   else

@@ -15,17 +15,17 @@ py=/usr/bin/python3
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
 tmp=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT; [ -n "${KEEP_TMP:-}" ] && trap - EXIT
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 model=$fix/clip/hf_gelu_f16   # 40 px images, embeddings 16
 
-start_server() { # start_server DB -> prints the port
+start_server() { # start_server DB VAR: starts taca-featured on DB, sets VAR to its port
   rm -f "$tmp/$1.ports"
   "$bin/taca-featured" --db "$tmp/$1" --listen 127.0.0.1:0 --port-file "$tmp/$1.ports" >> "$tmp/$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do [ -s "$tmp/$1.ports" ] && break; sleep 0.05; done
-  sed -n 's/^grpc=//p' "$tmp/$1.ports"
+  printf -v "$2" '%s' "$(sed -n 's/^grpc=//p' "$tmp/$1.ports")"
 }
 
 "$bin/taca" synth --out "$tmp/data" --n 256 --size 40 --shards 2
@@ -75,8 +75,8 @@ grep -q "has 0 lines" "$tmp/err" || fail "unclear error: $(cat "$tmp/err")"
 grep -q "already registered" "$tmp/err" || fail "unclear error: $(cat "$tmp/err")"
 echo "  add-features: .npy rows by index and by key identical; noise rerun keeps content hash $h1"
 
-p1=$(start_server db)
-p2=$(start_server tdb)
+start_server db p1
+start_server tdb p2
 [ -n "$p1" ] && [ -n "$p2" ] || fail "taca-featured did not start"
 common=(--objective aft --server "127.0.0.1:$p1" --test-server "127.0.0.1:$p2" --features clipA,clipB,noise
         --quiet --threads 1)
