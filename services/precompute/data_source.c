@@ -164,7 +164,13 @@ static int open_tar(data_source *ds, const char *path, taca_error *err) {
   ds->ar = archive_read_new();
   if (!ds->ar) return taca_fail(err, "out of memory");
   archive_read_support_format_tar(ds->ar);
-  archive_read_support_filter_all(ds->ar);
+  /* Compressed shards through libarchive's built-in decoders only: filter_all would also enable
+   * filters that libarchive runs as external programs (lrzip, lzop, grzip, ...) when it lacks the
+   * library, which a data file should never be able to start. */
+  archive_read_support_filter_gzip(ds->ar);
+  archive_read_support_filter_bzip2(ds->ar);
+  archive_read_support_filter_xz(ds->ar);
+  archive_read_support_filter_zstd(ds->ar);
   if (archive_read_open_filename(ds->ar, path, 1 << 16) != ARCHIVE_OK) {
     taca_fail(err, "%s: %s", path, archive_error_string(ds->ar));
     archive_read_free(ds->ar);
