@@ -14,6 +14,7 @@
 #include "nn/aft_loss.h"
 #include "nn/atomicfile.h"
 #include "nn/backend.h"
+#include "nn/backend_cuda.h"
 #include "nn/cross_entropy.h"
 #include "nn/image.h"
 #include "nn/pixel_codec.h"
@@ -22,6 +23,7 @@
 #include "trainer/aft_model.h"
 #include "trainer/aft_prior.h"
 #include "trainer/batch_feed.h"
+#include "trainer/collectives_nccl.h"
 #include "trainer/train_util.h"
 
 #define MAX_METHODS 3
@@ -168,7 +170,7 @@ typedef struct aft_buffers {
   float *F_local, *F_all, *P_all, *dF_all, *logits, *dlogits, *test_pix;
 } aft_buffers;
 
-static int train_method(const train_options *o, const taca_comm *comm, nn_backend *be, feed_options *fo,
+static int train_method(const train_options *o, const taca_comm *comm, nn_backend *be, taca_nccl *nccl, feed_options *fo,
                         const test_set *ts, int classes, aft_method method, const char *const *meta,
                         const int *dims, int n_models, FILE *log, aft_buffers *bf, method_result *res,
                         taca_error *err) {
@@ -262,7 +264,8 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
     float *gbuf[2];
     size_t glen[2];
     int ng = aft_model_grad_buffers(am, gbuf, glen);
-    for (int k = 0; k < ng && !failed; k++) failed = comm_allreduce_sum(comm, gbuf[k], glen[k], err) != 0;
+    for (int k = 0; k < ng && !failed; k++)
+      failed = comm_grads_allreduce_sum(comm, nccl, be, gbuf[k], glen[k], err) != 0 || nn_backend_cuda_check(be, err) != 0;
     if (failed) break;
     aft_model_update(am, train_lr_at(o, o->lr, step), o->weight_decay);
     aft_prior_update(&pr, train_lr_at(o, o->prior_lr, step));
@@ -414,8 +417,11 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     if (aft_method_parse(p, len, &methods[n_methods]) == 0 && n_methods < MAX_METHODS) n_methods++;
     p += len + (p[len] == ',');
   }
-  nn_backend *be = nn_backend_create(o->device, o->threads, err);
+  char device[64];
+  if (comm_rank_device(comm, o->device, device, sizeof device, err)) return -1;
+  nn_backend *be = nn_backend_create(device, o->threads, err);
   if (!be) return -1;
+  taca_nccl *nccl = NULL;
   int rc = -1;
   test_set ts = {0};
   feed *probe = NULL;
@@ -423,6 +429,10 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   aft_buffers bf = {0};
   method_result res[MAX_METHODS] = {0};
   int done_methods = 0;
+  if (comm_any(comm, comm_nccl_init(&nccl, comm, be, err) != 0)) {
+    if (!err->msg[0]) taca_fail(err, "another rank failed to set up NCCL");
+    goto done;
+  }
   if (rank == 0 && mkdir(o->out, 0755) && errno != EEXIST) {
     taca_fail(err, "--out %s: %s", o->out, strerror(errno));
     goto done;
@@ -473,7 +483,7 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   probe = NULL;
   int failed = 0;
   for (int i = 0; i < n_methods && !failed; i++) {
-    failed = train_method(o, comm, be, &fo, &ts, classes, methods[i], meta, dims, n_models, log, &bf, &res[i], err) != 0;
+    failed = train_method(o, comm, be, nccl, &fo, &ts, classes, methods[i], meta, dims, n_models, log, &bf, &res[i], err) != 0;
     if (!failed) done_methods++;
   }
   if (comm_any(comm, failed)) {
@@ -489,6 +499,8 @@ done:
   for (int i = 0; i < MAX_METHODS; i++) free(res[i].s);
   free(bf.F_local), free(bf.F_all), free(bf.dF_all), free(bf.P_all), free(bf.logits), free(bf.dlogits);
   nn_host_free(be, bf.test_pix);
+  be->synchronize(be);
+  comm_nccl_free(nccl);
   nn_backend_destroy(be);
   return rc;
 }

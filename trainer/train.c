@@ -15,9 +15,11 @@
 #include <unistd.h>
 
 #include "nn/atomicfile.h"
+#include "nn/backend_cuda.h"
 #include "nn/clip.h"
 #include "trainer/batch_feed.h"
 #include "trainer/checkpoint.h"
+#include "trainer/collectives_nccl.h"
 #include "trainer/taca_step.h"
 #include "trainer/train_util.h"
 
@@ -51,7 +53,10 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     return taca_fail(err, "--batch-size %d does not split evenly over %d ranks", o->batch_size, world);
   const int b = o->batch_size / world;
   int rc = -1;
-  nn_backend *be = nn_backend_create(o->device, o->threads, err);
+  char device[64];
+  if (comm_rank_device(comm, o->device, device, sizeof device, err)) return -1;
+  nn_backend *be = nn_backend_create(device, o->threads, err);
+  taca_nccl *nccl = NULL;
   clip_model *m = NULL;
   taca_params P = {0};
   taca_model *tm = NULL;
@@ -62,6 +67,10 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   if (!be) return -1;
   if (rank == 0 && mkdir(o->out, 0755) && errno != EEXIST) {
     taca_fail(err, "--out %s: %s", o->out, strerror(errno));
+    goto done;
+  }
+  if (comm_any(comm, comm_nccl_init(&nccl, comm, be, err) != 0)) {
+    if (!err->msg[0]) taca_fail(err, "another rank failed to set up NCCL");
     goto done;
   }
   if (!(m = clip_model_load(o->new_model, o->arch, be, err))) goto done;
@@ -185,7 +194,7 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
       failed = 1;
       break;
     }
-    if (comm_allreduce_sum(comm, P.flat_g, P.n, err)) {
+    if (comm_grads_allreduce_sum(comm, nccl, be, P.flat_g, P.n, err) || nn_backend_cuda_check(be, err)) {
       failed = 1;
       break;
     }
@@ -230,6 +239,8 @@ done:
   taca_model_free(tm);
   taca_params_free(&P);
   clip_model_free(m);
+  be->synchronize(be);
+  comm_nccl_free(nccl);
   nn_backend_destroy(be);
   free(f_local), free(f_all), free(img_all), free(txt_all), free(df), free(work);
   return rc;
