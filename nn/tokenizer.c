@@ -2,15 +2,15 @@
  * (the same code as open_clip's SimpleTokenizer) and open_clip's tokenize() truncation.
  *
  * The reference, step by step, and where each step lives here:
- *   basic_clean: ftfy.fix_text; html.unescape(html.unescape(t)); strip() -> clean_text()
+ *   basic_clean: ftfy.fix_text                                          -> nn/text_fix.c
+ *                html.unescape(html.unescape(t)); strip()                -> clean_text()
  *   whitespace_clean: regex.sub(r'\s+', ' ', t); strip()                -> clean_text()
  *   .lower() (full mapping, final sigma)                                 -> py_lower()
  *   regex.findall(PAT, t, IGNORECASE)                                    -> split_and_encode()
  *   bpe() on each piece's bytes mapped through bytes_to_unicode()        -> bpe_piece()
- * ftfy is not reimplemented: for well-formed text its only effect this code reproduces is the NFC
- * normalisation (done with utf8proc). ftfy's other fixes (mojibake, curly quotes -> straight ones,
- * Latin ligatures, full-width forms, control characters) are NOT applied, matching the project's
- * Python reference (tests/fixtures/gen_tokenizer.py), which skips ftfy the same way.
+ * ftfy.fix_text is nn/text_fix.c (a C port of ftfy 6.3.1's default pipeline: HTML entities,
+ * mojibake, C1 controls, Latin ligatures, full-width forms, curly quotes, line breaks, terminal
+ * escapes, control characters, NFC); see there for what it reproduces.
  *
  * Unicode semantics follow the libraries the reference runs on: Python's str (isspace, lower) and
  * the `regex` module (\s, \p{L}, \p{N}, IGNORECASE with simple case folding). Categories and simple
@@ -32,6 +32,7 @@
 #include <utf8proc.h>
 #include <zlib.h>
 
+#include "nn/text_fix.h"
 #include "nn/tokenizer_tables.h"
 
 /* -------------------------------------------------------------------------------------------------
@@ -861,8 +862,8 @@ static int split_and_encode(const clip_tokenizer *tok, const uint32_t *t, size_t
   return 0;
 }
 
-/* basic_clean + whitespace_clean + lower on NFC text of n code points. Returns the length of the
- * result in out (capacity 2n). */
+/* The rest of basic_clean (after ftfy) + whitespace_clean + lower, on n code points. Returns the
+ * length of the result in out (capacity 2n). */
 static size_t clean_text(uint32_t *a, size_t n, uint32_t *tmp, uint32_t *out) {
   n = html_unescape(a, n, tmp);
   n = html_unescape(tmp, n, a);
@@ -903,14 +904,12 @@ int clip_tokenize(const clip_tokenizer *tok, const char *text, int32_t *out, int
     i += (size_t)k;
   }
 
-  /* ftfy.fix_text's normalisation (NFC); its other fixes are not applied (see the top comment). */
-  uint8_t *nfc = NULL;
-  utf8proc_ssize_t nfc_len = 0;
-  if (len > 0) {
-    nfc_len = utf8proc_map((const uint8_t *)text, (utf8proc_ssize_t)len, &nfc,
-                           UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-    if (nfc_len < 0) return taca_fail(err, "tokenize: NFC: %s", utf8proc_errmsg(nfc_len));
-  }
+  /* basic_clean: ftfy.fix_text. */
+  char *fixed = NULL;
+  size_t fixed_len = 0;
+  if (text_fix(text, len, &fixed, &fixed_len, err) != 0) return taca_error_prefix(err, "tokenize");
+  const uint8_t *nfc = (const uint8_t *)fixed; /* ftfy's output is in NFC */
+  utf8proc_ssize_t nfc_len = (utf8proc_ssize_t)fixed_len;
   size_t n = 0, cap = (size_t)nfc_len + 1;
   uint32_t *a = malloc(cap * sizeof *a), *tmp = malloc(cap * sizeof *tmp),
            *low = malloc(2 * cap * sizeof *low);
@@ -923,7 +922,7 @@ int clip_tokenize(const clip_tokenizer *tok, const char *text, int32_t *out, int
     utf8proc_int32_t c;
     utf8proc_ssize_t k = utf8proc_iterate(nfc + i, nfc_len - i, &c);
     if (k < 0) {
-      rc = taca_fail(err, "tokenize: NFC produced invalid UTF-8");
+      rc = taca_fail(err, "tokenize: text_fix produced invalid UTF-8");
       goto done;
     }
     a[n++] = (uint32_t)c;
@@ -947,7 +946,7 @@ int clip_tokenize(const clip_tokenizer *tok, const char *text, int32_t *out, int
   for (int k = 2 + sink.n; k < context_len; k++) out[k] = 0;
 
 done:
-  free(nfc);
+  free(fixed);
   free(a);
   free(tmp);
   free(low);

@@ -1,8 +1,8 @@
-/* fuzz_text_fix.c: fuzz target for nn/text_fix (ftfy.fix_text in C). Any bytes: invalid UTF-8 must be
- * refused with a one-line reason; valid UTF-8 must come out as valid, NUL-free UTF-8 that holds none
- * of what ftfy's character-level fixes remove (control characters, CR and Unicode line separators,
- * curly quotes, Latin ligatures, full-width ASCII, U+3000). Every single fix and the badness count
- * run on the input too. Inputs over 16 KiB are skipped to keep each run cheap. */
+/* fuzz_text_fix.c: fuzz target for nn/text_fix (ftfy.fix_text in C). Any bytes: invalid UTF-8 must
+ * be refused with a one-line reason; valid UTF-8 must come out as valid, NUL-free UTF-8 that holds
+ * none of what ftfy's character-level fixes remove (control characters, CR and Unicode line
+ * separators, curly quotes, Latin ligatures, full-width ASCII, U+3000). Every single fix and the
+ * badness count run on the input too. Inputs over 16 KiB are skipped to keep each run cheap. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,9 +10,9 @@
 
 #include "nn/text_fix.h"
 
-#define CHECK(c)       \
-  do {                 \
-    if (!(c)) abort(); \
+#define CHECK(c)                                                                                   \
+  do {                                                                                             \
+    if (!(c)) abort();                                                                             \
   } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

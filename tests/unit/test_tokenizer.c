@@ -1,8 +1,9 @@
 /* test_tokenizer.c: CLIP BPE token ids against openai/CLIP's simple_tokenizer with open_clip's
  * truncation (tests/fixtures/gen_tokenizer.py -> tests/fixtures/tokenizer/cases.json), exact
- * equality for every caption; the merges file loaded from the embedded copy, from an explicit .gz
- * and from a plain-text path; invalid UTF-8, bad arguments and bad merges files give errors;
- * concurrent calls on one tokenizer agree. */
+ * equality for every caption; captions with curly quotes, ligatures, full-width forms or mojibake
+ * give the ids of their plain equivalents (ftfy.fix_text, nn/text_fix.c); the merges file loaded
+ * from the embedded copy, from an explicit .gz and from a plain-text path; invalid UTF-8, bad
+ * arguments and bad merges files give errors; concurrent calls on one tokenizer agree. */
 #include <check.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -130,6 +131,33 @@ START_TEST(fixture_ids_from_paths) {
   clip_tokenizer_free(tok);
   unlink(path);
   free_cases();
+}
+END_TEST
+
+/* basic_clean runs ftfy.fix_text first: these captions tokenize as their plain forms do. */
+START_TEST(ftfy_forms_match_plain_text) {
+  taca_error err = {{0}};
+  clip_tokenizer *tok = clip_tokenizer_load(NULL, &err);
+  ck_assert_msg(tok, "load: %s", err.msg);
+  static const char *const pairs[][2] = {
+      {"\u201cA photo of my cat\u2019s toy\u201d", "\"A photo of my cat's toy\""},
+      {"\ufb01sh and \ufb02owers in the o\ufb03ce", "fish and flowers in the office"},
+      {"\uff21 \uff50\uff48\uff4f\uff54\uff4f \uff4f\uff46 \uff41 "
+       "\uff43\uff41\uff54\uff01\u3000\uff11\uff12",
+       "A photo of a cat! 12"},
+      {"sch\u00c3\u00b6n caf\u00c3\u00a9", "sch\u00f6n caf\u00e9"},
+      {"I\u2019m \u00e2\u20ac\u201d here", "I'm \u2014 here"},
+      {"\ufeffa photo\r\nof a \x1b[1mcat\x1b[0m", "a photo of a cat"},
+      {"P&EACUTE;REZ &amp;amp; it&rsquo;s", "P\u00c9REZ & it's"},
+  };
+  for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+    int32_t a[CLIP_CONTEXT_LEN], b[CLIP_CONTEXT_LEN];
+    ck_assert_int_eq(clip_tokenize(tok, pairs[i][0], a, CLIP_CONTEXT_LEN, &err), 0);
+    ck_assert_int_eq(clip_tokenize(tok, pairs[i][1], b, CLIP_CONTEXT_LEN, &err), 0);
+    ck_assert_msg(memcmp(a, b, sizeof a) == 0, "pair %zu: '%s' and '%s' tokenize differently", i,
+                  pairs[i][0], pairs[i][1]);
+  }
+  clip_tokenizer_free(tok);
 }
 END_TEST
 
@@ -295,6 +323,7 @@ int main(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, fixture_ids_embedded);
   tcase_add_test(tc, fixture_ids_from_paths);
+  tcase_add_test(tc, ftfy_forms_match_plain_text);
   tcase_add_test(tc, invalid_input_is_an_error);
   tcase_add_test(tc, bad_merges_files_are_errors);
   tcase_add_test(tc, concurrent_calls_agree);
