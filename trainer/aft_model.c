@@ -221,3 +221,72 @@ int aft_model_add_tensors(const aft_model *am, st_writer *w, float **owned, taca
     return -1;
   return 0;
 }
+
+static int add_flat(nn_backend *be, st_writer *w, const char *name, const float *dev, size_t n, float **owned,
+                    int *k, taca_error *err) {
+  const float *h = host_copy(be, dev, n, owned, k);
+  if (!h) return taca_fail(err, "out of memory");
+  const int64_t shape[1] = {(int64_t)n};
+  return st_writer_add(w, name, TACA_DT_F32, 1, shape, h, err);
+}
+
+int aft_model_add_state(const aft_model *am, st_writer *w, float **owned, taca_error *err) {
+  nn_backend *be = am->be;
+  int k = 0;
+  char steps[2][32];
+  snprintf(steps[0], sizeof steps[0], "%ld", am->step);
+  snprintf(steps[1], sizeof steps[1], "%ld", am->tower ? am->tower->step : 0L);
+  if (st_writer_meta(w, "taca.model_step", steps[0], err) || st_writer_meta(w, "taca.tower_step", steps[1], err))
+    return -1;
+  if (am->tower) {
+    const clip_train *ct = am->tower;
+    if (add_flat(be, w, "tower.p", ct->flat_p, ct->n, owned, &k, err) ||
+        add_flat(be, w, "tower.m", ct->flat_m, ct->n, owned, &k, err) ||
+        add_flat(be, w, "tower.v", ct->flat_v, ct->n, owned, &k, err))
+      return -1;
+  }
+  if (add_flat(be, w, "model.p", am->p, am->n, owned, &k, err) || add_flat(be, w, "model.m", am->m, am->n, owned, &k, err) ||
+      add_flat(be, w, "model.v", am->v, am->n, owned, &k, err))
+    return -1;
+  return 0;
+}
+
+static int load_flat(nn_backend *be, const st_file *f, const char *name, float *dev, size_t n, taca_error *err) {
+  const st_tensor *t = st_find(f, name);
+  if (!t || t->dtype != TACA_DT_F32 || t->numel != n)
+    return taca_fail(err, "%s: %s, expected F32 x %zu (a checkpoint of another model?)", name,
+                     t ? "has another size or type" : "missing", n);
+  float *h = malloc(sizeof(float) * (n ? n : 1));
+  if (!h) return taca_fail(err, "out of memory");
+  int rc = st_to_f32(t, h, err);
+  if (!rc) be->upload(be, dev, h, sizeof(float) * n);
+  free(h);
+  return rc;
+}
+
+static int meta_long(const st_file *f, const char *key, long *out, taca_error *err) {
+  const char *v = st_meta(f, key);
+  char *end = NULL;
+  long x = v ? strtol(v, &end, 10) : -1;
+  if (!v || end == v || *end || x < 0) return taca_fail(err, "metadata %s missing or bad", key);
+  *out = x;
+  return 0;
+}
+
+int aft_model_load_state(aft_model *am, const st_file *f, taca_error *err) {
+  nn_backend *be = am->be;
+  long ms = 0, ts = 0;
+  if (meta_long(f, "taca.model_step", &ms, err) || meta_long(f, "taca.tower_step", &ts, err)) return -1;
+  if (am->tower) {
+    clip_train *ct = am->tower;
+    if (load_flat(be, f, "tower.p", ct->flat_p, ct->n, err) || load_flat(be, f, "tower.m", ct->flat_m, ct->n, err) ||
+        load_flat(be, f, "tower.v", ct->flat_v, ct->n, err))
+      return -1;
+    ct->step = ts;
+  }
+  if (load_flat(be, f, "model.p", am->p, am->n, err) || load_flat(be, f, "model.m", am->m, am->n, err) ||
+      load_flat(be, f, "model.v", am->v, am->n, err))
+    return -1;
+  am->step = ms;
+  return 0;
+}

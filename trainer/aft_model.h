@@ -76,4 +76,13 @@ void aft_model_update(aft_model *am, double lr, double weight_decay);
 struct st_writer;
 int aft_model_add_tensors(const aft_model *am, struct st_writer *w, float **owned, taca_error *err);
 
+/* The whole training state for --resume, as flat F32 arrays: "tower.p|m|v" (ViT) and "model.p|m|v"
+ * (parameters and AdamW moments, in buffer order); owned: an array of 6 pointers to free after the
+ * save. The update counts go in metadata (aft_model_state_meta: "taca.model_step" and
+ * "taca.tower_step", strings in buf). */
+int aft_model_add_state(const aft_model *am, struct st_writer *w, float **owned, taca_error *err);
+/* Restores what aft_model_add_state wrote (sizes checked) and the update counts from meta. */
+struct st_file;
+int aft_model_load_state(aft_model *am, const struct st_file *f, taca_error *err);
+
 #endif

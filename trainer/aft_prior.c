@@ -4,12 +4,14 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nn/adamw.h"
 #include "nn/aft_loss.h"
 #include "nn/rng.h"
+#include "nn/safetensors.h"
 
 static const char *NAMES[] = {"aft", "stl", "kd"};
 
@@ -114,4 +116,33 @@ void aft_prior_update(aft_prior *pr, double lr) {
   if (!pr->n) return;
   pr->step++;
   nn_adamw_host(pr->p, pr->g, pr->m, pr->v, pr->n, lr, 0.9, 0.999, 1e-8, 0.0, pr->step);
+}
+
+int aft_prior_add_state(const aft_prior *pr, st_writer *w, char *step_buf, size_t n, taca_error *err) {
+  snprintf(step_buf, n, "%ld", pr->step);
+  if (st_writer_meta(w, "taca.prior_step", step_buf, err)) return -1;
+  if (!pr->n) return 0;
+  const int64_t shape[1] = {(int64_t)pr->n};
+  return st_writer_add(w, "prior.p", TACA_DT_F32, 1, shape, pr->p, err) ||
+                 st_writer_add(w, "prior.m", TACA_DT_F32, 1, shape, pr->m, err) ||
+                 st_writer_add(w, "prior.v", TACA_DT_F32, 1, shape, pr->v, err)
+             ? -1
+             : 0;
+}
+
+int aft_prior_load_state(aft_prior *pr, const st_file *f, taca_error *err) {
+  const char *v = st_meta(f, "taca.prior_step");
+  char *end = NULL;
+  long step = v ? strtol(v, &end, 10) : -1;
+  if (!v || end == v || *end || step < 0) return taca_fail(err, "metadata taca.prior_step missing or bad");
+  static const char *NAMES3[] = {"prior.p", "prior.m", "prior.v"};
+  float *dst[3] = {pr->p, pr->m, pr->v};
+  for (int i = 0; pr->n && i < 3; i++) {
+    const st_tensor *t = st_find(f, NAMES3[i]);
+    if (!t || t->dtype != TACA_DT_F32 || t->numel != pr->n)
+      return taca_fail(err, "%s: %s, expected F32 x %zu", NAMES3[i], t ? "has another size or type" : "missing", pr->n);
+    if (st_to_f32(t, dst[i], err)) return -1;
+  }
+  pr->step = step;
+  return 0;
 }

@@ -47,6 +47,12 @@ int aft_prior_loss(aft_prior *pr, const float *F, const float *P, int n, double 
 void aft_prior_zero_grad(aft_prior *pr);
 void aft_prior_update(aft_prior *pr, double lr);
 
+/* For --resume: "prior.p|m|v" (when the method has parameters) and metadata "taca.prior_step". */
+struct st_writer;
+struct st_file;
+int aft_prior_add_state(const aft_prior *pr, struct st_writer *w, char *step_buf, size_t n, taca_error *err);
+int aft_prior_load_state(aft_prior *pr, const struct st_file *f, taca_error *err);
+
 /* aft: s [dP] (NULL otherwise). */
 const float *aft_prior_s(const aft_prior *pr);
 

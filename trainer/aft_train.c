@@ -23,6 +23,7 @@
 #include "trainer/aft_model.h"
 #include "trainer/aft_prior.h"
 #include "trainer/batch_feed.h"
+#include "trainer/checkpoint.h"
 #include "trainer/collectives_nccl.h"
 #include "trainer/train_util.h"
 
@@ -134,35 +135,156 @@ typedef struct method_result {
   float *s;             /* aft: the learned s [dP] (owned) */
 } method_result;
 
+/* DIR/METHOD */
+static void method_dir(char *buf, size_t n, const train_options *o, aft_method m) {
+  snprintf(buf, n, "%s/%s", o->out, aft_method_name(m));
+}
+
+/* The running sums of the report's tail means and the training time, kept in the optimizer file so
+ * that a resumed run reports what an uninterrupted one does. */
+typedef struct run_sums {
+  double ce, acc, term, seconds;
+} run_sums;
+
+/* Writes DIR/METHOD/step-N.optim.safetensors (the whole state, for --resume) and then
+ * DIR/METHOD/step-N.safetensors (the tensors, PyTorch-loadable), each atomically. */
 static int save_checkpoint(const train_options *o, const aft_model *am, const aft_prior *pr,
-                           const char *const *meta, taca_error *err) {
+                           const char *const *meta, const run_sums *sums, taca_error *err) {
   char dir[4096], path[4200];
-  snprintf(dir, sizeof dir, "%s/%s", o->out, aft_method_name(pr->method));
+  method_dir(dir, sizeof dir, o, pr->method);
   if (mkdir(dir, 0755) && errno != EEXIST) return taca_fail(err, "%s: %s", dir, strerror(errno));
-  snprintf(path, sizeof path, "%s/step-%06ld.safetensors", dir, am->step);
-  st_writer *w = st_writer_new();
-  float *owned[2] = {0};
   int rc = -1;
-  if (!w) return taca_fail(err, "out of memory");
-  if (st_writer_meta(w, "format", "pt", err)) goto done;
-  for (int i = 0; meta[i]; i += 2)
-    if (st_writer_meta(w, meta[i], meta[i + 1], err)) goto done;
-  if (st_writer_meta(w, "taca.method", aft_method_name(pr->method), err)) goto done;
-  if (aft_model_add_tensors(am, w, owned, err)) goto done;
-  if (pr->method == AFT_METHOD_AFT) {
-    const int64_t sh[1] = {pr->dP};
-    if (st_writer_add(w, "aft.s", TACA_DT_F32, 1, sh, pr->p, err)) goto done;
-  } else if (pr->method == AFT_METHOD_KD) {
-    const int64_t sw[2] = {pr->dP, pr->dF}, sb[1] = {pr->dP};
-    if (st_writer_add(w, "kd.proj.weight", TACA_DT_F32, 2, sw, pr->p, err) ||
-        st_writer_add(w, "kd.proj.bias", TACA_DT_F32, 1, sb, pr->p + (size_t)pr->dP * pr->dF, err))
-      goto done;
+  float *owned[8] = {0};
+  for (int optim = 1; optim >= 0; optim--) {
+    st_writer *w = st_writer_new();
+    if (!w) return taca_fail(err, "out of memory");
+    rc = -1;
+    checkpoint_path(path, sizeof path, dir, am->step, optim);
+    char sbuf[4][40], pstep[32];
+    snprintf(sbuf[0], sizeof sbuf[0], "%.17g", sums->ce);
+    snprintf(sbuf[1], sizeof sbuf[1], "%.17g", sums->acc);
+    snprintf(sbuf[2], sizeof sbuf[2], "%.17g", sums->term);
+    snprintf(sbuf[3], sizeof sbuf[3], "%.17g", sums->seconds);
+    if (st_writer_meta(w, "format", "pt", err) || st_writer_meta(w, "taca.method", aft_method_name(pr->method), err))
+      goto next;
+    for (int i = 0; meta[i]; i += 2)
+      if (st_writer_meta(w, meta[i], meta[i + 1], err)) goto next;
+    if (optim) {
+      if (st_writer_meta(w, "taca.sum_ce", sbuf[0], err) || st_writer_meta(w, "taca.sum_acc", sbuf[1], err) ||
+          st_writer_meta(w, "taca.sum_term", sbuf[2], err) || st_writer_meta(w, "taca.seconds", sbuf[3], err) ||
+          aft_model_add_state(am, w, owned, err) || aft_prior_add_state(pr, w, pstep, sizeof pstep, err))
+        goto next;
+    } else {
+      if (aft_model_add_tensors(am, w, owned, err)) goto next;
+      if (pr->method == AFT_METHOD_AFT) {
+        const int64_t sh[1] = {pr->dP};
+        if (st_writer_add(w, "aft.s", TACA_DT_F32, 1, sh, pr->p, err)) goto next;
+      } else if (pr->method == AFT_METHOD_KD) {
+        const int64_t sw[2] = {pr->dP, pr->dF}, sb[1] = {pr->dP};
+        if (st_writer_add(w, "kd.proj.weight", TACA_DT_F32, 2, sw, pr->p, err) ||
+            st_writer_add(w, "kd.proj.bias", TACA_DT_F32, 1, sb, pr->p + (size_t)pr->dP * pr->dF, err))
+          goto next;
+      }
+    }
+    rc = st_writer_save(w, path, err);
+  next:
+    st_writer_free(w);
+    for (int i = 0; i < 8; i++) free(owned[i]), owned[i] = NULL;
+    if (rc) return -1;
   }
-  rc = st_writer_save(w, path, err);
+  return 0;
+}
+
+static double meta_double(const st_file *f, const char *key) {
+  const char *v = st_meta(f, key);
+  return v ? strtod(v, NULL) : 0;
+}
+
+/* Restores the state of DIR/METHOD at `step` after checking that it was written with this run's
+ * settings (the keys of meta). */
+static int load_checkpoint(const train_options *o, aft_model *am, aft_prior *pr, long step, const char *const *meta,
+                           run_sums *sums, taca_error *err) {
+  char dir[4096], path[4200];
+  method_dir(dir, sizeof dir, o, pr->method);
+  checkpoint_path(path, sizeof path, dir, step, 1);
+  st_file f;
+  if (st_open(&f, path, err)) return -1;
+  int rc = -1;
+  for (int i = 0; meta[i]; i += 2) {
+    const char *have = st_meta(&f, meta[i]);
+    if (!have || strcmp(have, meta[i + 1])) {
+      taca_fail(err, "%s was written with %s=%s, this run has %s=%s: resume with the same settings", path, meta[i],
+                have ? have : "(none)", meta[i], meta[i + 1]);
+      goto done;
+    }
+  }
+  if (aft_model_load_state(am, &f, err) || aft_prior_load_state(pr, &f, err)) {
+    taca_error_prefix(err, "%s", path);
+    goto done;
+  }
+  if (am->step != step || pr->step != step) {
+    taca_fail(err, "%s holds update %ld, its name says %ld", path, am->step, step);
+    goto done;
+  }
+  sums->ce = meta_double(&f, "taca.sum_ce");
+  sums->acc = meta_double(&f, "taca.sum_acc");
+  sums->term = meta_double(&f, "taca.sum_term");
+  sums->seconds = meta_double(&f, "taca.seconds");
+  rc = 0;
 done:
-  st_writer_free(w);
-  free(owned[0]), free(owned[1]);
+  st_close(&f);
   return rc;
+}
+
+/* DIR/METHOD/result.json: a finished method's figures, so that --resume skips it. */
+static int save_result(const train_options *o, const method_result *r, int dP, const char *config, taca_error *err) {
+  char path[4200];
+  method_dir(path, sizeof path, o, r->method);
+  snprintf(path + strlen(path), sizeof path - strlen(path), "/result.json");
+  json_t *j = json_pack("{s:s,s:I,s:s,s:f,s:f,s:f,s:f}", "method", aft_method_name(r->method), "steps",
+                        (json_int_t)o->steps, "config", config, "train_ce", r->train_ce, "train_acc", r->train_acc,
+                        "term", r->term, "seconds", r->seconds);
+  json_object_set_new(j, "test_acc", isnan(r->test_acc) ? json_null() : json_real(r->test_acc));
+  if (r->s) {
+    json_t *a = json_array();
+    for (int k = 0; k < dP; k++) json_array_append_new(a, json_real(r->s[k]));
+    json_object_set_new(j, "s", a);
+  }
+  char *text = json_dumps(j, JSON_REAL_PRECISION(17));
+  json_decref(j);
+  if (!text) return taca_fail(err, "out of memory");
+  taca_chunk ch[2] = {{text, strlen(text)}, {"\n", 1}};
+  int rc = taca_write_file_atomic(path, ch, 2, err);
+  free(text);
+  return rc;
+}
+
+/* 1 when DIR/METHOD/result.json is there for this run's settings (then r holds it), else 0. */
+static int load_result(const train_options *o, aft_method m, int dP, const char *config, method_result *r) {
+  char path[4200];
+  method_dir(path, sizeof path, o, m);
+  snprintf(path + strlen(path), sizeof path - strlen(path), "/result.json");
+  json_t *j = json_load_file(path, 0, NULL);
+  if (!j) return 0;
+  const char *c = json_string_value(json_object_get(j, "config"));
+  json_t *s = json_object_get(j, "s");
+  int ok = c && !strcmp(c, config) && json_integer_value(json_object_get(j, "steps")) == o->steps &&
+           (m != AFT_METHOD_AFT || (json_is_array(s) && (int)json_array_size(s) == dP));
+  if (ok) {
+    memset(r, 0, sizeof *r);
+    r->method = m;
+    json_t *t = json_object_get(j, "test_acc");
+    r->test_acc = json_is_number(t) ? json_number_value(t) : NAN;
+    r->train_ce = json_number_value(json_object_get(j, "train_ce"));
+    r->train_acc = json_number_value(json_object_get(j, "train_acc"));
+    r->term = json_number_value(json_object_get(j, "term"));
+    r->seconds = json_number_value(json_object_get(j, "seconds"));
+    if (m == AFT_METHOD_AFT && (r->s = malloc(sizeof(float) * dP)))
+      for (int k = 0; k < dP; k++) r->s[k] = (float)json_number_value(json_array_get(s, k));
+    ok = m != AFT_METHOD_AFT || r->s != NULL;
+  }
+  json_decref(j);
+  return ok;
 }
 
 /* Everything one method's training needs, allocated once per run. */
@@ -170,25 +292,46 @@ typedef struct aft_buffers {
   float *F_local, *F_all, *P_all, *dF_all, *logits, *dlogits, *test_pix;
 } aft_buffers;
 
+/* The update to resume METHOD from: its latest complete checkpoint under --resume, else 0. */
+static long resume_step(const train_options *o, aft_method m) {
+  if (!o->resume) return 0;
+  char dir[4096];
+  method_dir(dir, sizeof dir, o, m);
+  long latest = checkpoint_latest(dir);
+  return latest > 0 ? latest : 0;
+}
+
 static int train_method(const train_options *o, const taca_comm *comm, nn_backend *be, taca_nccl *nccl, feed_options *fo,
-                        const test_set *ts, int classes, aft_method method, const char *const *meta,
-                        const int *dims, int n_models, FILE *log, aft_buffers *bf, method_result *res,
-                        taca_error *err) {
+                        const test_set *ts, int classes, int S, int dP, aft_method method, const char *const *meta,
+                        const char *config, const int *dims, int n_models, FILE *log, aft_buffers *bf,
+                        method_result *res, taca_error *err) {
   const int rank = comm->rank, world = comm->size, b = o->batch_size / world, n = o->batch_size;
   memset(res, 0, sizeof *res);
   res->method = method;
   res->test_acc = NAN;
+  if (o->resume && load_result(o, method, dP, config, res)) {
+    if (rank == 0 && !o->quiet)
+      fprintf(stderr, "taca-train: aft method '%s' finished in an earlier run (%s/%s/result.json)\n",
+              aft_method_name(method), o->out, aft_method_name(method));
+    return 0;
+  }
   feed *fd = NULL;
   aft_model *am = NULL;
   aft_prior pr = {0};
-  int rc = -1, S = 0, dP = 0;
-  fo->start_step = 0;
-  if (feed_open(&fd, fo, err)) return -1;
-  S = feed_image_size(fd);
-  dP = feed_feature_dim(fd);
+  run_sums sums = {0};
+  int rc = -1;
+  const long start = resume_step(o, method);
   if (!(am = aft_model_create(o->downstream, S, classes, be, b, o->seed, err))) goto done;
   if (o->downstream_init && aft_model_load_tower(am, o->downstream_init, NULL, err)) goto done;
   if (aft_prior_init(&pr, method, am->feat_dim, dP, n, o->seed, err)) goto done;
+  if (start > 0) {
+    if (load_checkpoint(o, am, &pr, start, meta, &sums, err)) goto done;
+    if (rank == 0 && !o->quiet)
+      fprintf(stderr, "taca-train: aft method '%s' resumes from %s/%s/step-%06ld (update %ld of %ld)\n",
+              aft_method_name(method), o->out, aft_method_name(method), start, start, o->steps);
+  }
+  fo->start_step = start;
+  if (feed_open(&fd, fo, err)) goto done;
   const int dF = am->feat_dim;
   if (!bf->F_local) {
     bf->F_local = malloc(sizeof(float) * b * dF);
@@ -207,7 +350,7 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
     fprintf(stderr, "taca-train: aft method '%s': downstream %s (%zu parameters, %d features), %d classes, "
             "pre-trained features %d wide from %d model(s), beta %g\n", aft_method_name(method), o->downstream,
             aft_model_param_count(am), dF, classes, dP, n_models, method == AFT_METHOD_STL ? 0.0 : o->beta);
-  if (rank == 0 && o->save_every > 0 && save_checkpoint(o, am, &pr, meta, err)) goto done;
+  if (rank == 0 && o->save_every > 0 && start == 0 && save_checkpoint(o, am, &pr, meta, &sums, err)) goto done;
   const double t_run = train_now_s();
   const long tail = o->steps < 50 ? o->steps : 50;
   int failed = 0;
@@ -216,10 +359,11 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
     taca_fail(err, "out of memory");
     goto done;
   }
-  for (long step = 0; step < o->steps; step++) {
+  for (long step = start; step < o->steps; step++) {
     double t0 = train_now_s(), wait = 0;
     feed_batch *fb = NULL;
     failed = feed_next(fd, &fb, &wait, err) != 0;
+    if (!failed && fb->step != step) failed = taca_fail(err, "batch for step %ld arrived at step %ld", fb->step, step) != 0;
     if (!failed) {
       for (int i = 0; i < b; i++) {
         labels[i] = fb->labels[i];
@@ -274,9 +418,9 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
     const double wait_mean = comm_sum(comm, wait) / world;
     const double beta = method == AFT_METHOD_STL ? 0 : o->beta;
     if (step >= o->steps - tail) {
-      res->train_ce += ce_mean / tail;
-      res->train_acc += acc / tail;
-      res->term += term / tail;
+      sums.ce += ce_mean / tail;
+      sums.acc += acc / tail;
+      sums.term += term / tail;
     }
     if (rank == 0) {
       if (log) {
@@ -297,13 +441,16 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
       }
       if (!o->quiet && ((step + 1) % 10 == 0 || step + 1 == o->steps)) {
         char eta[32];
-        train_fmt_eta(eta, sizeof eta, (train_now_s() - t_run) / (step + 1) * (o->steps - step - 1));
+        train_fmt_eta(eta, sizeof eta, (train_now_s() - t_run) / (step - start + 1) * (o->steps - step - 1));
         fprintf(stderr, "%s step %ld/%ld  loss %.4f (ce %.4f, %s %.4f)  train acc %.3f  %.1f samples/s  ETA %s\n",
                 aft_method_name(method), step + 1, o->steps, ce_mean + beta * term, ce_mean,
                 method == AFT_METHOD_KD ? "kd" : "R", term, acc, n / dt, eta);
       }
-      if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == o->steps)
-        failed = save_checkpoint(o, am, &pr, meta, err) != 0;
+      if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == o->steps) {
+        run_sums now = sums;
+        now.seconds += train_now_s() - t_run;
+        failed = save_checkpoint(o, am, &pr, meta, &now, err) != 0;
+      }
     }
     if (comm_any(comm, failed)) {
       if (!failed) taca_fail(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
@@ -313,7 +460,8 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
   }
   free(labels);
   if (failed) goto done;
-  res->seconds = train_now_s() - t_run;
+  res->train_ce = sums.ce, res->train_acc = sums.acc, res->term = sums.term;
+  res->seconds = sums.seconds + train_now_s() - t_run;
   if (ts->n && test_accuracy(am, ts, comm, bf->test_pix, bf->logits, &res->test_acc, err)) goto done;
   if (method == AFT_METHOD_AFT) {
     if (!(res->s = malloc(sizeof(float) * dP))) {
@@ -322,6 +470,7 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
     }
     memcpy(res->s, pr.p, sizeof(float) * dP);
   }
+  if (rank == 0 && save_result(o, res, dP, config, err)) goto done;
   rc = 0;
 done:
   feed_close(fd);
@@ -405,6 +554,24 @@ static int write_report(const train_options *o, const method_result *res, int n_
   return rc;
 }
 
+/* --log-json lines a resumed run keeps (see aft_run). */
+typedef struct log_keep {
+  const char *done[MAX_METHODS];
+  int n_done;
+  const char *current;
+  long start;
+} log_keep;
+
+static int keep_line(json_t *line, void *arg) {
+  const log_keep *k = arg;
+  const char *m = json_string_value(json_object_get(line, "method"));
+  json_t *st = json_object_get(line, "step");
+  if (!m || !json_is_integer(st)) return 0;
+  for (int i = 0; i < k->n_done; i++)
+    if (!strcmp(m, k->done[i])) return 1;
+  return k->current && !strcmp(m, k->current) && json_integer_value(st) < k->start;
+}
+
 int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   const int rank = comm->rank, world = comm->size;
   if (o->batch_size % world != 0)
@@ -449,7 +616,7 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   int dims[TACA_CLIENT_MAX_EMB];
   const int n_models = feed_feature_models(probe, mp, dims, TACA_CLIENT_MAX_EMB);
   for (int k = 0; k < n_models; k++) model_copy[k] = *mp[k], models[k] = &model_copy[k];
-  const int S = feed_image_size(probe);
+  const int S = feed_image_size(probe), dP = feed_feature_dim(probe);
   if (o->test_server && test_set_load(&ts, o, S, err)) goto done;
   int classes = o->num_classes ? o->num_classes : ts.max_label + 1;
   if (classes < 2) {
@@ -460,7 +627,14 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     taca_fail(err, "the test set has label %d, outside --num-classes %d", ts.max_label, classes);
     goto done;
   }
-  char s_classes[32], s_beta[32], s_dims[256] = "", s_seed[32];
+  char s_classes[32], s_beta[32], s_dims[256] = "", s_seed[32], s_steps[32], s_lr[32], s_plr[32], s_wd[32],
+      s_batch[32], s_sched[16];
+  snprintf(s_steps, sizeof s_steps, "%ld", o->steps);
+  snprintf(s_lr, sizeof s_lr, "%.9g", o->lr);
+  snprintf(s_plr, sizeof s_plr, "%.9g", o->prior_lr);
+  snprintf(s_wd, sizeof s_wd, "%.9g", o->weight_decay);
+  snprintf(s_batch, sizeof s_batch, "%d", o->batch_size);
+  snprintf(s_sched, sizeof s_sched, "%s", o->cosine ? "cosine" : "constant");
   snprintf(s_classes, sizeof s_classes, "%d", classes);
   snprintf(s_beta, sizeof s_beta, "%g", o->beta);
   snprintf(s_seed, sizeof s_seed, "%llu", (unsigned long long)o->seed);
@@ -468,11 +642,32 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     snprintf(s_dims + strlen(s_dims), sizeof s_dims - strlen(s_dims), "%s%d", k ? "," : "", dims[k]);
   const char *meta[] = {"taca.objective", "aft", "taca.downstream", o->downstream, "taca.features", o->features,
                         "taca.feature_dims", s_dims, "taca.classes", s_classes, "taca.beta", s_beta,
-                        "taca.seed", s_seed, NULL};
+                        "taca.seed", s_seed, "taca.steps", s_steps, "taca.lr", s_lr, "taca.prior_lr", s_plr,
+                        "taca.weight_decay", s_wd, "taca.batch_size", s_batch, "taca.schedule", s_sched, NULL};
+  /* what a finished method's result.json must have been made with */
+  char config[2048] = "";
+  for (int i = 0; meta[i]; i += 2)
+    snprintf(config + strlen(config), sizeof config - strlen(config), "%s%s=%s", i ? ";" : "", meta[i], meta[i + 1]);
   if (rank == 0) {
-    if (o->log_json && !(log = fopen(o->log_json, "wb"))) {
-      taca_fail(err, "--log-json %s: %s", o->log_json, strerror(errno));
-      goto done;
+    if (o->log_json) {
+      /* A resumed run keeps the lines of finished methods and of the resumed one's earlier steps. */
+      log_keep keep = {.n_done = 0, .current = NULL, .start = 0};
+      for (int i = 0; o->resume && i < n_methods; i++) {
+        method_result r;
+        if (load_result(o, methods[i], feed_feature_dim(probe), config, &r)) {
+          free(r.s);
+          keep.done[keep.n_done++] = aft_method_name(methods[i]);
+          continue;
+        }
+        keep.current = aft_method_name(methods[i]);
+        keep.start = resume_step(o, methods[i]);
+        break;
+      }
+      if ((o->resume ? train_trim_log(o->log_json, keep_line, &keep, err) : 0) ||
+          !(log = fopen(o->log_json, o->resume ? "ab" : "wb"))) {
+        if (!err->msg[0]) taca_fail(err, "--log-json %s: %s", o->log_json, strerror(errno));
+        goto done;
+      }
     }
     if (!o->quiet)
       fprintf(stderr, "taca-train: aft over %llu samples, %d rank(s) x batch %d, %ld steps (%ld per epoch); methods %s%s\n",
@@ -483,7 +678,8 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   probe = NULL;
   int failed = 0;
   for (int i = 0; i < n_methods && !failed; i++) {
-    failed = train_method(o, comm, be, nccl, &fo, &ts, classes, methods[i], meta, dims, n_models, log, &bf, &res[i], err) != 0;
+    failed = train_method(o, comm, be, nccl, &fo, &ts, classes, S, dP, methods[i], meta, config, dims, n_models, log,
+                          &bf, &res[i], err) != 0;
     if (!failed) done_methods++;
   }
   if (comm_any(comm, failed)) {

@@ -23,28 +23,10 @@
 #include "trainer/taca_step.h"
 #include "trainer/train_util.h"
 
-/* Keeps the lines of an existing --log-json whose step is below `keep_below` (a resumed run rewrites
- * the steps after its checkpoint), atomically. */
-static int trim_log(const char *path, long keep_below, taca_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return errno == ENOENT ? 0 : taca_fail(err, "%s: %s", path, strerror(errno));
-  char *kept = NULL, *line = NULL;
-  size_t klen = 0, cap = 0;
-  ssize_t n;
-  FILE *mem = open_memstream(&kept, &klen);
-  while ((n = getline(&line, &cap, f)) > 0) {
-    json_t *j = json_loads(line, 0, NULL);
-    json_t *s = j ? json_object_get(j, "step") : NULL;
-    if (s && json_is_integer(s) && json_integer_value(s) < keep_below) fputs(line, mem);
-    json_decref(j);
-  }
-  free(line);
-  fclose(f);
-  fclose(mem);
-  taca_chunk chunk = {kept, klen};
-  int rc = taca_write_file_atomic(path, &chunk, 1, err);
-  free(kept);
-  return rc;
+/* --log-json lines a resumed run keeps: the steps before its checkpoint. */
+static int keep_before(json_t *line, void *arg) {
+  json_t *s = json_object_get(line, "step");
+  return s && json_is_integer(s) && json_integer_value(s) < *(const long *)arg;
 }
 
 int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
@@ -149,7 +131,7 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     goto done;
   }
   if (rank == 0) {
-    if (o->log_json && (trim_log(o->log_json, start, err) || !(log = fopen(o->log_json, "ab")))) {
+    if (o->log_json && (train_trim_log(o->log_json, keep_before, &start, err) || !(log = fopen(o->log_json, "ab")))) {
       if (!log && !err->msg[0]) taca_fail(err, "--log-json %s: %s", o->log_json, strerror(errno));
       goto done;
     }

@@ -30,6 +30,7 @@ static const char *USAGE =
     "  --save-every K             DIR/step-NNNNNN.safetensors at 0, every K updates, and the last\n"
     "  --resume                   continue from the latest checkpoint in --out (parameters, AdamW\n"
     "                             state and data position); a fresh start when there is none\n"
+    "                             (AFT: finished methods are kept, the next one continues)\n"
     "  --init FILE                initial trainable tensors from a safetensors file\n"
     "  --log-json FILE            one JSON object per step (rank 0)\n"
     "  --recompute                recompute block activations in the backward (less memory)\n"
@@ -264,10 +265,6 @@ int train_options_parse(train_options *o, int argc, char **argv) {
     }
     if (!o->test_server && !o->num_classes) {
       fprintf(stderr, "taca-train: --objective aft needs --test-server or --num-classes (the number of classes)\n");
-      return 2;
-    }
-    if (o->resume) {
-      fprintf(stderr, "taca-train: --resume is for --objective taca; AFT runs start from the beginning\n");
       return 2;
     }
     return 0;

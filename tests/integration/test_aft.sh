@@ -7,7 +7,9 @@
 #     method, rho per source model), checkpoints with the documented tensors, log lines;
 #  3. two MPI ranks of batch B/2 reproduce one rank of batch B (the term on the all-gathered batch);
 #  4. a ViT downstream model (a CLIP vision config) runs and checkpoints under its HF names;
-#  5. bad options and inputs: one-line errors.
+#  5. kill -9 in the middle of the second method, then --resume: the log, the checkpoints and the
+#     report equal an uninterrupted run's;
+#  6. bad options and inputs: one-line errors.
 set -euo pipefail
 bin=${TACA_BIN_DIR:?}
 fix=${TACA_FIXTURES_DIR:?}
@@ -160,7 +162,34 @@ assert 'vision_model.encoder.layers.1.mlp.fc2.weight' in h and h['visual_project
 assert h['classifier.weight']['shape'][1] == 16 and 'aft.s' in h
 PY
 
-# --- 5. errors ---
+# --- 5. kill -9 and --resume ---
+args=("${common[@]}" --downstream linear:16 --methods aft,kd,stl --steps 150 --batch-size 32 --save-every 10)
+"$bin/taca-train" "${args[@]}" --out "$tmp/ref" --log-json "$tmp/ref.json" > /dev/null
+"$bin/taca-train" "${args[@]}" --out "$tmp/res" --log-json "$tmp/res.json" > /dev/null & pid=$!
+for _ in $(seq 2000); do [ -f "$tmp/res.json" ] && [ "$(wc -l < "$tmp/res.json")" -ge 190 ] && break; sleep 0.005; done
+kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+killed_at=$(wc -l < "$tmp/res.json")
+[ ! -f "$tmp/res/report.json" ] || fail "the run finished before it was killed (no resume to test)"
+"$bin/taca-train" "${args[@]}" --out "$tmp/res" --log-json "$tmp/res.json" --resume > /dev/null
+"$py" - "$tmp" "$killed_at" <<'PY' || fail "the resumed AFT run differs from the uninterrupted one"
+import json, sys
+t = sys.argv[1]
+a, b = [[json.loads(l) for l in open(f'{t}/{x}.json')] for x in ('ref', 'res')]
+key = lambda r: (r['method'], r['step'])
+assert [key(r) for r in a] == [key(r) for r in b], 'the resumed log has other steps'
+d = max(abs(x['loss'] - y['loss']) for x, y in zip(a, b))
+ra, rb = [json.load(open(f'{t}/{x}/report.json')) for x in ('ref', 'res')]
+strip = lambda r: [{k: v for k, v in m.items() if k != 'seconds'} for m in r['methods']]
+assert strip(ra) == strip(rb), (strip(ra), strip(rb))
+assert ra['features'] == rb['features']
+print(f"  killed after {sys.argv[2]} logged steps, resumed: loss curves differ by {d:.3g}; reports equal")
+sys.exit(0 if d == 0 else 1)
+PY
+for m in aft kd stl; do
+  cmp "$tmp/ref/$m/step-000150.safetensors" "$tmp/res/$m/step-000150.safetensors" || fail "$m: final tensors differ"
+done
+
+# --- 6. errors ---
 expect_error() { # expect_error STATUS PATTERN ARGS...
   local want=$1 pat=$2; shift 2
   set +e; "$@" > /dev/null 2> "$tmp/err"; local rc=$?; set -e
