@@ -6,6 +6,7 @@
 #                   can tell third-party globals from project leaks
 #   make build      configure and build only
 #   make bench      benchmarks side by side with PyTorch (needs a quiet machine)
+#                   (ViT forward; bench/run-train.sh, bench/run-aft.sh etc. run by hand)
 JOBS ?= 2
 BUILD ?= build
 

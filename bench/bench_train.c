@@ -8,122 +8,23 @@
  * Prints one JSON line: samples/s, forward and backward seconds, GFLOP per sample, the sgemm-only
  * time of one step's GEMMs, the roofline samples/s that implies and the fraction of it reached.
  * bench/run-train.sh runs this beside PyTorch (bench/bench_train.py) on the same weights. */
-#include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench/bench_util.h"
 #include "nn/clip.h"
 #include "nn/taca_loss.h"
 #include "trainer/taca_params.h"
 #include "trainer/taca_step.h"
 
-void openblas_set_num_threads(int num_threads);
-int openblas_get_num_threads(void);
+static bench_roofline roof;
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+static double gemm(int ta, int tb, int M, int N, int K, int count) { return bench_gemm(&roof, ta, tb, M, N, K, count); }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-  qsort(v, n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double flops_total;
-
-/* Median seconds of one row-major sgemm C[M,N] = op(A) op(B) (ta/tb: transposed operands) as the
- * step issues it, on all cores: the faster of OpenBLAS's own threading and a split over OpenMP
- * threads (by rows of C, or columns for few rows; one single-threaded sgemm each, as the backend
- * does), so the roofline is the best this BLAS does on the shape. Adds its FLOPs times count to
- * flops_total and returns count x seconds. */
-static double gemm(int ta, int tb, int M, int N, int K, int count) {
-  float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * N * K),
-        *c = calloc((size_t)M * N, sizeof(float));
-  for (long i = 0; i < (long)M * K; i++) a[i] = (float)((i * 7 % 13) - 6) * 0.01f;
-  for (long i = 0; i < (long)N * K; i++) b[i] = (float)((i * 5 % 11) - 5) * 0.01f;
-  const int lda = ta ? M : K, ldb = tb ? K : N, nt = omp_get_max_threads();
-  const CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
-  double best = 1e30;
-  for (int mode = 0; mode < 2; mode++) {
-    openblas_set_num_threads(mode == 0 ? nt : 1);
-    double t[5];
-    for (int r = -1; r < 5; r++) {
-      double t0 = now();
-      if (mode == 0) {
-        cblas_sgemm(CblasRowMajor, opa, opb, M, N, K, 1, a, lda, b, ldb, 0, c, N);
-      } else {
-        const int by_rows = M >= 16 * nt;
-#pragma omp parallel num_threads(nt)
-        {
-          int i = omp_get_thread_num(), n = omp_get_num_threads(), len = by_rows ? M : N;
-          int i0 = (int)((long)len * i / n), i1 = (int)((long)len * (i + 1) / n);
-          if (by_rows)
-            cblas_sgemm(CblasRowMajor, opa, opb, i1 - i0, N, K, 1, ta ? a + i0 : a + (size_t)i0 * lda,
-                        lda, b, ldb, 0, c + (size_t)i0 * N, N);
-          else
-            cblas_sgemm(CblasRowMajor, opa, opb, M, i1 - i0, K, 1, a, lda,
-                        tb ? b + (size_t)i0 * ldb : b + i0, ldb, 0, c + i0, N);
-        }
-      }
-      if (r >= 0) t[r] = now() - t0;
-    }
-    double m = median(t, 5);
-    if (m < best) best = m;
-  }
-  openblas_set_num_threads(1);
-  free(a), free(b), free(c);
-  flops_total += 2.0 * M * N * K * count;
-  if (getenv("BENCH_VERBOSE"))
-    fprintf(stderr, "  sgemm %c%c M %5d N %5d K %5d x%-2d %8.2f ms  %6.1f GFLOP/s\n", ta ? 'T' : 'N',
-            tb ? 'T' : 'N', M, N, K, count, best * 1e3, 2.0 * M * N * K / best * 1e-9);
-  return count * best;
-}
-
-/* Median seconds of one layer's attention GEMMs (forward: 2 per head; backward: 4 per head),
- * heads in parallel on OpenMP threads with one BLAS thread each, as the backend runs them. */
-static double attention_gemms(int B, int H, int T, int hd, int bwd) {
-  const int threads = omp_get_max_threads();
-  float *q = calloc((size_t)T * hd, sizeof(float)), *s = calloc((size_t)T * T * threads, sizeof(float));
-  float *o = calloc((size_t)T * hd * threads, sizeof(float));
-  for (int i = 0; i < T * hd; i++) q[i] = (float)(i % 17) * 0.01f;
-  double t[5];
-  const int bt = openblas_get_num_threads();
-  for (int r = -1; r < 5; r++) {
-    openblas_set_num_threads(1);
-    double t0 = now();
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int p = 0; p < B * H; p++) {
-      float *S = s + (size_t)omp_get_thread_num() * T * T, *O = o + (size_t)omp_get_thread_num() * T * hd;
-      if (!bwd) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1, q, hd, q, hd, 0, S, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1, S, T, q, hd, 0, O, hd);
-      } else {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1, S, T, q, hd, 0, O, hd);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1, q, hd, q, hd, 0, S, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1, S, T, q, hd, 0, O, hd);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1, S, T, q, hd, 0, O, hd);
-      }
-    }
-    if (r >= 0) t[r] = now() - t0;
-    openblas_set_num_threads(bt);
-  }
-  free(q), free(s), free(o);
-  flops_total += (bwd ? 4.0 : 2.0) * 2.0 * B * H * (double)T * T * hd;
-  double med = median(t, 5);
-  if (getenv("BENCH_VERBOSE"))
-    fprintf(stderr, "  attention %s %8.2f ms  %6.1f GFLOP/s\n", bwd ? "backward" : "forward ", med * 1e3,
-            (bwd ? 4.0 : 2.0) * 2.0 * B * H * (double)T * T * hd / med * 1e-9);
-  return med;
+static double attention_gemms(int B, int H, int T, int hd, int bwd, int count) {
+  return bench_attention_gemms(&roof, B, H, T, hd, bwd, count);
 }
 
 int main(int argc, char **argv) {
@@ -195,18 +96,18 @@ int main(int argc, char **argv) {
   double tf[32], tb[32], ts[32];
   taca_loss_terms terms;
   for (int r = -1; r < iters; r++) { /* r = -1: warm-up (page faults, OpenBLAS buffers) */
-    double t0 = now();
+    double t0 = bench_now();
     taca_params_zero_grad(&P);
     if (taca_model_forward(tm, &P, pix, batch, f, &err)) goto fail;
-    double t1 = now();
+    double t1 = bench_now();
     if (taca_loss(&lc, f, txt, img, batch, e_old, 0, batch, &terms, df, work, &err) ||
         taca_model_backward(tm, &P, df, &err))
       goto fail;
     taca_params_adamw(&P, &opt);
-    double t2 = now();
+    double t2 = bench_now();
     if (r >= 0) tf[r] = t1 - t0, tb[r] = t2 - t1, ts[r] = t2 - t0;
   }
-  double step = median(ts, iters), fwd = median(tf, iters), bwd = median(tb, iters);
+  double step = bench_median(ts, iters), fwd = bench_median(tf, iters), bwd = bench_median(tb, iters);
 
   /* The step's GEMMs (backend's orientation: forward A.W^T = (0,1); input gradient dY.W = (0,0);
    * weight gradient dY^T.X = (1,0)), timed alone with sgemm. */
@@ -216,7 +117,7 @@ int main(int argc, char **argv) {
   double g = gemm(0, 1, batch * G2, W, 3 * Pp * Pp, 1);                   /* patch embedding */
   g += gemm(0, 1, N, 3 * W, W, L) + gemm(0, 1, N, W, W, L);                /* qkv, out */
   g += gemm(0, 1, N, Mw, W, L) + gemm(0, 1, N, W, Mw, L);                  /* fc1, fc2 */
-  g += L * attention_gemms(batch, H, T, W / H, 0);
+  g += attention_gemms(batch, H, T, W / H, 0, L);
   g += gemm(0, 1, N, K, W, na) + gemm(0, 1, N, W, K, na);                  /* adapters */
   g += gemm(0, 1, batch, E, W, 1) + gemm(0, 1, batch, hidden, E, 1) + gemm(0, 1, batch, e_old, hidden, 1);
   /* backward */
@@ -227,11 +128,11 @@ int main(int argc, char **argv) {
   g += gemm(0, 0, N, W, K, na) + gemm(1, 0, K, W, N, na);                  /* adapter down */
   g += gemm(0, 0, N, Mw, W, nb) + gemm(0, 0, N, W, Mw, nb);                /* fc2, fc1 dinp */
   g += gemm(0, 0, N, W, W, nb) + gemm(0, 0, N, W, 3 * W, nb);              /* out, qkv dinp */
-  g += nb * attention_gemms(batch, H, T, W / H, 1);
+  g += attention_gemms(batch, H, T, W / H, 1, nb);
   if (recompute) { /* the forward of the blocks above the first, once more */
     g += gemm(0, 1, N, 3 * W, W, nb + 1) + gemm(0, 1, N, W, W, nb + 1);
     g += gemm(0, 1, N, Mw, W, nb + 1) + gemm(0, 1, N, W, Mw, nb + 1);
-    g += (nb + 1) * attention_gemms(batch, H, T, W / H, 0);
+    g += attention_gemms(batch, H, T, W / H, 0, nb + 1);
     g += gemm(0, 1, N, K, W, na) + gemm(0, 1, N, W, K, na);
   }
 
@@ -240,7 +141,7 @@ int main(int argc, char **argv) {
          "\"loss\": %.4f, \"gflop_per_sample\": %.2f, \"gflops\": %.1f, \"sgemm_s_per_step\": %.4f, "
          "\"roofline_samples_per_s\": %.3f, \"fraction_of_roofline\": %.3f, \"memory_mib\": %.0f}\n",
          arch, batch, omp_get_max_threads(), recompute, batch / step, step, fwd, bwd, terms.loss,
-         flops_total / batch * 1e-9, flops_total / step * 1e-9, g, batch / g, g / step,
+         roof.flops / batch * 1e-9, roof.flops / step * 1e-9, g, batch / g, g / step,
          taca_model_memory_bytes(tm) / 1048576.0);
   taca_model_free(tm);
   taca_params_free(&P);
