@@ -28,6 +28,7 @@ int cmd_add_features(int argc, char **argv) {
       {"quiet", no_argument, 0, 'q'},       {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int c;
+  cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

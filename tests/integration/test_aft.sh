@@ -68,7 +68,7 @@ PY
   || fail "rows matched by key differ from rows in index order"
 "$bin/taca" add-features --db "$tmp/db" --name noise --random 16 --seed 7 --quiet
 h1=$("$bin/taca" query --db "$tmp/db" info --hash | sed -n "s/^content *xxh3-128 //p")
-"$bin/taca" add-features --db "$tmp/db" --name noise --random 16 --seed 7 --quiet
+TACA_DB="$tmp/db" TACA_NAME=noise TACA_RANDOM=16 TACA_SEED=7 "$bin/taca" add-features --quiet  # the same, from TACA_*
 h2=$("$bin/taca" query --db "$tmp/db" info --hash | sed -n "s/^content *xxh3-128 //p")
 [ -n "$h1" ] && [ "$h1" = "$h2" ] || fail "rerunning add-features changed the store ($h1 vs $h2)"
 "$bin/taca" add-features --db "$tmp/db" --name bad --npy "$tmp/b.npy" --keys /dev/null 2>"$tmp/err" && fail "a keys file of the wrong length was accepted"
