@@ -9,7 +9,8 @@ step of CLIP's basic_clean(). ftfy is not packaged in Debian, so its tables are 
       WIDTH_MAP          (ftfy/chardata.py: NFKC of U+FF01..U+FFEF where it differs, U+3000 -> ' ')
       the CHARMAP_ENCODINGS (ftfy/chardata.py) and its "sloppy" codecs (ftfy/bad_codecs/sloppy.py:
                           bytes a codec leaves undefined decode as Latin-1, byte 1A as U+FFFD)
-      html._invalid_charrefs / html._invalid_codepoints (what html.unescape does with &#NNN;)
+      (numeric references &#NNN; follow html.unescape through nn/html_charref.h, whose tables
+       nn/gen_tokenizer_tables.py writes)
   - from ftfy's own curated character classes, written below by Unicode name as ftfy writes them
       MOJIBAKE_CATEGORIES (ftfy/badness.py) and UTF8_CLUES (ftfy/chardata.py); the UTF8_CLUES are
       computed from the encodings they describe and checked against ftfy's lists.
@@ -320,18 +321,6 @@ def main():
           'static const tf_entity TF_ENTITIES[] = {']
     for k in sorted(ents, key=lambda s: s.encode()):
         L.append('  {%s, %s},' % (c_string(k), c_string(ents[k])))
-    L += ['};', '']
-
-    L += ['/* html._invalid_charrefs: numeric references replaced by a fixed value (UTF-8). */',
-          'typedef struct {', '  uint32_t num;', '  const char *value;', '} tf_charref;',
-          'static const tf_charref TF_INVALID_CHARREFS[] = {']
-    for k in sorted(html._invalid_charrefs):
-        L.append('  {0x%X, %s},' % (k, c_string(html._invalid_charrefs[k])))
-    L += ['};', '',
-          '/* html._invalid_codepoints: numeric references to these code points are dropped. */',
-          'static const uint32_t TF_INVALID_CODEPOINTS[][2] = {']
-    inv = html._invalid_codepoints
-    L += rows(['{0x%X, 0x%X}' % r for r in ranges(lambda c: c in inv)], 6)
     L += ['};', '']
 
     # WIDTH_MAP

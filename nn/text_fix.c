@@ -39,6 +39,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "nn/html_charref.h"
 #include "nn/text_fix_impl.h"
 #include "nn/text_fix_tables.h"
 
@@ -134,12 +135,9 @@ static const char *entity_find(const char *name) {
 
 /* html.unescape of a numeric reference to num (html._replace_charref). */
 static int numeric_ref(tf_buf *out, uint32_t num) {
-  for (size_t i = 0; i < sizeof TF_INVALID_CHARREFS / sizeof TF_INVALID_CHARREFS[0]; i++)
-    if (TF_INVALID_CHARREFS[i].num == num) return push_utf8(out, TF_INVALID_CHARREFS[i].value);
-  if ((num >= 0xD800 && num <= 0xDFFF) || num > 0x10FFFF) return tf_push(out, 0xFFFD);
-  for (size_t i = 0; i < sizeof TF_INVALID_CODEPOINTS / sizeof TF_INVALID_CODEPOINTS[0]; i++)
-    if (num >= TF_INVALID_CODEPOINTS[i][0] && num <= TF_INVALID_CODEPOINTS[i][1]) return 0;
-  return tf_push(out, num);
+  uint32_t cp[2];
+  const size_t n = html_numeric_charref(num, cp);
+  return n ? tf_append(out, cp, n) : 0;
 }
 
 static bool ascii_alnum(uint32_t c) {

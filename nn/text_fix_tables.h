@@ -3518,56 +3518,6 @@ static const tf_entity TF_ENTITIES[] = {
   {"zwnj", "\342\200\214"},
 };
 
-/* html._invalid_charrefs: numeric references replaced by a fixed value (UTF-8). */
-typedef struct {
-  uint32_t num;
-  const char *value;
-} tf_charref;
-static const tf_charref TF_INVALID_CHARREFS[] = {
-  {0x0, "\357\277\275"},
-  {0xD, "\015"},
-  {0x80, "\342\202\254"},
-  {0x81, "\302\201"},
-  {0x82, "\342\200\232"},
-  {0x83, "\306\222"},
-  {0x84, "\342\200\236"},
-  {0x85, "\342\200\246"},
-  {0x86, "\342\200\240"},
-  {0x87, "\342\200\241"},
-  {0x88, "\313\206"},
-  {0x89, "\342\200\260"},
-  {0x8A, "\305\240"},
-  {0x8B, "\342\200\271"},
-  {0x8C, "\305\222"},
-  {0x8D, "\302\215"},
-  {0x8E, "\305\275"},
-  {0x8F, "\302\217"},
-  {0x90, "\302\220"},
-  {0x91, "\342\200\230"},
-  {0x92, "\342\200\231"},
-  {0x93, "\342\200\234"},
-  {0x94, "\342\200\235"},
-  {0x95, "\342\200\242"},
-  {0x96, "\342\200\223"},
-  {0x97, "\342\200\224"},
-  {0x98, "\313\234"},
-  {0x99, "\342\204\242"},
-  {0x9A, "\305\241"},
-  {0x9B, "\342\200\272"},
-  {0x9C, "\305\223"},
-  {0x9D, "\302\235"},
-  {0x9E, "\305\276"},
-  {0x9F, "\305\270"},
-};
-
-/* html._invalid_codepoints: numeric references to these code points are dropped. */
-static const uint32_t TF_INVALID_CODEPOINTS[][2] = {
-  {0x1, 0x8}, {0xB, 0xB}, {0xE, 0x1F}, {0x7F, 0x9F}, {0xFDD0, 0xFDEF}, {0xFFFE, 0xFFFF},
-  {0x1FFFE, 0x1FFFF}, {0x2FFFE, 0x2FFFF}, {0x3FFFE, 0x3FFFF}, {0x4FFFE, 0x4FFFF}, {0x5FFFE, 0x5FFFF}, {0x6FFFE, 0x6FFFF},
-  {0x7FFFE, 0x7FFFF}, {0x8FFFE, 0x8FFFF}, {0x9FFFE, 0x9FFFF}, {0xAFFFE, 0xAFFFF}, {0xBFFFE, 0xBFFFF}, {0xCFFFE, 0xCFFFF},
-  {0xDFFFE, 0xDFFFF}, {0xEFFFE, 0xEFFFF}, {0xFFFFE, 0xFFFFF}, {0x10FFFE, 0x10FFFF},
-};
-
 /* ftfy/chardata.py WIDTH_MAP: U+3000 -> " ", and NFKC of each of U+FF01..U+FFEF where it
  * differs (at most 2 code points; to[1] == 0 for one), sorted by code point. */
 typedef struct {

@@ -32,6 +32,7 @@
 #include <utf8proc.h>
 #include <zlib.h>
 
+#include "nn/html_charref.h"
 #include "nn/text_fix.h"
 #include "nn/tokenizer_tables.h"
 
@@ -512,8 +513,7 @@ static size_t put_utf8(uint32_t *out, const char *s) {
   return n;
 }
 
-/* html._replace_charref for a numeric reference. */
-static size_t numeric_charref(uint32_t num, uint32_t *out) {
+size_t html_numeric_charref(uint32_t num, uint32_t out[2]) {
   for (size_t i = 0; i < sizeof HTML_INVALID_CHARREFS / sizeof HTML_INVALID_CHARREFS[0]; i++)
     if (HTML_INVALID_CHARREFS[i].num == num) return put_utf8(out, HTML_INVALID_CHARREFS[i].value);
   if ((num >= 0xD800 && num <= 0xDFFF) || num > 0x10FFFF) {
@@ -549,7 +549,7 @@ static size_t charref(const uint32_t *s, size_t n, uint32_t *out, size_t *o) {
       return 0;
     }
     if (j < n && s[j] == ';') j++;
-    *o += numeric_charref(num, out + *o);
+    *o += html_numeric_charref(num, out + *o);
     return j;
   }
   size_t j = 1;
