@@ -263,6 +263,27 @@ const float *st_f32_view(const st_tensor *t) {
   return t->data;
 }
 
+int st_read_f32_exact(const st_file *f, const char *name, size_t n, float *dst, taca_error *err) {
+  const st_tensor *t = st_find(f, name);
+  if (!t || t->dtype != TACA_DT_F32 || t->numel != n)
+    return taca_fail(err, "%s: %s, expected F32 x %zu (a checkpoint of another model?)", name,
+                     t ? "has another size or type" : "missing", n);
+  memcpy(dst, t->data, sizeof(float) * n);
+  return 0;
+}
+
+int st_meta_count(const st_file *f, const char *key, long *out, taca_error *err) {
+  const char *s = st_meta(f, key);
+  char *end = NULL;
+  errno = 0;
+  long v = s ? strtol(s, &end, 10) : -1;
+  if (!s || end == s || *end || errno || v < 0)
+    return taca_fail(err, "metadata '%s' is %s%s%s, expected a count >= 0", key, s ? "'" : "missing", s ? s : "",
+                     s ? "'" : "");
+  *out = v;
+  return 0;
+}
+
 int st_to_f32(const st_tensor *t, float *dst, taca_error *err) {
   if (taca_convert_to_f32(dst, t->data, t->dtype, t->numel) < 0) {
     taca_fail(err, "tensor " NAME_FMT ": dtype %s is not a float dtype", t->name, taca_dtype_name(t->dtype));

@@ -49,6 +49,12 @@ const float *st_f32_view(const st_tensor *t);
 /* Converts a float tensor (F16/BF16/F32/F64) into dst (numel floats). -1 with a reason otherwise. */
 int st_to_f32(const st_tensor *t, float *dst, taca_error *err);
 
+/* Copies tensor `name`, which must be F32 with exactly n elements, into dst (state files this
+ * project writes itself). -1 with a reason naming the tensor when it is missing or differs. */
+int st_read_f32_exact(const st_file *f, const char *name, size_t n, float *dst, taca_error *err);
+/* Metadata `key` as an integer >= 0 (a step count). -1 with a reason when missing or not one. */
+int st_meta_count(const st_file *f, const char *key, long *out, taca_error *err);
+
 /* Writer: collect tensors (data is referenced, not copied, until st_writer_save), then save
  * atomically: write PATH.tmp.PID, fsync, rename over PATH, fsync the directory. The header is padded
  * with spaces to a multiple of 8; tensors are laid out in the order added. */

@@ -252,31 +252,18 @@ int aft_model_add_state(const aft_model *am, st_writer *w, float **owned, taca_e
 }
 
 static int load_flat(nn_backend *be, const st_file *f, const char *name, float *dev, size_t n, taca_error *err) {
-  const st_tensor *t = st_find(f, name);
-  if (!t || t->dtype != TACA_DT_F32 || t->numel != n)
-    return taca_fail(err, "%s: %s, expected F32 x %zu (a checkpoint of another model?)", name,
-                     t ? "has another size or type" : "missing", n);
   float *h = malloc(sizeof(float) * (n ? n : 1));
   if (!h) return taca_fail(err, "out of memory");
-  int rc = st_to_f32(t, h, err);
+  int rc = st_read_f32_exact(f, name, n, h, err);
   if (!rc) be->upload(be, dev, h, sizeof(float) * n);
   free(h);
   return rc;
 }
 
-static int meta_long(const st_file *f, const char *key, long *out, taca_error *err) {
-  const char *v = st_meta(f, key);
-  char *end = NULL;
-  long x = v ? strtol(v, &end, 10) : -1;
-  if (!v || end == v || *end || x < 0) return taca_fail(err, "metadata %s missing or bad", key);
-  *out = x;
-  return 0;
-}
-
 int aft_model_load_state(aft_model *am, const st_file *f, taca_error *err) {
   nn_backend *be = am->be;
   long ms = 0, ts = 0;
-  if (meta_long(f, "taca.model_step", &ms, err) || meta_long(f, "taca.tower_step", &ts, err)) return -1;
+  if (st_meta_count(f, "taca.model_step", &ms, err) || st_meta_count(f, "taca.tower_step", &ts, err)) return -1;
   if (am->tower) {
     clip_train *ct = am->tower;
     if (load_flat(be, f, "tower.p", ct->flat_p, ct->n, err) || load_flat(be, f, "tower.m", ct->flat_m, ct->n, err) ||

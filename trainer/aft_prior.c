@@ -131,18 +131,11 @@ int aft_prior_add_state(const aft_prior *pr, st_writer *w, char *step_buf, size_
 }
 
 int aft_prior_load_state(aft_prior *pr, const st_file *f, taca_error *err) {
-  const char *v = st_meta(f, "taca.prior_step");
-  char *end = NULL;
-  long step = v ? strtol(v, &end, 10) : -1;
-  if (!v || end == v || *end || step < 0) return taca_fail(err, "metadata taca.prior_step missing or bad");
-  static const char *NAMES3[] = {"prior.p", "prior.m", "prior.v"};
-  float *dst[3] = {pr->p, pr->m, pr->v};
-  for (int i = 0; pr->n && i < 3; i++) {
-    const st_tensor *t = st_find(f, NAMES3[i]);
-    if (!t || t->dtype != TACA_DT_F32 || t->numel != pr->n)
-      return taca_fail(err, "%s: %s, expected F32 x %zu", NAMES3[i], t ? "has another size or type" : "missing", pr->n);
-    if (st_to_f32(t, dst[i], err)) return -1;
-  }
+  long step;
+  if (st_meta_count(f, "taca.prior_step", &step, err)) return -1;
+  if (pr->n && (st_read_f32_exact(f, "prior.p", pr->n, pr->p, err) || st_read_f32_exact(f, "prior.m", pr->n, pr->m, err) ||
+                st_read_f32_exact(f, "prior.v", pr->n, pr->v, err)))
+    return -1;
   pr->step = step;
   return 0;
 }

@@ -360,15 +360,7 @@ int taca_optim_load(taca_params *P, const char *path, taca_error *err) {
   const char *sfx[2] = {".m", ".v"};
   int rc = load_flat(P, path, stage, sfx, 2, &f, err);
   long step = 0;
-  if (rc == 0) {
-    const char *s = st_meta(&f, "step");
-    char *end = NULL;
-    errno = 0;
-    step = s ? strtol(s, &end, 10) : -1;
-    if (!s || end == s || *end || errno || step < 0)
-      rc = taca_fail(err, "%s: metadata 'step' is %s%s%s, expected a count of updates >= 0", path,
-                     s ? "'" : "missing", s ? s : "", s ? "'" : "");
-  }
+  if (rc == 0 && st_meta_count(&f, "step", &step, err)) rc = taca_error_prefix(err, "%s", path);
   if (rc == 0) {
     P->be->upload(P->be, P->flat_m, stage, sizeof(float) * P->n);
     P->be->upload(P->be, P->flat_v, stage + P->n, sizeof(float) * P->n);
