@@ -23,6 +23,9 @@ import re
 import sys
 import unicodedata
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_tokenizer_tables import c_string, ranges  # noqa: E402
+
 N = unicodedata.lookup
 
 # ---- ftfy/chardata.py: CHARMAP_ENCODINGS, in the order ftfy tries them -----------------------------
@@ -259,28 +262,8 @@ CLASS_BITS = ['common', 'bad', 'law', 'currency', 'start_punctuation', 'end_punc
 
 
 # ---- output helpers ----------------------------------------------------------------------------------
-def c_string(s):
-    out = '"'
-    for b in s.encode('utf-8'):
-        if 0x20 <= b < 0x7f and chr(b) not in '"\\?':
-            out += chr(b)
-        else:
-            out += '\\%03o' % b
-    return out + '"'
-
-
-def ranges(pred):
-    out, start = [], None
-    for c in range(0x110001):
-        ok = c <= 0x10FFFF and not (0xD800 <= c <= 0xDFFF) and pred(c)
-        if ok and start is None:
-            start = c
-        elif not ok and start is not None:
-            out.append((start, c - 1))
-            start = None
-    return out
-
-
+# c_string (a C literal of the UTF-8 bytes) and ranges (the code point ranges where pred holds) are
+# the tokenizer generator's.
 def rows(items, per_line):
     for i in range(0, len(items), per_line):
         yield '  ' + ', '.join(items[i:i + per_line]) + ','
