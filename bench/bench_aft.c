@@ -25,9 +25,9 @@
 
 #include "bench/bench_util.h"
 #include "nn/cross_entropy.h"
-#include "nn/safetensors.h"
-#include "trainer/aft_model.h"
-#include "trainer/aft_prior.h"
+#include "base/safetensors.h"
+#include "methods/aft_model.h"
+#include "methods/aft_prior.h"
 
 #define MAX_ITERS 32
 #define BETA 10.0

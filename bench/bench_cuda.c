@@ -19,9 +19,9 @@
 #include <time.h>
 
 #include "nn/clip.h"
-#include "nn/taca_loss.h"
-#include "trainer/taca_params.h"
-#include "trainer/taca_step.h"
+#include "methods/taca_loss.h"
+#include "methods/taca_params.h"
+#include "methods/taca_step.h"
 
 static double now(void) {
   struct timespec ts;

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "nn/image.h"
+#include "image/image.h"
 
 static double now(void) {
   struct timespec ts;
@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
   }
   double ms_dec = 1e3 * t_dec / n_dec, ms_rs = 1e3 * t_rs / n_rs, ms_norm = 1e3 * t_norm / n_norm;
   double ips = n_all / t_all;
-  printf("C (libjpeg-turbo/libpng/libwebp + nn/image_resize.c), %s %dx%d -> %d, one core\n", image, w, h, size);
+  printf("C (libjpeg-turbo/libpng/libwebp + image/image_resize.c), %s %dx%d -> %d, one core\n", image, w, h, size);
   printf("  decode          %8.3f ms\n  resize+crop     %8.3f ms\n  normalize       %8.3f ms\n", ms_dec, ms_rs,
          ms_norm);
   printf("  whole pipeline  %8.1f images/s\n", ips);

@@ -91,7 +91,7 @@ def main():
     if not have_c:
         return
     ips = [c["images_per_s"] for c in cres]
-    print(f"  C (taca nn/image):        {med(ips):8.1f} images/s   (rounds: {', '.join(f'{x:.0f}' for x in ips)})")
+    print(f"  C (taca image/image):        {med(ips):8.1f} images/s   (rounds: {', '.join(f'{x:.0f}' for x in ips)})")
     print(f"     decode {med([c['decode_ms'] for c in cres]):.3f} ms, resize+crop "
           f"{med([c['resize_crop_ms'] for c in cres]):.3f} ms, normalize {med([c['normalize_ms'] for c in cres]):.3f} ms")
     print(f"  speed-up C / PIL: {med([c / p for c, p in zip(ips, pil)]):.2f}x (median of rounds);"

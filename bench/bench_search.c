@@ -16,7 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "nn/npy.h"
+#include "base/npy.h"
+#include "search/search.h"
 #include "storage/store.h"
 
 #define NQ 256

@@ -15,9 +15,9 @@
 
 #include "bench/bench_util.h"
 #include "nn/clip.h"
-#include "nn/taca_loss.h"
-#include "trainer/taca_params.h"
-#include "trainer/taca_step.h"
+#include "methods/taca_loss.h"
+#include "methods/taca_params.h"
+#include "methods/taca_step.h"
 
 static bench_roofline roof;
 

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 
 typedef enum nn_act {
   NN_ACT_GELU = 0,       /* exact: 0.5 x (1 + erf(x / sqrt 2)) */

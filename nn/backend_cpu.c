@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "nn/backend_cpu_impl.h"
-#include "nn/fastmath.h"
+#include "base/fastmath.h"
 
 /* OpenBLAS extensions (declared in its cblas.h on Debian, repeated here for clarity). */
 void openblas_set_num_threads(int num_threads);

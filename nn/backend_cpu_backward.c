@@ -14,7 +14,7 @@
 #include "nn/adamw.h"
 #include "nn/backend.h"
 #include "nn/backend_cpu_impl.h"
-#include "nn/fastmath.h"
+#include "base/fastmath.h"
 
 #define COLS 64 /* columns per task in the column-split reductions */
 

@@ -26,7 +26,7 @@ static int cuda_vfail(taca_error *err, const char *fmt, va_list ap) {
   return -1;
 }
 
-/* taca_fail's twin (the module does not link nn/error.c: it depends on nothing of taca's). */
+/* taca_fail's twin (the module does not link base/error.c: it depends on nothing of taca's). */
 int cuda_fail(taca_error *err, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

@@ -35,7 +35,7 @@
 #include <stddef.h>
 
 #include "nn/backend.h"
-#include "nn/error.h"
+#include "base/error.h"
 
 #ifdef __cplusplus
 extern "C" {

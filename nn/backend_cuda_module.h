@@ -9,7 +9,7 @@
 
 #include "nn/backend.h"
 #include "nn/backend_cuda.h"
-#include "nn/error.h"
+#include "base/error.h"
 
 #define NN_CUDA_MODULE_ABI 1
 #define NN_CUDA_MODULE_SYMBOL "taca_cuda_module"

@@ -13,8 +13,8 @@
 
 #include "nn/backend.h"
 #include "nn/clip_config.h"
-#include "nn/error.h"
-#include "nn/safetensors.h"
+#include "base/error.h"
+#include "base/safetensors.h"
 
 typedef struct clip_block {
   const float *ln1_w, *ln1_b;

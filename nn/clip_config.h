@@ -4,7 +4,7 @@
 #define TACA_NN_CLIP_CONFIG_H
 
 #include "nn/backend.h"
-#include "nn/error.h"
+#include "base/error.h"
 
 typedef struct clip_tower_config {
   int width;   /* model width W */

@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 
 typedef struct clip_loss_result {
   double loss;

@@ -41,7 +41,7 @@
 #include "nn/backend.h"
 #include "nn/clip_config.h"
 #include "nn/clip_loss.h"
-#include "nn/error.h"
+#include "base/error.h"
 
 typedef struct clip_train_block {
   float *ln1_w, *ln1_b;

@@ -13,11 +13,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "nn/rng.h"
-#include "nn/atomicfile.h"
+#include "base/rng.h"
+#include "base/atomicfile.h"
 #include "nn/clip.h"
 #include "nn/clip_train_impl.h"
-#include "nn/safetensors.h"
+#include "base/safetensors.h"
 
 enum { INIT_ZERO = 0, INIT_ONE, INIT_NORMAL, INIT_UNIFORM, INIT_CONST };
 enum { AT_TOP = 0, AT_VBLOCK, AT_TBLOCK };

@@ -3,7 +3,7 @@
 #ifndef TACA_NN_CROSS_ENTROPY_H
 #define TACA_NN_CROSS_ENTROPY_H
 
-#include "nn/error.h"
+#include "base/error.h"
 
 typedef struct ce_result {
   double loss_sum;  /* sum over the rows of -log softmax(logits)[label] */

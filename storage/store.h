@@ -1,11 +1,12 @@
 /* store.h: the LMDB feature store — samples (pixels, token ids, label, source key), a key->index
- * table, per-model embeddings packed in blocks, metadata, a content hash and exact top-k search.
+ * table, per-model embeddings packed in blocks, metadata, and a content hash (search over
+ * the embeddings is search/search.h).
  *
  * One store = one LMDB environment in a directory (DIR/data.mdb + DIR/lock.mdb). The on-disk schema
  * is described in storage/README.md. Usage:
  *
  *   writer:  store_open(rw) -> store_txn_begin -> store_put_* ... -> store_txn_commit (or _abort)
- *   reader:  store_open(ro) -> store_view_begin -> store_get_* / store_search ... -> store_view_end
+ *   reader:  store_open(ro) -> store_view_begin -> store_get_* / store_scan_blocks ... -> store_view_end
  *
  * Everything returns 0 on success and -1 on failure with a one-line reason in the taca_error.
  * LMDB rules that apply: open a store once per process (share the handle between threads), never use
@@ -19,8 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/dtype.h"
-#include "nn/error.h"
+#include "base/dtype.h"
+#include "base/error.h"
 
 #define STORE_SCHEMA_VERSION 1
 #define STORE_CONTEXT_LEN 77        /* token ids per sample (CLIP context length) */
@@ -174,13 +175,6 @@ int store_get_embedding_raw(store_view *v, int model, store_modality m, uint64_t
  * stop (store_scan_blocks then returns 0). */
 int store_scan_blocks(store_view *v, int model, store_modality m,
                       int (*fn)(const store_block *b, void *ctx), void *ctx, taca_error *err);
-
-/* Exact top-k over every stored vector of (model, modality). queries: nq x dim F32. Results per query
- * are ordered by score descending, ties by lower index; out_index/out_score hold nq x k entries, the
- * ones past the number of stored vectors are -1 / -INFINITY. COSINE normalises queries and rows (a
- * zero vector scores 0). Runs on the OpenMP threads (OpenBLAS kept to one thread meanwhile). */
-int store_search(store_view *v, int model, store_modality m, const float *queries, int nq, int k,
-                 store_metric metric, int64_t *out_index, float *out_score, taca_error *err);
 
 /* XXH3-128 over every database except meta "progress/..." records, as 32 hex digits + NUL.
  * Equal for stores with equal content whatever the transaction boundaries that wrote them. */

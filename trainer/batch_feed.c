@@ -8,8 +8,8 @@
 #include <time.h>
 
 #include "nn/backend.h"
-#include "nn/image.h"
-#include "nn/pixel_codec.h"
+#include "image/image.h"
+#include "image/pixel_codec.h"
 
 #define MAX_DEPTH 8
 

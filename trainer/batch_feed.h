@@ -14,8 +14,8 @@
 
 #include <stdint.h>
 
-#include "nn/error.h"
-#include "services/client/taca_client.h"
+#include "base/error.h"
+#include "client/taca_client.h"
 
 typedef struct feed_batch {
   long step;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/safetensors.h"
+#include "base/safetensors.h"
 
 void checkpoint_path(char *buf, size_t n, const char *dir, long step, int optim) {
   snprintf(buf, n, "%s/step-%06ld%s.safetensors", dir, step, optim ? ".optim" : "");

@@ -7,8 +7,8 @@
 #ifndef TACA_TRAINER_CHECKPOINT_H
 #define TACA_TRAINER_CHECKPOINT_H
 
-#include "nn/error.h"
-#include "trainer/taca_params.h"
+#include "base/error.h"
+#include "methods/taca_params.h"
 
 void checkpoint_path(char *buf, size_t n, const char *dir, long step, int optim);
 

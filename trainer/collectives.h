@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 
 typedef struct taca_comm {
   int rank, size;

@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #include "nn/backend.h"
-#include "nn/error.h"
+#include "base/error.h"
 #include "trainer/collectives.h"
 
 typedef struct taca_nccl taca_nccl;

@@ -3,9 +3,9 @@
 #include <string.h>
 
 #include "nn/clip_config.h"
-#include "services/client/taca_client.h"
+#include "client/taca_client.h"
 #include "trainer/collectives.h"
-#include "trainer/taca_params.h"
+#include "methods/taca_params.h"
 #include "trainer/aft_train.h"
 #include "trainer/train.h"
 #include "trainer/train_options.h"

@@ -14,13 +14,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "nn/atomicfile.h"
+#include "base/atomicfile.h"
 #include "nn/backend_cuda.h"
 #include "nn/clip.h"
 #include "trainer/batch_feed.h"
 #include "trainer/checkpoint.h"
 #include "trainer/collectives_nccl.h"
-#include "trainer/taca_step.h"
+#include "methods/taca_step.h"
 #include "trainer/train_util.h"
 
 /* --log-json lines a resumed run keeps: the steps before its checkpoint. */

@@ -2,7 +2,7 @@
 #ifndef TACA_TRAINER_TRAIN_H
 #define TACA_TRAINER_TRAIN_H
 
-#include "nn/error.h"
+#include "base/error.h"
 #include "trainer/collectives.h"
 #include "trainer/train_options.h"
 

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "nn/atomicfile.h"
+#include "base/atomicfile.h"
 
 double train_now_s(void) {
   struct timespec ts;

@@ -5,7 +5,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 
 double train_now_s(void);                        /* CLOCK_MONOTONIC seconds */
 void train_fmt_eta(char *buf, size_t n, double s); /* "42s", "3m07s", "2h05m" or "--" */

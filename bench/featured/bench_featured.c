@@ -23,8 +23,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "nn/dtype.h"
-#include "services/client/taca_client.h"
+#include "base/dtype.h"
+#include "client/taca_client.h"
 
 enum { OP_STREAM, OP_GET, OP_LOOKUP, OP_SEARCH, OP_COUNT };
 static const char *OP_NAMES[OP_COUNT] = {"StreamEpoch", "GetBatch", "Lookup", "Search"};

@@ -5,7 +5,7 @@
 #include <getopt.h>
 #include <stddef.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 
 /* Prints "taca CMD: message" to stderr as one line and returns status (for `return cli_fail(...)`). */
 int cli_fail(const char *cmd, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "nn/clip.h"
-#include "nn/image.h"
-#include "nn/npy.h"
-#include "nn/tokenizer.h"
+#include "image/image.h"
+#include "base/npy.h"
+#include "text/tokenizer.h"
 #include "services/cli/cli_util.h"
 
 static const char *USAGE =

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "services/cli/cli_util.h"
-#include "services/client/taca_client.h"
+#include "client/taca_client.h"
 
 int cmd_health(int argc, char **argv) {
   const char *servers = NULL;

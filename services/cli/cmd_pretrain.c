@@ -16,7 +16,7 @@
 #include <jansson.h>
 
 #include "nn/clip_train.h"
-#include "nn/tokenizer.h"
+#include "text/tokenizer.h"
 #include "services/cli/cli_util.h"
 #include "services/cli/pretrain_feed.h"
 #include "services/eval/metrics.h"

@@ -9,9 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/npy.h"
+#include "base/npy.h"
 #include "services/cli/cli_util.h"
 #include "services/cli/commands.h"
+#include "search/search.h"
 #include "storage/store.h"
 
 static const char *USAGE =

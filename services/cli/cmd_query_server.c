@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/npy.h"
+#include "base/npy.h"
 #include "services/cli/cli_util.h"
 #include "services/cli/commands.h"
-#include "services/client/taca_client.h"
+#include "client/taca_client.h"
 
 #define CMD "query"
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "nn/image_encode.h"
+#include "image/image_encode.h"
 #include "services/cli/cli_util.h"
 #include "services/synth/synth.h"
 

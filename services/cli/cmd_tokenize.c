@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "nn/npy.h"
-#include "nn/tokenizer.h"
+#include "base/npy.h"
+#include "text/tokenizer.h"
 #include "services/cli/cli_util.h"
 
 static const char *USAGE =

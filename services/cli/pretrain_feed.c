@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/image.h"
+#include "image/image.h"
 #include "services/synth/synth.h"
 
 struct pretrain_feed {

@@ -12,8 +12,8 @@
 
 #include <stdint.h>
 
-#include "nn/error.h"
-#include "nn/tokenizer.h"
+#include "base/error.h"
+#include "text/tokenizer.h"
 
 typedef struct pretrain_batch {
   int n;            /* samples in this batch (<= batch) */

@@ -12,15 +12,15 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "nn/pixel_codec.h"
+#include "image/pixel_codec.h"
 #include "nn/clip.h"
-#include "nn/image.h"
-#include "nn/npy.h"
-#include "nn/safetensors.h"
+#include "image/image.h"
+#include "base/npy.h"
+#include "base/safetensors.h"
 #include "storage/gather.h"
 #include "storage/store.h"
-#include "trainer/taca_params.h"
-#include "trainer/taca_step.h"
+#include "methods/taca_params.h"
+#include "methods/taca_step.h"
 
 void eval_options_default(eval_options *o) {
   memset(o, 0, sizeof *o);

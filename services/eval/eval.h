@@ -19,7 +19,7 @@
 
 #include <stdint.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 #include "services/eval/metrics.h"
 
 typedef struct eval_options {

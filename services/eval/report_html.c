@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/atomicfile.h"
+#include "base/atomicfile.h"
 #include "services/eval/report.h"
 
 static const char *PALETTE[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#7f7f7f"};

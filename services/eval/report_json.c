@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/atomicfile.h"
+#include "base/atomicfile.h"
 #include "services/eval/report.h"
 
 /* Non-finite numbers are not JSON: null. */

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 #include "storage/store.h"
 
 #define FEATURED_VERSION "taca-featured 0.1.0"

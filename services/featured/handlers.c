@@ -10,6 +10,7 @@
 #include "services/featured/batch.h"
 #include "services/featured/epoch.h"
 #include "services/featured/textenc.h"
+#include "search/search.h"
 #include "storage/gather.h"
 #include "taca/v1/feature_cache.pb-c.h"
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 
 typedef struct http_server http_server;
 

@@ -3,7 +3,7 @@
 #ifndef TACA_FEATURED_LOG_H
 #define TACA_FEATURED_LOG_H
 
-#include "nn/error.h"
+#include "base/error.h"
 
 typedef enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 } log_level;
 

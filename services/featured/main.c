@@ -13,7 +13,7 @@
 #include <string.h>
 #include <uv.h>
 
-#include "nn/atomicfile.h"
+#include "base/atomicfile.h"
 #include "services/featured/featured.h"
 #include "services/featured/http.h"
 #include "services/featured/log.h"

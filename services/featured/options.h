@@ -4,7 +4,7 @@
 
 #include <stdio.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 #include "services/featured/featured.h"
 
 extern const char *FEATURED_USAGE;

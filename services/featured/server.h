@@ -14,7 +14,7 @@
 #ifndef TACA_FEATURED_SERVER_H
 #define TACA_FEATURED_SERVER_H
 
-#include "nn/error.h"
+#include "base/error.h"
 #include "services/featured/featured.h"
 
 typedef struct featured_server featured_server;

@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 
 #include "nn/clip.h"
-#include "nn/tokenizer.h"
+#include "text/tokenizer.h"
 #include "services/featured/log.h"
 
 typedef struct tower {

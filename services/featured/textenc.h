@@ -4,7 +4,7 @@
 #ifndef TACA_FEATURED_TEXTENC_H
 #define TACA_FEATURED_TEXTENC_H
 
-#include "nn/error.h"
+#include "base/error.h"
 #include "services/featured/featured.h"
 
 int text_towers_load(text_towers **out, const featured_config *cfg, const store_info *info, taca_error *err);

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/npy.h"
-#include "nn/rng.h"
+#include "base/npy.h"
+#include "base/rng.h"
 #include "storage/store.h"
 
 #define CHUNK 4096

@@ -4,7 +4,7 @@
  * the AFT paper's Figure 4b: AFT should learn to down-weight it).
  *
  * Random rows: component k of sample `index` is a standard normal from splitmix64 seeded with
- * (seed, index) (nn/rng.h: the state is seed * 0x9E3779B97F4A7C15 + index, two uniforms per normal),
+ * (seed, index) (base/rng.h: the state is seed * 0x9E3779B97F4A7C15 + index, two uniforms per normal),
  * so the vectors do not depend on batching and a rerun writes the same bytes.
  * Writing: one LMDB transaction per 4096 samples; an interrupted run is simply run again (the
  * rows it rewrites are identical). */
@@ -13,8 +13,8 @@
 
 #include <stdint.h>
 
-#include "nn/dtype.h"
-#include "nn/error.h"
+#include "base/dtype.h"
+#include "base/error.h"
 
 typedef struct add_features_opts {
   const char *db;

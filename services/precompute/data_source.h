@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nn/error.h"
+#include "base/error.h"
 
 typedef enum ds_kind { DS_TAR = 1, DS_FOLDER = 2 } ds_kind;
 

@@ -12,10 +12,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "nn/pixel_codec.h"
+#include "image/pixel_codec.h"
 #include "nn/clip.h"
-#include "nn/image.h"
-#include "nn/tokenizer.h"
+#include "image/image.h"
+#include "text/tokenizer.h"
 #include "services/precompute/data_source.h"
 #include "services/precompute/progress.h"
 #include "storage/store.h"

@@ -14,8 +14,8 @@
 
 #include <stdint.h>
 
-#include "nn/dtype.h"
-#include "nn/error.h"
+#include "base/dtype.h"
+#include "base/error.h"
 
 typedef struct precompute_opts {
   const char *model_path;

@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "nn/image.h"
+#include "image/image.h"
 
 #define SYNTH_SHAPES 4
 #define SYNTH_COLORS 6

@@ -1,5 +1,5 @@
 /* fuzz_client_batch.c: libFuzzer target for the client's decoder of Batch messages
- * (services/client/batch_convert.c: the top-level field walk that keeps pixels in place, protobuf-c
+ * (client/batch_convert.c: the top-level field walk that keeps pixels in place, protobuf-c
  * for the rest, and the checks that a batch matches what was asked for), i.e. what a hostile or broken
  * server could send. The input is a Batch message; it is parsed, then scattered into a taca_batch
  * asking for every field (one "old" model, image and text, dim 8, F16). Any input must be refused
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "services/client/client_internal.h"
+#include "client/client_internal.h"
 
 #define CHECK(c)                                                                     \
   do {                                                                               \

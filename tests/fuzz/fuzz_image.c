@@ -1,10 +1,10 @@
-/* fuzz_image.c: fuzz target for image decoding (nn/image_decode.c: JPEG via libjpeg-turbo, PNG via
+/* fuzz_image.c: fuzz target for image decoding (image/image_decode.c: JPEG via libjpeg-turbo, PNG via
  * libpng, WebP via libwebp, recognised by magic bytes) and, for images that decode, CLIP's resize and
- * center crop (nn/image_resize.c). Checks that a decoded image is within the bomb limits of image.h. */
+ * center crop (image/image_resize.c). Checks that a decoded image is within the bomb limits of image.h. */
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "nn/image.h"
+#include "image/image.h"
 
 static volatile unsigned g_sink;
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/npy.h"
+#include "base/npy.h"
 
 #define CHECK(c) \
   do {           \

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/safetensors.h"
+#include "base/safetensors.h"
 
 #define CHECK(c) \
   do {           \

@@ -1,4 +1,4 @@
-/* fuzz_text_fix.c: fuzz target for nn/text_fix (ftfy.fix_text in C). Any bytes: invalid UTF-8 must
+/* fuzz_text_fix.c: fuzz target for text/text_fix (ftfy.fix_text in C). Any bytes: invalid UTF-8 must
  * be refused with a one-line reason; valid UTF-8 must come out as valid, NUL-free UTF-8 that holds
  * none of what ftfy's character-level fixes remove (control characters, CR and Unicode line
  * separators, curly quotes, Latin ligatures, full-width ASCII, U+3000). Every single fix and the
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/text_fix.h"
+#include "text/text_fix.h"
 
 #define CHECK(c)                                                                                   \
   do {                                                                                             \

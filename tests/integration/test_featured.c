@@ -31,9 +31,9 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "nn/clip.h"
-#include "nn/npy.h"
-#include "nn/tokenizer.h"
-#include "services/client/taca_client.h"
+#include "base/npy.h"
+#include "text/tokenizer.h"
+#include "client/taca_client.h"
 #include "taca/v1/feature_cache.pb-c.h"
 #include "tests/integration/featured_synth.h"
 

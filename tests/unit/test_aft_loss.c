@@ -1,4 +1,4 @@
-/* test_aft_loss.c: nn/aft_loss against PyTorch autograd (tests/fixtures/gen_aft.py ->
+/* test_aft_loss.c: methods/aft_loss against PyTorch autograd (tests/fixtures/gen_aft.py ->
  * tests/fixtures/aft/aft.safetensors, prior.py KernelPrior verbatim) and against properties the
  * regulariser must have: n = 1 and T = F give R = sqrt(1e-8); constant columns get zero gradients;
  * R is invariant to scaling F, so <dR/dF, F> = 0; the centering makes each column of dR/dF sum to 0;
@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/aft_loss.h"
-#include "nn/safetensors.h"
+#include "methods/aft_loss.h"
+#include "base/safetensors.h"
 
 #define FIX TACA_FIXTURES_DIR "/aft/aft.safetensors"
 

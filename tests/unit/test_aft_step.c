@@ -1,4 +1,4 @@
-/* test_aft_step.c: whole AFT training steps (trainer/aft_model.c + trainer/aft_prior.c +
+/* test_aft_step.c: whole AFT training steps (methods/aft_model.c + methods/aft_prior.c +
  * nn/cross_entropy.c) against PyTorch (tests/fixtures/gen_aft_step.py -> tests/fixtures/aft/
  * step.safetensors): three steps of the downstream ViT (the tiny CLIP vision tower of
  * tests/fixtures/clip_train/init) with a classifier under the aft, kd and stl methods, and of the
@@ -21,9 +21,9 @@
 #include <string.h>
 
 #include "nn/cross_entropy.h"
-#include "nn/safetensors.h"
-#include "trainer/aft_model.h"
-#include "trainer/aft_prior.h"
+#include "base/safetensors.h"
+#include "methods/aft_model.h"
+#include "methods/aft_prior.h"
 
 #define FIX TACA_FIXTURES_DIR "/"
 #define B 6

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "nn/backend.h"
-#include "nn/safetensors.h"
+#include "base/safetensors.h"
 
 static nn_backend *be;
 static st_file ops;

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "nn/clip.h"
-#include "nn/npy.h"
+#include "base/npy.h"
 
 static nn_backend *be;
 

@@ -27,7 +27,7 @@
 
 #include "nn/clip.h"
 #include "nn/clip_train.h"
-#include "nn/safetensors.h"
+#include "base/safetensors.h"
 
 #define FIX TACA_FIXTURES_DIR "/clip_train/"
 

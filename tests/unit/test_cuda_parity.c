@@ -31,11 +31,11 @@
 #include "nn/backend_cuda.h"
 #include "nn/clip.h"
 #include "nn/clip_train.h"
-#include "nn/npy.h"
-#include "nn/safetensors.h"
-#include "nn/taca_loss.h"
-#include "trainer/taca_params.h"
-#include "trainer/taca_step.h"
+#include "base/npy.h"
+#include "base/safetensors.h"
+#include "methods/taca_loss.h"
+#include "methods/taca_params.h"
+#include "methods/taca_step.h"
 
 static nn_backend *cpu, *gpu;
 static nn_cuda_math math_mode;

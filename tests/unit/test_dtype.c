@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/dtype.h"
+#include "base/dtype.h"
 
 static uint32_t bits_of(float f) {
   uint32_t u;

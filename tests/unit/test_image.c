@@ -1,10 +1,10 @@
-/* test_image.c: image decoding and CLIP preprocessing (nn/image.h) against PIL 9.4 + torch references
+/* test_image.c: image decoding and CLIP preprocessing (image/image.h) against PIL 9.4 + torch references
  * made by tests/fixtures/gen_images.py (manifest tests/fixtures/images/manifest.json).
  *   - decoding: every fixture source decodes to PIL's convert('RGB') pixels exactly (CRC-32 of all bytes);
  *   - CLIP resize + center crop at sizes 224, 32 and 7: exact uint8 equality (stored bytes or CRC-32),
  *     geometry equal to torchvision's. For RGB and L sources the reference is CLIP's own transform order
  *     (resize, crop, then convert('RGB')); for RGBA/LA/P/1/CMYK sources it is convert('RGB') first, the
- *     documented deviation (nn/image_resize.c); 16-bit gray PNGs keep their high byte (nn/image_decode.c);
+ *     documented deviation (image/image_resize.c); 16-bit gray PNGs keep their high byte (image/image_decode.c);
  *   - plain bicubic resizes to many sizes (up, down, one axis only, 1-pixel): exact;
  *   - crops and resizes both with the SIMD horizontal kernel (where the CPU has AVX2) and in plain C;
  *   - normalisation: bit-identical to torch float32 (tolerance asserted: max |error| <= 1e-6; reached: 0),
@@ -21,7 +21,7 @@
 #include <strings.h>
 #include <zlib.h>
 
-#include "nn/image.h"
+#include "image/image.h"
 
 #define IMG_DIR TACA_FIXTURES_DIR "/images"
 

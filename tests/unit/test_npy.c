@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "nn/npy.h"
+#include "base/npy.h"
 
 #define FIX TACA_FIXTURES_DIR "/formats/"
 

@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "nn/safetensors.h"
+#include "base/safetensors.h"
 
 #define FIX TACA_FIXTURES_DIR "/formats/"
 

@@ -17,7 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "nn/npy.h"
+#include "base/npy.h"
+#include "search/search.h"
 #include "storage/store.h"
 
 /* The query command has no library of its own (it is a file of the `taca` tool): compile it in. Its

@@ -1,5 +1,5 @@
 /* test_taca_grad.c: TaCA training against PyTorch autograd (tests/fixtures/gen_taca.py ->
- * tests/fixtures/taca/): the loss terms and dL/df of nn/taca_loss in every mode; the step-0 loss
+ * tests/fixtures/taca/): the loss terms and dL/df of methods/taca_loss in every mode; the step-0 loss
  * terms and the gradient of every trainable tensor for adapters in all blocks, adapters in a block
  * range, and LoRA on q/v (with and without activation recomputation); the data-parallel split (two
  * ranks' halves of the batch, gradients summed = one-shot gradient); five AdamW steps (lr 1e-3,
@@ -18,10 +18,10 @@
 #include <unistd.h>
 
 #include "nn/clip.h"
-#include "nn/safetensors.h"
-#include "nn/taca_loss.h"
-#include "trainer/taca_params.h"
-#include "trainer/taca_step.h"
+#include "base/safetensors.h"
+#include "methods/taca_loss.h"
+#include "methods/taca_params.h"
+#include "methods/taca_step.h"
 
 #define FIX TACA_FIXTURES_DIR "/taca/"
 

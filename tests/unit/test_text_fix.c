@@ -1,4 +1,4 @@
-/* test_text_fix.c: nn/text_fix (ftfy.fix_text in C) against ftfy 6.3.1's own examples:
+/* test_text_fix.c: text/text_fix (ftfy.fix_text in C) against ftfy 6.3.1's own examples:
  *   - the >>> examples in the docstrings of ftfy/fixes.py and ftfy/__init__.py (each case below
  *     names the function it comes from),
  *   - ftfy's test-case files (tests/fixtures/text_fix/ftfy_test_cases.json, copied from
@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "nn/text_fix.h"
+#include "text/text_fix.h"
 
 /* Runs one fix (step < 0: the whole text_fix) and compares with want. Returns 1 on mismatch. */
 static int check_fix(int step, const char *in, size_t in_len, const char *want, size_t want_len,

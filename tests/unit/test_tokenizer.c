@@ -1,7 +1,7 @@
 /* test_tokenizer.c: CLIP BPE token ids against openai/CLIP's simple_tokenizer with open_clip's
  * truncation (tests/fixtures/gen_tokenizer.py -> tests/fixtures/tokenizer/cases.json), exact
  * equality for every caption; captions with curly quotes, ligatures, full-width forms or mojibake
- * give the ids of their plain equivalents (ftfy.fix_text, nn/text_fix.c); the merges file loaded
+ * give the ids of their plain equivalents (ftfy.fix_text, text/text_fix.c); the merges file loaded
  * from the embedded copy, from an explicit .gz and from a plain-text path; invalid UTF-8, bad
  * arguments and bad merges files give errors; concurrent calls on one tokenizer agree. */
 #include <check.h>
@@ -14,7 +14,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "nn/tokenizer.h"
+#include "text/tokenizer.h"
 
 #define VOCAB_GZ TACA_FIXTURES_DIR "/../../data/bpe_simple_vocab_16e6.txt.gz"
 
