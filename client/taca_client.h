@@ -156,6 +156,16 @@ int taca_client_search(taca_client *c, const char *model, taca_modality modality
                        const char *const *captions, int nq, int k, taca_metric metric, int with_keys,
                        taca_search_result *out, taca_error *err);
 
+/* The same through each shard's approximate index (taca index): ann set, nprobe 0 = the index's
+ * default. Every shard must have a fresh index of the model (FAILED_PRECONDITION otherwise). */
+typedef struct taca_search_opts {
+  int ann;
+  int nprobe;
+} taca_search_opts;
+int taca_client_search_opts(taca_client *c, const char *model, taca_modality modality, const float *queries,
+                            const char *const *captions, int nq, int k, taca_metric metric, int with_keys,
+                            const taca_search_opts *opts, taca_search_result *out, taca_error *err);
+
 /* Health.Check of every server: 0 when all are SERVING. */
 int taca_client_health(taca_client *c, taca_error *err);
 

@@ -11,7 +11,7 @@ core=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libarchive-dev zlib1g-dev
   liblmdb-dev lmdb-utils libuv1-dev libxxhash-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler grpc-proto
-  libopenmpi-dev openmpi-bin liblbfgs-dev
+  libopenmpi-dev openmpi-bin liblbfgs-dev libfaiss-dev liblapack-dev g++
   python3 python3-numpy python3-grpcio python3-protobuf python3-h2
   python3-torch  # tests/integration/test_eval.sh recomputes the report with torch.optim.LBFGS
 )

@@ -8,6 +8,7 @@
 #include <xxhash.h>
 
 static const char PROGRESS[] = "progress/";
+static const char INDEX[] = "index/"; /* search indexes record the hash they were built from */
 
 static void to_hex(XXH128_hash_t h, char hex[33]) {
   XXH128_canonical_t c;
@@ -23,7 +24,8 @@ static int hash_db(store_view *v, MDB_dbi dbi, const char *name, int skip_progre
   MDB_val k, d;
   uint64_t n = 0;
   for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-    if (skip_progress && k.mv_size >= sizeof PROGRESS - 1 && !memcmp(k.mv_data, PROGRESS, sizeof PROGRESS - 1))
+    if (skip_progress && ((k.mv_size >= sizeof PROGRESS - 1 && !memcmp(k.mv_data, PROGRESS, sizeof PROGRESS - 1)) ||
+                          (k.mv_size >= sizeof INDEX - 1 && !memcmp(k.mv_data, INDEX, sizeof INDEX - 1))))
       continue;
     uint8_t len[12];
     wr_u32le(len, (uint32_t)k.mv_size);

@@ -796,3 +796,6 @@ int store_get_info(store_view *v, store_info *out, taca_error *err) {
   }
   return 0;
 }
+
+uint64_t store_txn_id(store_txn *t) { return (uint64_t)mdb_txn_id(t->txn); }
+uint64_t store_view_txn_id(store_view *v) { return (uint64_t)mdb_txn_id(v->txn); }

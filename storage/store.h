@@ -176,7 +176,12 @@ int store_get_embedding_raw(store_view *v, int model, store_modality m, uint64_t
 int store_scan_blocks(store_view *v, int model, store_modality m,
                       int (*fn)(const store_block *b, void *ctx), void *ctx, taca_error *err);
 
-/* XXH3-128 over every database except meta "progress/..." records, as 32 hex digits + NUL.
+/* The LMDB transaction id of a write transaction, and of the last commit a view sees: a store whose
+ * last commit is the one a record was written in has not changed since (search/ann.c uses it). */
+uint64_t store_txn_id(store_txn *t);
+uint64_t store_view_txn_id(store_view *v);
+
+/* XXH3-128 over every database except meta "progress/..." and "index/..." records, as 32 hex digits + NUL.
  * Equal for stores with equal content whatever the transaction boundaries that wrote them. */
 int store_content_hash(store_view *v, char hex[33], taca_error *err);
 /* XXH3-128 of a file's bytes as 32 hex digits + NUL ("xxh3-128:" is not prefixed). */

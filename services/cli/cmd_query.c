@@ -12,6 +12,7 @@
 #include "base/npy.h"
 #include "services/cli/cli_util.h"
 #include "services/cli/commands.h"
+#include "search/ann.h"
 #include "search/search.h"
 #include "storage/store.h"
 
@@ -29,7 +30,9 @@ static const char *USAGE =
     "                            every stored embedding in a store without samples) as\n"
     "                            [N, dim] .npy, F32 or the stored dtype; fails naming a missing index\n"
     "  search --model NAME --modality image|text --vectors Q.npy [-k K] [--metric ip|cosine]\n"
-    "                            exact top-K (default 10) for each row of Q ([nq, dim] or [dim])\n"
+    "         [--ann [--nprobe N]]\n"
+    "                            exact top-K (default 10) for each row of Q ([nq, dim] or [dim]);\n"
+    "                            --ann through the model's index (taca index), rescored exactly\n"
     "  --json prints JSON (one object for info, one line per key or query otherwise).\n";
 
 #define CMD "query"
@@ -391,12 +394,13 @@ static int cmd_export(store_view *v, int argc, char **argv) {
 
 /* ---------- search ---------- */
 
-static int cmd_search(store_view *v, int json, int argc, char **argv) {
+static int cmd_search(taca_store *st, store_view *v, int json, int argc, char **argv) {
   const char *model = NULL, *mod = NULL, *vectors = NULL, *metric = "ip";
-  int k = 10;
+  int k = 10, ann = 0, nprobe = 0;
   static const struct option opts[] = {{"model", required_argument, 0, 'm'},   {"modality", required_argument, 0, 'M'},
                                        {"vectors", required_argument, 0, 'q'}, {"metric", required_argument, 0, 'x'},
-                                       {"k", required_argument, 0, 'k'},       {"help", no_argument, 0, 'h'},
+                                       {"k", required_argument, 0, 'k'},       {"ann", no_argument, 0, 'a'},
+                                       {"nprobe", required_argument, 0, 'P'},  {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int c;
   optind = 1;
@@ -410,12 +414,17 @@ static int cmd_search(store_view *v, int json, int argc, char **argv) {
       case 'k':
         if (cli_parse_positive(CMD, "-k", optarg, &k)) return 2;
         break;
+      case 'a': ann = 1; break;
+      case 'P':
+        if (cli_parse_positive(CMD, "--nprobe", optarg, &nprobe)) return 2;
+        break;
       case 'h': fputs(USAGE, stdout); return 0;
       default: return cli_fail(CMD, 2, "search: unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
     }
   }
   if (optind < argc) return cli_fail(CMD, 2, "search: unexpected argument '%s'", argv[optind]);
   if (!model || !mod || !vectors) return cli_fail(CMD, 2, "search: --model, --modality and --vectors are required");
+  if (nprobe && !ann) return cli_fail(CMD, 2, "search: --nprobe goes with --ann");
   store_metric me;
   if (!strcmp(metric, "ip")) me = STORE_METRIC_IP;
   else if (!strcmp(metric, "cosine")) me = STORE_METRIC_COSINE;
@@ -439,7 +448,14 @@ static int cmd_search(store_view *v, int json, int argc, char **argv) {
   float *sc = malloc((size_t)nq * k * sizeof *sc);
   int rc = 0;
   if (!idx || !sc) rc = cli_fail(CMD, 1, "out of memory");
-  else if (store_search(v, sm.id, m, q.data, nq, k, me, idx, sc, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
+  else if (ann) {
+    ann_index *ix;
+    if (ann_open(st, model, m, &ix, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
+    else if (!ix) rc = cli_fail(CMD, 1, "model '%s' has no %s index: build one with taca index --db %s --model %s", model,
+                                mod, store_dir(st), model);
+    else if (ann_search(ix, v, q.data, nq, k, me, nprobe, 0, idx, sc, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
+    ann_close(ix);
+  } else if (store_search(v, sm.id, m, q.data, nq, k, me, idx, sc, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
   for (int i = 0; !rc && i < nq; i++) {
     json_t *res = json ? json_array() : NULL;
     if (!json) printf("query %d\n", i);
@@ -491,7 +507,7 @@ int cmd_query(int argc, char **argv) {
   if (!strcmp(sub, "info")) rc = cmd_info(v, db, json, sargc, sargv);
   else if (!strcmp(sub, "lookup")) rc = cmd_lookup(v, json, sargc, sargv);
   else if (!strcmp(sub, "export")) rc = cmd_export(v, sargc, sargv);
-  else rc = cmd_search(v, json, sargc, sargv);
+  else rc = cmd_search(s, v, json, sargc, sargv);
   store_view_end(v);
   store_close(s);
   fflush(stdout);

@@ -27,9 +27,10 @@ static const char *USAGE_SERVER =
     "                            embeddings of indices A..B-1 (default: the whole data set) as\n"
     "                            [N, dim] .npy; fails naming a missing index\n"
     "  search --model NAME [--modality image|text] (--vectors Q.npy | --caption TEXT...)\n"
-    "         [-k K] [--metric ip|cosine]\n"
+    "         [-k K] [--metric ip|cosine] [--ann [--nprobe N]]\n"
     "                            exact top-K (default 10) for each row of Q or each caption (the\n"
-    "                            servers encode captions with the model's text tower)\n"
+    "                            servers encode captions with the model's text tower); --ann\n"
+    "                            through every shard's ANN index (taca index), rescored exactly\n"
     "  --json prints JSON (one object for info, one line per key or query otherwise).\n";
 
 static void print_json(json_t *j) {
@@ -273,10 +274,12 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   const char *model = NULL, *mod = "image", *vectors = NULL, *metric = "ip";
   const char **captions = calloc((size_t)argc + 1, sizeof *captions);
   int ncap = 0, k = 10;
+  taca_search_opts so = {0};
   if (!captions) return cli_fail(CMD, 1, "out of memory");
   static const struct option opts[] = {{"model", required_argument, 0, 'm'},   {"modality", required_argument, 0, 'M'},
                                        {"vectors", required_argument, 0, 'q'}, {"caption", required_argument, 0, 'c'},
                                        {"metric", required_argument, 0, 'x'},  {"k", required_argument, 0, 'k'},
+                                       {"ann", no_argument, 0, 'a'},           {"nprobe", required_argument, 0, 'P'},
                                        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   int ch, rc = 0;
   optind = 1;
@@ -291,11 +294,16 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
       case 'k':
         if (cli_parse_positive(CMD, "-k", optarg, &k)) rc = 2;
         break;
+      case 'a': so.ann = 1; break;
+      case 'P':
+        if (cli_parse_positive(CMD, "--nprobe", optarg, &so.nprobe)) rc = 2;
+        break;
       case 'h': fputs(USAGE_SERVER, stdout); free(captions); return 0;
       default: rc = cli_fail(CMD, 2, "search: unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
     }
   }
   if (!rc && optind < argc) rc = cli_fail(CMD, 2, "search: unexpected argument '%s'", argv[optind]);
+  if (!rc && so.nprobe && !so.ann) rc = cli_fail(CMD, 2, "search: --nprobe goes with --ann");
   if (!rc && (!model || (!vectors == !ncap)))
     rc = cli_fail(CMD, 2, "search: --model and one of --vectors or --caption are required");
   taca_metric me = TACA_METRIC_IP;
@@ -318,7 +326,8 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
     nq = (int)q.shape[0];
   }
   taca_search_result r;
-  if (taca_client_search(c, model, m, vectors ? q.data : NULL, vectors ? NULL : captions, nq, k, me, 1, &r, &err))
+  if (taca_client_search_opts(c, model, m, vectors ? q.data : NULL, vectors ? NULL : captions, nq, k, me, 1, &so, &r,
+                              &err))
     rc = cli_fail(CMD, 1, "%s", err.msg);
   for (int i = 0; !rc && i < nq; i++) {
     json_t *res = json ? json_array() : NULL;
