@@ -43,7 +43,7 @@ static const char *USAGE =
     "  search --model NAME --modality image|text (--vectors Q.npy | --caption TEXT... |\n"
     "         --captions FILE) [--text-model PATH[:ARCH]] [-k K] [--metric ip|cosine]\n"
     "                            exact top-K (default 10) for each row of Q ([nq, dim] or [dim]) or\n"
-    "                            each caption (--caption repeats, or one per line of FILE), encoded\n"
+    "                            each caption (--caption repeats, then one per line of FILE), encoded\n"
     "                            with the text tower at PATH, which must be the checkpoint the store\n"
     "                            model was made with (its weights hash is checked)\n"
     "  --json prints JSON (one object for info, one line per key or query otherwise).\n";
