@@ -28,7 +28,8 @@ static const char *USAGE_SERVER =
     "  export --model NAME --modality image|text --out X.npy [--range A:B] [--dtype f32|stored]\n"
     "                            embeddings of indices A..B-1 (default: the whole data set) as\n"
     "                            [N, dim] .npy; fails naming a missing index\n"
-    "  search --model NAME [--modality image|text] (--vectors Q.npy | --caption TEXT...)\n"
+    "  search --model NAME [--modality image|text] (--vectors Q.npy | --caption TEXT... |\n"
+    "         --captions FILE)\n"
     "         [-k K] [--metric ip|cosine]\n"
     "                            exact top-K (default 10) for each row of Q or each caption (the\n"
     "                            servers encode captions with the model's text tower)\n"
@@ -316,12 +317,14 @@ static int q_export(taca_client *c, int argc, char **argv) {
 /* ---------- search ---------- */
 
 static int q_search(taca_client *c, int json, int argc, char **argv) {
-  const char *model = NULL, *mod = "image", *vectors = NULL, *metric = "ip";
+  const char *model = NULL, *mod = "image", *vectors = NULL, *metric = "ip", *cap_file = NULL;
   const char **captions = calloc((size_t)argc + 1, sizeof *captions);
-  int ncap = 0, k = 10;
+  char **file_lines = NULL;
+  int ncap = 0, k = 10, nfile = 0;
   if (!captions) return cli_fail(CMD, 1, "out of memory");
   static const struct option opts[] = {{"model", required_argument, 0, 'm'},   {"modality", required_argument, 0, 'M'},
                                        {"vectors", required_argument, 0, 'q'}, {"caption", required_argument, 0, 'c'},
+                                       {"captions", required_argument, 0, 'C'},
                                        {"metric", required_argument, 0, 'x'},  {"k", required_argument, 0, 'k'},
                                        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   int ch, rc = 0;
@@ -333,6 +336,7 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
       case 'M': mod = optarg; break;
       case 'q': vectors = optarg; break;
       case 'c': captions[ncap++] = optarg; break;
+      case 'C': cap_file = optarg; break;
       case 'x': metric = optarg; break;
       case 'k':
         if (cli_parse_positive(CMD, "-k", optarg, &k)) rc = 2;
@@ -342,6 +346,17 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
     }
   }
   if (!rc && optind < argc) rc = cli_fail(CMD, 2, "search: unexpected argument '%s'", argv[optind]);
+  if (!rc && cap_file) { /* --caption texts first, then the file's lines */
+    taca_error ferr = {{0}};
+    nfile = cli_read_lines(cap_file, &file_lines, &ferr);
+    const char **more = nfile < 0 ? NULL : realloc(captions, ((size_t)argc + (size_t)nfile + 1) * sizeof *captions);
+    if (nfile < 0) rc = cli_fail(CMD, 1, "--captions: %s", ferr.msg);
+    else if (!more) rc = cli_fail(CMD, 1, "out of memory");
+    else captions = more;
+    for (int i = 0; !rc && i < nfile; i++)
+      if (file_lines[i][0]) captions[ncap++] = file_lines[i];
+    if (!rc && !ncap) rc = cli_fail(CMD, 1, "--captions %s: no captions in it", cap_file);
+  }
   if (!rc && (!model || (!vectors == !ncap)))
     rc = cli_fail(CMD, 2, "search: --model and one of --vectors or --caption are required");
   taca_metric me = TACA_METRIC_IP;
@@ -350,6 +365,7 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   taca_modality m = TACA_IMAGE;
   if (!rc && parse_modality(mod, &m)) rc = 2;
   if (rc) {
+    if (file_lines) cli_free_lines(file_lines, nfile);
     free(captions);
     return rc;
   }
@@ -402,6 +418,7 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   if (!rc) taca_search_result_free(&r);
   if (have_caps) taca_batch_free(&hitb);
   npy_free(&q);
+  if (file_lines) cli_free_lines(file_lines, nfile);
   free(captions);
   return rc;
 }

@@ -102,7 +102,7 @@ pid=$!
 for _ in $(seq 400); do grep -q '^grpc=' "$tmp/ports" 2>/dev/null && break; sleep 0.05; done
 srv=127.0.0.1:$(sed -n 's/^grpc=//p' "$tmp/ports")
 "$bin/taca" query --server "$srv" --json search --model tiny --caption "a green cross" \
-  --caption "a small red circle" --caption "a large blue square" -k 5 > "$tmp/on.jsonl"
+  --captions "$tmp/caps.txt" -k 5 > "$tmp/on.jsonl"
 "$py" - "$tmp/off.jsonl" "$tmp/on.jsonl" <<'PY' || fail "offline and online caption search differ"
 import json, sys
 off = [json.loads(l) for l in open(sys.argv[1])]
