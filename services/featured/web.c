@@ -135,6 +135,7 @@ static void api_search(featured *f, const char *target, http_reply *out) {
   req.k = (uint32_t)(k > (long)UINT32_MAX ? UINT32_MAX : k);
   req.with_keys = 1;
   req.with_captions = 1;
+  req.with_metadata = 1;
   size_t len = taca__v1__search_request__get_packed_size(&req);
   uint8_t *buf = malloc(len ? len : 1);
   if (!buf) return json_error(out, 500, "out of memory");
@@ -158,9 +159,12 @@ static void api_search(featured *f, const char *target, http_reply *out) {
   json_t *res = json_array();
   for (size_t i = 0; i < h->n_indices; i++) {
     const char *key = i < h->n_keys ? h->keys[i] : "", *cap = i < h->n_captions ? h->captions[i] : "";
+    const char *meta = i < h->n_metadata ? h->metadata[i] : "";
     json_t *o = json_pack("{s:i, s:I, s:s, s:f}", "rank", (int)i + 1, "index", (json_int_t)h->indices[i], "key",
                           key, "score", (double)h->scores[i]);
     json_object_set_new(o, "caption", cap[0] ? json_string(cap) : json_null());
+    json_t *mj = meta[0] ? json_loads(meta, 0, NULL) : NULL;
+    json_object_set_new(o, "metadata", mj ? mj : json_null());
     json_array_append_new(res, o);
   }
   taca__v1__search_response__free_unpacked(resp, NULL);

@@ -2,7 +2,7 @@
  *   GET /                     the page (services/featured/page.html, compiled in; no external files)
  *   GET /api/info             JSON: samples, pixel format, models (dims, counts, caption search)
  *   GET /api/search?q=TEXT&model=NAME&k=K[&modality=image|text][&metric=ip|cosine]
- *                             JSON: {"model","q","results":[{"rank","index","key","caption","score"}]}
+ *                             JSON: {"model","q","results":[{"rank","index","key","caption","score","metadata"}]}
  *                             — the Search RPC's own handler answers it (same checks, same hits)
  *   GET /thumb?index=N        the stored crop as JPEG (raw crops are encoded, JPEG ones sent as is)
  * With --token, /api/... and /thumb need "Authorization: Bearer TOKEN" (401 otherwise); the page

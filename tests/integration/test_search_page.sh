@@ -90,6 +90,8 @@ for model, path in (("tiny", sys.argv[2]), ("tiny_b", sys.argv[3])):
     print("  %s: %d hits as taca query ranks them: %s" % (model, len(got), [k for _, k, _, _ in got]))
 PY
 grep -q 'data-state="done"' "$tmp/dom.html" || fail "the page did not reach the done state"
+grep -q '<span class="meta url">https://example.invalid/000000016.png</span>' "$tmp/dom.html" ||
+  fail "the page does not show the hits' metadata url"
 
 # --- without the token the page shows no hits ---
 run_browser "$base/?q=$qe&model=tiny&k=6" "$tmp/dom_anon.html"
