@@ -115,7 +115,11 @@ for a, b in zip(off, on):
 PY
 "$bin/taca" query --server "$srv" lookup 000000001 | grep -q 'caption   "' || fail "online lookup shows no caption"
 "$bin/taca" query --server "$srv" keys --limit 3 2>/dev/null | grep -q "^2	000000002$" || fail "online keys"
-kill "$pid"; wait "$pid" || true; pid=""
+kill -TERM "$pid"
+status=0
+wait "$pid" || status=$?
+pid=""
+[ "$status" = 0 ] || fail "taca-featured exited $status after SIGTERM"
 
 # --- 4. info --json for a long dataset record ---
 "$bin/taca" synth --out "$tmp/many" --n 40 --size 40 --shards 40 > /dev/null

@@ -102,4 +102,9 @@ grep -q 'data-state="error"' "$tmp/dom_anon.html" || fail "the page without the 
 shot=${TACA_SCREENSHOT:-$tmp/page.png}
 run_browser "$base/?q=$qe&model=tiny&k=8&compare=tiny_b#token=$token" "$tmp/dom2.html" "$shot"
 [ "$(head -c 4 "$shot" | od -An -tx1 | tr -d ' ')" = 89504e47 ] || fail "no PNG screenshot at $shot"
+kill -TERM "$pid"
+status=0
+wait "$pid" || status=$?
+pid=""
+[ "$status" = 0 ] || fail "taca-featured exited $status after SIGTERM"
 echo "ok (screenshot $shot)"
