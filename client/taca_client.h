@@ -94,6 +94,7 @@ typedef struct taca_fields {
     taca_modality modality;
   } embeddings[TACA_CLIENT_MAX_EMB];
   int embeddings_as_f32;       /* convert to F32 on the server (default: the stored dtype) */
+  int captions, metadata;      /* the samples' caption text and source metadata (JSON object text) */
 } taca_fields;
 
 typedef struct taca_embeddings {
@@ -115,6 +116,8 @@ typedef struct taca_batch {
   size_t *pixel_sizes;         /* n byte counts (0 where none is stored) */
   int n_embeddings;
   taca_embeddings embeddings[TACA_CLIENT_MAX_EMB]; /* in the order of taca_fields.embeddings */
+  char **captions;             /* n strings ("" where none is stored), or NULL */
+  char **metadata;             /* n JSON object texts ("" where none is stored), or NULL */
   uint64_t sequence, batch_count; /* StreamEpoch: this batch's number and the total (all shards) */
   struct taca_batch_mem *mem_; /* owns everything above */
 } taca_batch;

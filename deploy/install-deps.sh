@@ -13,6 +13,7 @@ core=(
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler grpc-proto
   libopenmpi-dev openmpi-bin liblbfgs-dev libfaiss-dev liblapack-dev g++
   python3 python3-numpy python3-grpcio python3-protobuf python3-h2
+  chromium  # tests/integration/test_search_page.sh: the search page in a headless browser
   python3-torch  # tests/integration/test_eval.sh recomputes the report with torch.optim.LBFGS
 )
 reference=(python3-torch python3-numpy python3-pil python3-regex python3-faiss)

@@ -1,5 +1,5 @@
 /* hash.c: the store's content hash (XXH3-128 over every database's entries in key order, meta
- * "progress/..." records left out) and the checksum of a weights file. */
+ * "progress/..." records left out, empty annotation databases too) and the checksum of a weights file. */
 #include "storage/store_internal.h"
 
 #include <errno.h>
@@ -51,6 +51,14 @@ int store_content_hash(store_view *v, char hex[33], taca_error *err) {
   int rc = hash_db(v, s->meta, "meta", 1, st, err) || hash_db(v, s->samples, "samples", 0, st, err) ||
            hash_db(v, s->pixels, "pixels", 0, st, err) || hash_db(v, s->keys, "keys", 0, st, err) ||
            hash_db(v, s->emb, "emb", 0, st, err);
+  /* Annotations only when there are some, so that stores without them keep their earlier hashes. */
+  for (int i = 0; !rc && s->has_annotations && i < 2; i++) {
+    MDB_dbi dbi = i ? s->metadata : s->captions;
+    MDB_stat ms;
+    int src = mdb_stat(v->txn, dbi, &ms);
+    if (src) rc = store_mdb_fail(s, err, src, "stat");
+    else if (ms.ms_entries) rc = hash_db(v, dbi, i ? "metadata" : "captions", 0, st, err);
+  }
   if (!rc) to_hex(XXH3_128bits_digest(st), hex);
   XXH3_freeState(st);
   return rc ? -1 : 0;

@@ -34,6 +34,8 @@ typedef struct model_table {
 struct taca_store {
   MDB_env *env;
   MDB_dbi meta, samples, pixels, keys, emb;
+  MDB_dbi captions, metadata;  /* annotations.c; valid only when has_annotations */
+  int has_annotations;         /* 0: a store written before these databases existed, opened read-only */
   int readonly;
   uint64_t map_size;
   char dir[4096];

@@ -375,6 +375,13 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
       }
       h->n_keys = cnt;
     }
+    if ((in->with_captions || in->with_metadata) && cnt) {
+      if (batch_annotations(v, h->indices, cnt, in->with_captions, in->with_metadata, &a, &h->captions, &h->metadata,
+                            r))
+        goto done;
+      if (in->with_captions) h->n_captions = cnt;
+      if (in->with_metadata) h->n_metadata = cnt;
+    }
     hp[i] = h;
   }
   out.n_results = nq;
