@@ -183,9 +183,11 @@ class Client:
         return out
 
     def search(self, text=None, vector=None, image=None, model=None, k=10, modality="image", metric="ip",
-               with_embeddings=False):
+               with_embeddings=False, ann=False, nprobe=0):
         """Exact top-k over (model, modality) by caption text(s) or query vector(s). One caption or a
-        1-D vector gives one SearchHits; a list of captions or a 2-D array gives a list of them."""
+        1-D vector gives one SearchHits; a list of captions or a 2-D array gives a list of them.
+        ann=True searches through the server's ANN index of the model (taca index), nprobe lists
+        (0 = the index's default); the hits are rescored exactly."""
         if model is None:
             raise ValueError("search: model is required")
         if image is not None:
@@ -193,7 +195,7 @@ class Client:
         if (text is None) == (vector is None):
             raise ValueError("search: give exactly one of text or vector")
         req = pb.SearchRequest(model=model, modality=_MODALITY[modality], k=int(k), metric=_METRIC[metric],
-                               with_keys=True, with_captions=True)
+                               with_keys=True, with_captions=True, ann=bool(ann), nprobe=int(nprobe))
         if text is not None:
             single = isinstance(text, str)
             req.captions.extend([text] if single else list(text))
