@@ -62,6 +62,12 @@ cuda_impl *cuda_enter(nn_backend *be) {
   cuda_impl *im = (cuda_impl *)be->impl;
   if (im->failed) return NULL;
   if (!CUDA_OK(im, cudaSetDevice(im->device))) return NULL;
+  /* Debug mode (TACA_CUDA_SYNC=1): every op starts after all earlier work of both streams ended,
+   * so results cannot depend on the stream contract (backend_cuda.h); a run that differs from its
+   * TACA_CUDA_SYNC=1 twin has a stream race. */
+  if (im->sync_each_op && !(CUDA_OK(im, cudaStreamSynchronize(im->compute)) &&
+                            CUDA_OK(im, cudaStreamSynchronize(im->copy))))
+    return NULL;
   return im;
 }
 
@@ -455,6 +461,8 @@ static nn_backend *mod_create(int ordinal, nn_cuda_math math, taca_error *err) {
   be->impl = im;
   im->device = ordinal;
   im->math = math;
+  const char *sync = getenv("TACA_CUDA_SYNC");
+  im->sync_each_op = sync && !strcmp(sync, "1");
   for (int c = 0; c < CUDA_SIZE_CLASSES; c++) im->free_head[c] = -1;
   cudaDeviceProp prop;
   if (!CUDA_OK(im, cudaSetDevice(ordinal)) ||
@@ -531,10 +539,10 @@ static const nn_cuda_module the_module = {
     NN_CUDA_MODULE_ABI, mod_device_count, mod_create,  mod_stream, mod_device,
     mod_math,           mod_check,        mod_memory,  mod_is_ours,
 #ifdef TACA_HAVE_NCCL
-    CUDA_NCCL_ID_BYTES, cuda_nccl_unique_id, cuda_nccl_init, cuda_nccl_allreduce_sum,
-    cuda_nccl_destroy,
+    cuda_nccl_id_bytes, cuda_nccl_unique_id, cuda_nccl_init, cuda_nccl_allreduce_sum,
+    cuda_nccl_destroy,  cuda_nccl_abort,
 #else
-    0, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, NULL, NULL, NULL,
 #endif
 };
 

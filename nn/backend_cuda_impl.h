@@ -54,6 +54,7 @@ typedef struct cuda_impl {
   void *att_scratch;         /* F32: one head's attention scores [B, T, T] when att is NULL */
   size_t att_scratch_cap;    /* bytes */
 
+  int sync_each_op;          /* TACA_CUDA_SYNC=1: both streams synchronised before every op */
   int failed;                /* sticky: a CUDA/cuBLAS call failed; ops are no-ops from then on */
   char error[480];
 } cuda_impl;
@@ -108,12 +109,15 @@ void cuda_register_training_ops(nn_backend *be);
 /* A kernel of this build, to test that the GPU can run it (cudaFuncGetAttributes). */
 const void *cuda_probe_kernel(void);
 
-/* backend_cuda_nccl.cu (built where NCCL is found: TACA_HAVE_NCCL); see nn/backend_cuda.h. */
+/* backend_cuda_nccl.cu (built where nccl.h is found: TACA_HAVE_NCCL; libnccl loaded lazily);
+ * see nn/backend_cuda.h. */
 #define CUDA_NCCL_ID_BYTES ((size_t)128) /* NCCL_UNIQUE_ID_BYTES, checked there */
+size_t cuda_nccl_id_bytes(taca_error *err); /* 0 with the reason when libnccl cannot be loaded */
 int cuda_nccl_unique_id(void *id, taca_error *err);
 int cuda_nccl_init(void **comm, nn_backend *be, int nranks, const void *id, int rank,
                    taca_error *err);
 int cuda_nccl_allreduce_sum(void *comm, nn_backend *be, float *buf, size_t n, taca_error *err);
 void cuda_nccl_destroy(void *comm);
+void cuda_nccl_abort(void *comm);
 
 #endif

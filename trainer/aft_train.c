@@ -1,6 +1,6 @@
 /* aft_train.c: the AFT training loop of one rank, its test evaluation and its report (see
  * aft_train.h). Ranks stay in lockstep as in train.c: failures are agreed on with comm_any before
- * each step's collectives. */
+ * each step's collectives, and a rank failing anywhere else ends the run (comm_fail_fast). */
 #include "trainer/aft_train.h"
 
 #include <errno.h>
@@ -121,7 +121,7 @@ static int test_accuracy(aft_model *am, const test_set *t, const taca_comm *comm
     }
     for (int k = 0; k < n; k++) correct += argmax_row(logits + (size_t)k * am->classes, am->classes) == t->labels[i0 + k];
   }
-  if (comm_any(comm, failed)) return failed ? -1 : taca_fail(err, "another rank failed in the test evaluation");
+  if (comm_any(comm, failed)) return failed ? -1 : comm_fail_elsewhere(err, "another rank failed in the test evaluation");
   *acc = comm_sum(comm, (double)correct) / (double)t->n;
   return 0;
 }
@@ -375,10 +375,11 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
     if (!failed) {
       aft_model_zero_grad(am);
       aft_prior_zero_grad(&pr);
-      failed = aft_model_forward(am, fb->pixels, b, bf->F_local, bf->logits, err) != 0;
+      failed = train_fault(rank, "step", err) != 0 ||
+               aft_model_forward(am, fb->pixels, b, bf->F_local, bf->logits, err) != 0;
     }
     if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
+      if (!failed) comm_fail_elsewhere(err, "another rank failed at step %ld", step);
       if (fb) feed_release(fd, fb);
       failed = 1;
       break;
@@ -401,10 +402,12 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
       failed = aft_model_backward(am, method == AFT_METHOD_STL ? NULL : bf->dF_all + (size_t)rank * b * dF,
                                   bf->dlogits, err) != 0;
     if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
+      if (!failed) comm_fail_elsewhere(err, "another rank failed at step %ld", step);
       failed = 1;
       break;
     }
+    failed = train_fault(rank, "allreduce", err) != 0;
+    if (failed) break;
     float *gbuf[2];
     size_t glen[2];
     int ng = aft_model_grad_buffers(am, gbuf, glen);
@@ -449,11 +452,11 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
       if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == o->steps) {
         run_sums now = sums;
         now.seconds += train_now_s() - t_run;
-        failed = save_checkpoint(o, am, &pr, meta, &now, err) != 0;
+        failed = train_fault(rank, "checkpoint", err) != 0 || save_checkpoint(o, am, &pr, meta, &now, err) != 0;
       }
     }
     if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
+      if (!failed) comm_fail_elsewhere(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
       failed = 1;
       break;
     }
@@ -473,6 +476,7 @@ static int train_method(const train_options *o, const taca_comm *comm, nn_backen
   if (rank == 0 && save_result(o, res, dP, config, err)) goto done;
   rc = 0;
 done:
+  if (rc) comm_fail_fast(comm, nccl, err); /* returns only where the others know already */
   feed_close(fd);
   aft_model_free(am);
   aft_prior_free(&pr);
@@ -587,7 +591,10 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   char device[64];
   if (comm_rank_device(comm, o->device, device, sizeof device, err)) return -1;
   nn_backend *be = nn_backend_create(device, o->threads, err);
-  if (!be) return -1;
+  if (!be) {
+    comm_fail_fast(comm, NULL, err);
+    return -1;
+  }
   taca_nccl *nccl = NULL;
   int rc = -1;
   test_set ts = {0};
@@ -596,12 +603,15 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   aft_buffers bf = {0};
   method_result res[MAX_METHODS] = {0};
   int done_methods = 0;
-  if (comm_any(comm, comm_nccl_init(&nccl, comm, be, err) != 0)) {
-    if (!err->msg[0]) taca_fail(err, "another rank failed to set up NCCL");
+  int setup_failed = train_fault(rank, "setup", err) != 0;
+  if (!setup_failed && rank == 0 && mkdir(o->out, 0755) && errno != EEXIST)
+    setup_failed = taca_fail(err, "--out %s: %s", o->out, strerror(errno)) != 0;
+  if (comm_any(comm, setup_failed)) {
+    if (!setup_failed) comm_fail_elsewhere(err, "another rank failed to set up");
     goto done;
   }
-  if (rank == 0 && mkdir(o->out, 0755) && errno != EEXIST) {
-    taca_fail(err, "--out %s: %s", o->out, strerror(errno));
+  if (comm_any(comm, comm_nccl_init(&nccl, comm, be, err) != 0)) {
+    if (!err->msg[0]) comm_fail_elsewhere(err, "another rank failed to set up NCCL");
     goto done;
   }
   feed_options fo = {.servers = o->servers, .features = o->features, .be = be, .seed = o->seed, .rank = rank,
@@ -683,12 +693,13 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     if (!failed) done_methods++;
   }
   if (comm_any(comm, failed)) {
-    if (!failed) taca_fail(err, "another rank failed");
+    if (!failed) comm_fail_elsewhere(err, "another rank failed");
     goto done;
   }
   if (rank == 0 && write_report(o, res, done_methods, models, dims, n_models, classes, &ts, err)) goto done;
   rc = 0;
 done:
+  if (rc) comm_fail_fast(comm, nccl, err); /* returns only where the others know already */
   if (log) fclose(log);
   feed_close(probe);
   test_set_free(&ts);

@@ -1,7 +1,9 @@
 /* train.c: the taca-train loop of one rank: batches from the feed, forward of the local rows,
  * all-gather of the global batch for the contrastive loss, backward, SUM all-reduce of gradients,
  * AdamW, logs and checkpoints. Ranks stay in lockstep: every collective is made by every rank, and
- * a failure on any rank is agreed on (comm_any) before the step's collectives, so all stop cleanly. */
+ * a failure on any rank is agreed on (comm_any) before the step's collectives, so all stop cleanly;
+ * a rank that fails where no agreement is (or between one and the next collective) ends the run
+ * with comm_fail_fast (MPI_Abort), so no peer waits for ever. */
 #include "trainer/train.h"
 
 #include <errno.h>
@@ -38,6 +40,10 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   char device[64];
   if (comm_rank_device(comm, o->device, device, sizeof device, err)) return -1;
   nn_backend *be = nn_backend_create(device, o->threads, err);
+  if (!be) {
+    comm_fail_fast(comm, NULL, err);
+    return -1;
+  }
   taca_nccl *nccl = NULL;
   clip_model *m = NULL;
   taca_params P = {0};
@@ -46,13 +52,15 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   FILE *log = NULL;
   float *f_local = NULL, *f_all = NULL, *img_all = NULL, *txt_all = NULL, *df = NULL;
   double *work = NULL;
-  if (!be) return -1;
-  if (rank == 0 && mkdir(o->out, 0755) && errno != EEXIST) {
-    taca_fail(err, "--out %s: %s", o->out, strerror(errno));
+  int setup_failed = train_fault(rank, "setup", err) != 0;
+  if (!setup_failed && rank == 0 && mkdir(o->out, 0755) && errno != EEXIST)
+    setup_failed = taca_fail(err, "--out %s: %s", o->out, strerror(errno)) != 0;
+  if (comm_any(comm, setup_failed)) {
+    if (!setup_failed) comm_fail_elsewhere(err, "another rank failed to set up");
     goto done;
   }
   if (comm_any(comm, comm_nccl_init(&nccl, comm, be, err) != 0)) {
-    if (!err->msg[0]) taca_fail(err, "another rank failed to set up NCCL");
+    if (!err->msg[0]) comm_fail_elsewhere(err, "another rank failed to set up NCCL");
     goto done;
   }
   if (!(m = clip_model_load(o->new_model, o->arch, be, err))) goto done;
@@ -153,10 +161,10 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     if (!failed && fb->step != step) failed = taca_fail(err, "batch for step %ld arrived at step %ld", fb->step, step) != 0;
     if (!failed) {
       taca_params_zero_grad(&P);
-      failed = taca_model_forward(tm, &P, fb->pixels, b, f_local, err) != 0;
+      failed = train_fault(rank, "step", err) != 0 || taca_model_forward(tm, &P, fb->pixels, b, f_local, err) != 0;
     }
     if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
+      if (!failed) comm_fail_elsewhere(err, "another rank failed at step %ld", step);
       if (fb) feed_release(fd, fb);
       failed = 1;
       break;
@@ -172,11 +180,11 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     failed = taca_loss(&lc, f_all, txt_all, img_all, n, E, rank * b, rank * b + b, &terms, df, work, err) != 0;
     if (!failed) failed = taca_model_backward(tm, &P, df, err) != 0;
     if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
+      if (!failed) comm_fail_elsewhere(err, "another rank failed at step %ld", step);
       failed = 1;
       break;
     }
-    if (comm_grads_allreduce_sum(comm, nccl, be, P.flat_g, P.n, err) || nn_backend_cuda_check(be, err)) {
+    if (train_fault(rank, "allreduce", err) || comm_grads_allreduce_sum(comm, nccl, be, P.flat_g, P.n, err) || nn_backend_cuda_check(be, err)) {
       failed = 1;
       break;
     }
@@ -201,13 +209,13 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
       }
       int last = step + 1 == o->steps;
       if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || last) {
-        if (checkpoint_save(&P, o->out, meta, err)) {
+        if (train_fault(rank, "checkpoint", err) || checkpoint_save(&P, o->out, meta, err)) {
           failed = 1;
         }
       }
     }
     if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
+      if (!failed) comm_fail_elsewhere(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
       failed = 1;
       break;
     }
@@ -216,6 +224,7 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   if (rc == 0 && rank == 0 && !o->quiet)
     fprintf(stderr, "taca-train: done: %ld updates; parameters in %s/step-%06ld.safetensors\n", P.step, o->out, P.step);
 done:
+  if (rc) comm_fail_fast(comm, nccl, err); /* returns only where the others know already */
   if (log) fclose(log);
   feed_close(fd);
   taca_model_free(tm);
