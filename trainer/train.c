@@ -65,15 +65,17 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   }
   if (!(m = clip_model_load(o->new_model, o->arch, be, err))) goto done;
 
-  /* The data first: the target model fixes the projector's output size. */
-  long start = 0;
+  /* The data first: the target model fixes the projector's output size. The feed starts at the
+   * resumed step (the latest complete checkpoint, loaded below once the sizes are known). */
+  const long latest = o->resume ? checkpoint_latest(o->out) : -1;
+  const long start = latest > 0 ? latest : 0;
   feed_options fo = {.servers = o->servers, .targets = o->targets, .seed = o->seed, .rank = rank,
                      .world = world, .local_batch = b, .image_size = m->cfg.image_size, .depth = 2};
   fo.client.timeout_ms = o->timeout_ms;
   fo.client.retry_budget_ms = o->retry_budget_ms;
   fo.client.token = o->token;
   fo.be = be;
-  /* Probe the target dimension with a feed at step 0; reopened below at the resume step. */
+  fo.start_step = start;
   if (feed_open(&fd, &fo, err)) goto done;
   const taca_model_desc target = *feed_target(fd);
   const long spe = feed_steps_per_epoch(fd);
@@ -106,20 +108,12 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   const char *must[] = {"taca.batch_size", s_batch, "taca.seed", s_seed, "taca.layers", s_layers,
                         "taca.peft", s_peft, "taca.targets", target.name, NULL};
   if (o->resume) {
-    long latest = checkpoint_latest(o->out);
     if (latest >= 0) {
       if (checkpoint_load(&P, o->out, latest, must, err)) goto done;
-      start = latest;
       if (rank == 0) fprintf(stderr, "taca-train: resuming from %s/step-%06ld (update %ld of %ld)\n", o->out, latest, latest, o->steps);
     }
   } else if (o->init && taca_params_load(&P, o->init, err)) {
     goto done;
-  }
-  if (start > 0) { /* position the data at the resumed step */
-    feed_close(fd);
-    fd = NULL;
-    fo.start_step = start;
-    if (feed_open(&fd, &fo, err)) goto done;
   }
   if (!(tm = taca_model_create(m, &P, b, o->recompute, err))) goto done;
 
@@ -139,7 +133,8 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     goto done;
   }
   if (rank == 0) {
-    if (o->log_json && (train_trim_log(o->log_json, keep_before, &start, err) || !(log = fopen(o->log_json, "ab")))) {
+    long keep = start;
+    if (o->log_json && (train_trim_log(o->log_json, keep_before, &keep, err) || !(log = fopen(o->log_json, "ab")))) {
       if (!log && !err->msg[0]) taca_fail(err, "--log-json %s: %s", o->log_json, strerror(errno));
       goto done;
     }
