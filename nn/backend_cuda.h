@@ -19,8 +19,9 @@
  *    page-locked memory (be->host_alloc, i.e. nn_host_alloc) runs on the copy stream and may
  *    overlap the compute work enqueued since the last download()/synchronize(): the source must
  *    stay unchanged until the next download()/synchronize(), and the destination must not be in use
- *    by work enqueued since then (true of the models' input buffers: pixels, tokens). The ops that
- *    follow wait for the copy.
+ *    by work enqueued since then (true of the models' input buffers: pixels, tokens; AFT's linear
+ *    model, whose backward reads its input, alternates two buffers). The ops that follow wait for
+ *    the copy. TACA_CUDA_SYNC=1 (below) checks a caller against this contract.
  *  - Errors: a failing CUDA or cuBLAS call is recorded once (the first reason) and printed to
  *    stderr; afterwards the ops do nothing, alloc returns NULL and download() fills its destination
  *    with 0xFF bytes (NaN as F32), so no result computed after a failure passes for a valid one.

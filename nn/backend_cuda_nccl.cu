@@ -5,7 +5,7 @@
  *
  * libnccl is loaded lazily (dlopen of $TACA_NCCL_LIBRARY, else libnccl.so.2 by the module's rpath
  * and the usual search), on the first NCCL call: a machine without NCCL still runs the CUDA
- * backend on one GPU, and only multi-GPU training reports that NCCL is missing.
+ * backend, and GPU ranks without it all-reduce through MPI on the host (trainer/collectives_nccl.h).
  *
  * Communicators are non-blocking (ncclConfig_t.blocking = 0): initialisation is polled against a
  * deadline (TACA_NCCL_INIT_TIMEOUT_S, default 120 s) and aborted (ncclCommAbort) when it passes, so
