@@ -35,6 +35,11 @@ for b in "${targets[@]}"; do
   dispatched=$(awk -v allow='^$' -f "$scan" "$tmp/dis" | wc -l)
   echo "  $(basename "$b"): baseline clean; $dispatched dispatched function(s) use AVX2/FMA"
 done
+# the CUDA module loads NCCL lazily: it is not among its libraries
+if [ -f "$bin/../lib/libtaca_cuda.so" ] && command -v readelf > /dev/null; then
+  ! readelf -d "$bin/../lib/libtaca_cuda.so" | grep -q 'NEEDED.*libnccl' || fail "libtaca_cuda.so links libnccl (it must dlopen it)"
+  echo "  libtaca_cuda.so: libnccl not linked (loaded on first use)"
+fi
 # the scan sees wide instructions: the dispatched CPU backend and search kernels are there
 awk -v allow='^$' -f "$scan" <(objdump -d --no-show-raw-insn "$bin/taca") | grep -q '_v3' ||
   fail "the scan finds no x86-64-v3 code in taca: the CPU backend's v3 copy is missing or the scan is blind"

@@ -3,7 +3,8 @@
  * checked in test_cuda_parity), on both builds of the CPU backend (this CPU's, and the portable
  * baseline that TACA_CPU_ISA=baseline forces), and the two builds compute the same ops: equal for
  * elementwise ops, within 1e-6 of max |x| where the vectorised reductions (LayerNorm, softmax)
- * add in another order. */
+ * add in another order. In a CUDA build, also that the module loads libnccl lazily (no GPU is
+ * needed for that): a missing library is a reason, not a failure to load the module. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "nn/backend.h"
+#include "nn/backend_cuda.h"
 
 static nn_backend *make(int baseline) {
   if (baseline) setenv("TACA_CPU_ISA", "baseline", 1);
@@ -90,11 +92,41 @@ START_TEST(builds_agree) {
 }
 END_TEST
 
+/* Check forks each test: every one loads the CUDA module and NCCL afresh. */
+START_TEST(nccl_missing) {
+#ifdef TACA_HAVE_CUDA
+  setenv("TACA_NCCL_LIBRARY", "/nonexistent/libnccl.so.2", 1);
+  taca_error err = {{0}};
+  size_t bytes = nn_cuda_nccl_id_bytes(&err);
+  printf("  without libnccl: id bytes %zu (%s)\n", bytes, err.msg);
+  ck_assert_uint_eq(bytes, 0);
+  /* the module itself loaded: the reason is NCCL's, not the module's */
+  ck_assert_msg(strstr(err.msg, "NCCL not available") || strstr(err.msg, "could not be loaded"), "%s", err.msg);
+  if (!strstr(err.msg, "could not be loaded")) ck_assert_msg(strstr(err.msg, "/nonexistent/libnccl.so.2"), "%s", err.msg);
+#endif
+}
+END_TEST
+
+START_TEST(nccl_lazy) {
+#ifdef TACA_HAVE_CUDA
+  unsetenv("TACA_NCCL_LIBRARY");
+  taca_error err = {{0}};
+  size_t bytes = nn_cuda_nccl_id_bytes(&err);
+  printf("  libnccl by the module's search: id bytes %zu%s%s\n", bytes, bytes ? "" : ": ", err.msg);
+  ck_assert_msg(bytes == 128 || bytes == 0, "NCCL unique id of %zu bytes", bytes);
+  /* where a libnccl is found, every entry point the module uses resolves in it */
+  if (!bytes) ck_assert_msg(!strstr(err.msg, "lacks"), "%s", err.msg);
+#endif
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("backend_ops");
   TCase *tc = tcase_create("cpu");
   tcase_add_test(tc, no_slot_null);
   tcase_add_test(tc, builds_agree);
+  tcase_add_test(tc, nccl_missing);
+  tcase_add_test(tc, nccl_lazy);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
