@@ -268,18 +268,18 @@ int main(void) {
   Suite *s = suite_create("backward_ops");
   printf("backward_ops: this CPU's backend: %s\n", nn_backend_cpu_isa());
   for (int isa = 0; isa < 2; isa++) {
-  TCase *tc = tcase_create(isa ? "ops_baseline" : "ops");
-  tcase_add_checked_fixture(tc, isa ? setup_baseline : setup, teardown);
-  tcase_add_test(tc, linear);
-  tcase_add_test(tc, linear_split);
-  tcase_add_test(tc, layernorm);
-  tcase_add_test(tc, attention_full);
-  tcase_add_test(tc, attention_causal);
-  tcase_add_test(tc, gelu);
-  tcase_add_test(tc, quick_gelu);
-  tcase_add_test(tc, adamw);
-  tcase_add_test(tc, helpers);
-  suite_add_tcase(s, tc);
+    TCase *tc = tcase_create(isa ? "ops_baseline" : "ops");
+    tcase_add_checked_fixture(tc, isa ? setup_baseline : setup, teardown);
+    tcase_add_test(tc, linear);
+    tcase_add_test(tc, linear_split);
+    tcase_add_test(tc, layernorm);
+    tcase_add_test(tc, attention_full);
+    tcase_add_test(tc, attention_causal);
+    tcase_add_test(tc, gelu);
+    tcase_add_test(tc, quick_gelu);
+    tcase_add_test(tc, adamw);
+    tcase_add_test(tc, helpers);
+    suite_add_tcase(s, tc);
   }
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
