@@ -653,7 +653,10 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     if (!setup_failed) comm_fail_elsewhere(err, "another rank failed to set up");
     goto done;
   }
-  if (comm_any(comm, comm_nccl_init(&nccl, comm, be, err) != 0)) {
+  /* A rank's own NCCL failure ends the run at once (see train.c). */
+  const int nccl_failed = comm_nccl_init(&nccl, comm, be, err) != 0;
+  if (nccl_failed) comm_fail_fast(comm, NULL, err);
+  if (comm_any(comm, nccl_failed)) {
     if (!err->msg[0]) comm_fail_elsewhere(err, "another rank failed to set up NCCL");
     goto done;
   }

@@ -66,7 +66,11 @@ static int setup_ranks(taca_run *r, taca_error *err) {
     if (!setup_failed) comm_fail_elsewhere(err, "another rank failed to set up");
     return -1;
   }
-  if (comm_any(r->comm, comm_nccl_init(&r->nccl, r->comm, r->be, err) != 0)) {
+  /* A rank's own NCCL failure ends the run at once: its peers may be waiting inside NCCL's
+   * initialisation (until TACA_NCCL_INIT_TIMEOUT_S), not in the agreement. */
+  const int nccl_failed = comm_nccl_init(&r->nccl, r->comm, r->be, err) != 0;
+  if (nccl_failed) comm_fail_fast(r->comm, NULL, err);
+  if (comm_any(r->comm, nccl_failed)) {
     if (!err->msg[0]) comm_fail_elsewhere(err, "another rank failed to set up NCCL");
     return -1;
   }
