@@ -27,6 +27,8 @@ struct taca_epoch {
 };
 
 
+static int pick(const taca_epoch *e);
+
 static int stream_open(taca_epoch *e, shard_stream *s, taca_error *err) {
   Taca__V1__StreamEpochRequest req = TACA__V1__STREAM_EPOCH_REQUEST__INIT;
   Taca__V1__Fields pf;
@@ -80,6 +82,16 @@ int taca_epoch_open(taca_client *c, const taca_epoch_options *o, taca_epoch **ou
                                  o->drop_last);
     e->total += s->count;
     if (s->count == 0) s->done = 1;
+  }
+  /* Resume mid-epoch: skip the batches taca_epoch_next would deliver first, by the same order of
+   * shards, without streaming them; each shard's stream then starts at its own start_batch. */
+  for (uint64_t k = 0; k < o->start_batch; k++) {
+    int g = pick(e);
+    if (g < 0) break; /* beyond the epoch: taca_epoch_next returns 0 */
+    shard_stream *s = &e->s[g];
+    s->received++;
+    e->delivered++;
+    if (s->received == s->count) s->done = 1;
   }
   for (int g = 0; g < e->n; g++)
     if (!e->s[g].done && stream_open(e, &e->s[g], err)) {

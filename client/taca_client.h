@@ -183,6 +183,8 @@ typedef struct taca_epoch_options {
   int drop_last;
   taca_fields fields;
   int timeout_ms;              /* deadline of each stream; 0 = none */
+  uint64_t start_batch;        /* resume mid-epoch: the first batch delivered is this rank's
+                                  start_batch-th of the epoch (earlier ones are never streamed) */
 } taca_epoch_options;
 
 typedef struct taca_epoch taca_epoch;
