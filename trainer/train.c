@@ -20,6 +20,7 @@
 #include "trainer/batch_feed.h"
 #include "trainer/checkpoint.h"
 #include "trainer/collectives_nccl.h"
+#include "methods/taca_checkpoint.h"
 #include "methods/taca_step.h"
 #include "trainer/train_util.h"
 
@@ -84,19 +85,10 @@ int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     goto done;
   if (taca_params_create(&P, &pc, be, o->seed, err)) goto done;
 
-  /* What a checkpoint must agree on to be resumed. */
-  char s_batch[32], s_world[32], s_seed[32], s_layers[64], s_peft[64], s_alpha[32];
-  snprintf(s_batch, sizeof s_batch, "%d", o->batch_size);
-  snprintf(s_world, sizeof s_world, "%d", world);
-  snprintf(s_seed, sizeof s_seed, "%llu", (unsigned long long)o->seed);
-  snprintf(s_layers, sizeof s_layers, "%d-%d", pc.peft.first + 1, pc.peft.last + 1);
-  snprintf(s_peft, sizeof s_peft, "%s/%d", o->peft, pc.peft.kind == VIT_PEFT_LORA ? pc.peft.lora_rank : pc.peft.bottleneck);
-  snprintf(s_alpha, sizeof s_alpha, "%.9g", pc.peft.lora_alpha);
-  const char *meta[] = {"taca.lora_alpha", s_alpha, "taca.batch_size", s_batch, "taca.seed", s_seed, "taca.layers", s_layers,
-                        "taca.peft", s_peft, "taca.targets", target.name, "taca.new_model", o->new_model,
-                        "taca.world_size", s_world, NULL};
-  const char *must[] = {"taca.batch_size", s_batch, "taca.seed", s_seed, "taca.layers", s_layers,
-                        "taca.peft", s_peft, "taca.targets", target.name, NULL};
+  /* What a checkpoint records, and must agree on to be resumed. */
+  taca_checkpoint_meta cm;
+  taca_checkpoint_train_meta(&cm, &pc, o->batch_size, world, o->seed, target.name, o->new_model);
+  const char *const *meta = cm.kv, *const *must = cm.must;
   if (o->resume) {
     long latest = checkpoint_latest(o->out);
     if (latest >= 0) {

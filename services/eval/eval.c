@@ -19,8 +19,7 @@
 #include "base/safetensors.h"
 #include "storage/gather.h"
 #include "storage/store.h"
-#include "methods/taca_params.h"
-#include "methods/taca_step.h"
+#include "methods/encoder.h"
 
 void eval_options_default(eval_options *o) {
   memset(o, 0, sizeof *o);
@@ -164,122 +163,38 @@ int eval_read_loss_log(const char *path, eval_loss_log *log, taca_error *err) {
   return rc;
 }
 
-/* ---------- the checkpoint ---------- */
-
-/* The PEFT layout and projector sizes of a TaCA checkpoint, read from its tensors (the source of
- * truth) and checked against its taca.layers / taca.peft metadata when present. */
-static int checkpoint_config(const char *path, const clip_model *m, int e_old, float lora_alpha,
-                             taca_param_config *pc, eval_result *r, taca_error *err) {
-  st_file f;
-  if (st_open(&f, path, err)) return -1;
-  int rc = -1;
-  taca_param_config_default(pc, &m->cfg, e_old);
-  const st_tensor *fc1 = st_find(&f, "projector.fc1.weight"), *fc2 = st_find(&f, "projector.fc2.weight");
-  if (!fc1 || !fc2 || fc1->ndim != 2 || fc2->ndim != 2) {
-    taca_fail(err, "%s: not a TaCA checkpoint (no 2-D projector.fc1.weight / projector.fc2.weight)", path);
-    goto done;
-  }
-  if (fc1->shape[1] != m->cfg.embed_dim) {
-    taca_fail(err, "%s: the projector takes %lld-d input but the new model embeds to %d (another new model?)", path,
-              (long long)fc1->shape[1], m->cfg.embed_dim);
-    goto done;
-  }
-  if (fc2->shape[0] != e_old) {
-    taca_fail(err, "%s: the projector outputs %lld dims but the old model's image embeddings have %d (another old model?)",
-              path, (long long)fc2->shape[0], e_old);
-    goto done;
-  }
-  pc->proj_hidden = (int)fc1->shape[0];
-  int first = -1, last = -1, adapters = 0, loras = 0;
-  for (int i = 0; i < f.n; i++) {
-    const st_tensor *t = &f.tensors[i];
-    int L, used = 0;
-    char kind[8];
-    if (sscanf(t->name, "adapter.%d.down.weigh%1[t]%n", &L, kind, &used) == 2 && !t->name[used]) {
-      adapters++;
-      if (t->ndim == 2) pc->peft.bottleneck = (int)t->shape[0];
-    } else if (sscanf(t->name, "lora.%d.q.%1[A]%n", &L, kind, &used) == 2 && !t->name[used]) {
-      loras++;
-      if (t->ndim == 2) pc->peft.lora_rank = (int)t->shape[0];
-    } else {
-      continue;
-    }
-    if (L < 0 || L >= m->cfg.vision.layers) {
-      taca_fail(err, "%s: tensor '%s' names block %d but the new tower has %d blocks", path, t->name, L,
-                m->cfg.vision.layers);
-      goto done;
-    }
-    if (first < 0 || L < first) first = L;
-    if (L > last) last = L;
-  }
-  if (adapters && loras) {
-    taca_fail(err, "%s: holds both adapter.* and lora.* tensors", path);
-    goto done;
-  }
-  if (!adapters && !loras) {
-    taca_fail(err, "%s: no adapter.L.* or lora.L.* tensors", path);
-    goto done;
-  }
-  pc->peft.kind = loras ? VIT_PEFT_LORA : VIT_PEFT_ADAPTER;
-  pc->peft.first = first;
-  pc->peft.last = last;
-  const char *alpha = st_meta(&f, "taca.lora_alpha");
-  pc->peft.lora_alpha = alpha ? strtof(alpha, NULL) : lora_alpha;
-  snprintf(r->ckpt_layers, sizeof r->ckpt_layers, "%d-%d", first + 1, last + 1);
-  snprintf(r->ckpt_peft, sizeof r->ckpt_peft, "%s/%d", loras ? "lora" : "adapter",
-           loras ? pc->peft.lora_rank : pc->peft.bottleneck);
-  const char *ml = st_meta(&f, "taca.layers"), *mp = st_meta(&f, "taca.peft"), *ms = st_meta(&f, "step"),
-             *mt = st_meta(&f, "taca.targets");
-  if (ml && strcmp(ml, r->ckpt_layers)) {
-    taca_fail(err, "%s: metadata taca.layers is '%s' but the tensors cover blocks %s", path, ml, r->ckpt_layers);
-    goto done;
-  }
-  if (mp && strcmp(mp, r->ckpt_peft)) {
-    taca_fail(err, "%s: metadata taca.peft is '%s' but the tensors are %s", path, mp, r->ckpt_peft);
-    goto done;
-  }
-  r->ckpt_step = ms ? strtol(ms, NULL, 10) : -1;
-  snprintf(r->ckpt_targets, sizeof r->ckpt_targets, "%s", mt ? mt : "");
-  r->ckpt_proj_hidden = pc->proj_hidden;
-  r->ckpt_trainable = (long)taca_param_count(pc);
-  rc = 0;
-done:
-  st_close(&f);
-  return rc;
-}
-
 /* ---------- pixels and encoding ---------- */
 
-typedef struct encoder {
+typedef struct eval_encoder {
   store_view *v;
   store_pixel_format pf;
-  clip_model *m;
-  taca_model *tm;  /* NULL without a checkpoint */
-  taca_params *P;
+  clip_model *m;        /* the new tower, unadapted */
+  taca_encoder *ad;     /* the adapted encoder; NULL without one */
+  encoder_preprocess pp;
   int batch, S;
   float *pix;      /* [batch, 3, S, S] */
   uint8_t *chw;    /* [3, S, S] scratch for the jpeg codec */
   int quiet;
-} encoder;
+} eval_encoder;
 
 /* The normalised pixels of sample idx into out [3, S, S]. */
-static int load_pixels(encoder *e, uint64_t idx, float *out, taca_error *err) {
+static int load_pixels(eval_encoder *e, uint64_t idx, float *out, taca_error *err) {
   const uint8_t *data;
   size_t len;
   const int S = e->S;
   if (store_get_pixels(e->v, idx, &data, &len, err)) return -1;
   if (pixel_decode(e->pf.codec, data, len, S, e->chw, err))
     return taca_error_prefix(err, "sample %llu", (unsigned long long)idx);
-  clip_normalize_u8(e->chw, S, CLIP_MEAN, CLIP_STD, out);
+  clip_normalize_u8(e->chw, S, e->pp.mean, e->pp.std, out);
   return 0;
 }
 
 /* Encodes samples idx[0..n) batch by batch: the new model's image features into out_new [n, E_new]
  * (when non-NULL) and the adapted features into out_ad [n, E_old] (when non-NULL). */
-static int encode(encoder *e, const char *what, const uint64_t *idx, int n, float *out_new, float *out_ad,
+static int encode(eval_encoder *e, const char *what, const uint64_t *idx, int n, float *out_new, float *out_ad,
                   eval_result *r, taca_error *err) {
   const size_t per = (size_t)3 * e->S * e->S;
-  const int En = e->m->cfg.embed_dim, Eo = e->P ? e->P->cfg.e_old : 0;
+  const int En = e->m->cfg.embed_dim, Eo = e->ad ? encoder_image_dim(e->ad) : 0;
   double t0 = now_s(), last = t0;
   for (int s = 0; s < n; s += e->batch) {
     int b = n - s < e->batch ? n - s : e->batch;
@@ -287,7 +202,7 @@ static int encode(encoder *e, const char *what, const uint64_t *idx, int n, floa
       if (load_pixels(e, idx[s + i], e->pix + per * i, err)) return -1;
     if (out_new && clip_encode_image(e->m, e->pix, b, out_new + (size_t)s * En, err))
       return taca_error_prefix(err, "new model");
-    if (out_ad && taca_model_forward(e->tm, e->P, e->pix, b, out_ad + (size_t)s * Eo, err))
+    if (out_ad && encoder_embed_images(e->ad, e->pix, b, out_ad + (size_t)s * Eo, err))
       return taca_error_prefix(err, "adapted new model");
     double t = now_s();
     if (!e->quiet && t - last > 10) {
@@ -386,9 +301,7 @@ int eval_run(const eval_options *o, eval_result *r, taca_error *err) {
   store_view *v = NULL;
   nn_backend *be = NULL;
   clip_model *m = NULL;
-  taca_params P = {0};
-  int have_P = 0;
-  taca_model *tm = NULL;
+  taca_encoder *plain = NULL, *tm = NULL; /* the new model; the adapted encoder (NULL: none) */
   uint64_t *cand = NULL;
   int32_t *cand_label = NULL;
   float *old_img = NULL, *old_txt = NULL;
@@ -397,7 +310,7 @@ int eval_run(const eval_options *o, eval_result *r, taca_error *err) {
   uint64_t *tr_idx = NULL;
   int32_t *y_tr = NULL, *y_te = NULL;
   float *oi_tr = NULL, *oi_te = NULL, *ot_te = NULL, *new_te = NULL, *new_tr = NULL, *ad_te = NULL;
-  encoder enc = {0};
+  eval_encoder enc = {0};
   eval_linear_head h_old = {0}, h_new = {0};
 
   /* ---- the store ---- */
@@ -516,7 +429,13 @@ int eval_run(const eval_options *o, eval_result *r, taca_error *err) {
     taca_fail(err, "out of memory");
     goto done;
   }
-  if (!(m = clip_model_load(o->new_model, o->arch, be, err))) goto done;
+  /* --checkpoint: NEW + CKPT; otherwise --new-model may itself be an exported adapted model */
+  if (o->checkpoint) tm = encoder_open_adapted(o->new_model, o->arch, o->checkpoint, NULL, NULL, Ei, o->lora_alpha, be,
+                                               o->batch_size, err);
+  else plain = encoder_open(o->new_model, o->arch, be, o->batch_size, err);
+  if (!tm && !plain) goto done;
+  if (plain && encoder_get_kind(plain) == ENCODER_ADAPTED) tm = plain, plain = NULL;
+  m = encoder_vision_model(tm ? tm : plain);
   const int En = m->cfg.embed_dim, S = m->cfg.image_size;
   r->new_dim = En;
   r->image_size = S;
@@ -525,22 +444,30 @@ int eval_run(const eval_options *o, eval_result *r, taca_error *err) {
               o->db, info.pixel.size, info.pixel.size, S, S);
     goto done;
   }
-  if (o->checkpoint) {
-    taca_param_config pc;
-    if (checkpoint_config(o->checkpoint, m, Ei, o->lora_alpha, &pc, r, err)) goto done;
-    have_P = 1;
-    if (taca_params_create(&P, &pc, be, 0, err) || taca_params_load(&P, o->checkpoint, err)) goto done;
-    if (!(tm = taca_model_create(m, &P, o->batch_size, 1, err))) goto done;
+  if (tm) {
+    if (encoder_image_dim(tm) != Ei) {
+      taca_fail(err, "%s: the adapted model outputs %d dims but the old model's image embeddings have %d (another old "
+                "model?)", o->new_model, encoder_image_dim(tm), Ei);
+      goto done;
+    }
+    const taca_checkpoint_info *ci = encoder_checkpoint_info(tm);
+    snprintf(r->ckpt_layers, sizeof r->ckpt_layers, "%s", ci->layers);
+    snprintf(r->ckpt_peft, sizeof r->ckpt_peft, "%s", ci->peft);
+    snprintf(r->ckpt_targets, sizeof r->ckpt_targets, "%s", ci->targets);
+    r->ckpt_step = ci->step;
+    r->ckpt_proj_hidden = ci->proj_hidden;
+    r->ckpt_trainable = ci->trainable;
+    if (!o->checkpoint) snprintf(r->checkpoint, sizeof r->checkpoint, "%s", o->new_model);
     if (!o->quiet && r->ckpt_targets[0] && strcmp(r->ckpt_targets, o->old_name))
       fprintf(stderr, "taca eval: warning: %s was trained against targets '%s', evaluated against '%s'\n",
-              o->checkpoint, r->ckpt_targets, o->old_name);
+              r->checkpoint, r->ckpt_targets, o->old_name);
   }
 
   /* ---- encode ---- */
   new_te = malloc(sizeof(float) * nte * En);
   ad_te = tm ? malloc(sizeof(float) * nte * Ei) : NULL;
-  enc = (encoder){.v = v, .pf = info.pixel, .m = m, .tm = tm, .P = tm ? &P : NULL, .batch = o->batch_size,
-                  .S = S, .quiet = o->quiet};
+  enc = (eval_encoder){.v = v, .pf = info.pixel, .m = m, .ad = tm, .batch = o->batch_size, .S = S, .quiet = o->quiet};
+  encoder_get_preprocess(tm ? tm : plain, &enc.pp);
   enc.pix = malloc(sizeof(float) * 3 * S * S * o->batch_size);
   enc.chw = malloc((size_t)3 * S * S);
   if (!new_te || (tm && !ad_te) || !enc.pix || !enc.chw) {
@@ -669,9 +596,8 @@ done:
   free(new_te);
   free(new_tr);
   free(ad_te);
-  taca_model_free(tm);
-  if (have_P) taca_params_free(&P);
-  clip_model_free(m);
+  encoder_close(tm);
+  encoder_close(plain);
   nn_backend_destroy(be);
   if (v) store_view_end(v);
   store_close(st);

@@ -34,6 +34,7 @@
 #include "base/npy.h"
 #include "base/safetensors.h"
 #include "methods/taca_loss.h"
+#include "methods/taca_checkpoint.h"
 #include "methods/taca_params.h"
 #include "methods/taca_step.h"
 
