@@ -129,12 +129,16 @@ const taca_checkpoint_info *encoder_checkpoint_info(const taca_encoder *e) {
 
 clip_model *encoder_vision_model(taca_encoder *e) { return e->clip ? e->clip : taca_adapted_new_model(e->ad); }
 
-void encoder_get_preprocess(const taca_encoder *e, encoder_preprocess *p) {
-  memset(p, 0, sizeof *p);
-  p->image_size = e->clip ? e->clip->cfg.image_size : taca_adapted_new_model(e->ad)->cfg.image_size;
+void encoder_default_preprocess(encoder_preprocess *p) {
   snprintf(p->resize, sizeof p->resize, "%s", ENCODER_RESIZE_CLIP);
   memcpy(p->mean, OPENAI_MEAN, sizeof p->mean);
   memcpy(p->std, OPENAI_STD, sizeof p->std);
+}
+
+void encoder_get_preprocess(const taca_encoder *e, encoder_preprocess *p) {
+  memset(p, 0, sizeof *p);
+  p->image_size = e->clip ? e->clip->cfg.image_size : taca_adapted_new_model(e->ad)->cfg.image_size;
+  encoder_default_preprocess(p);
 }
 
 const encoder_provenance *encoder_provenance_get(taca_encoder *e, taca_error *err) {

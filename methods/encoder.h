@@ -90,6 +90,8 @@ int encoder_context_len(const taca_encoder *e);     /* token ids per text row (7
 int encoder_vocab_size(const taca_encoder *e);
 float encoder_logit_scale(const taca_encoder *e);   /* as stored (log); the OLD one when adapted */
 void encoder_get_preprocess(const taca_encoder *e, encoder_preprocess *p);
+/* Sets resize, mean and std of p to the one preprocessing every model here uses (image_size kept). */
+void encoder_default_preprocess(encoder_preprocess *p);
 /* Computes the hashes on first use; NULL with err on a read failure. */
 const encoder_provenance *encoder_provenance_get(taca_encoder *e, taca_error *err);
 

@@ -14,5 +14,6 @@ int cmd_health(int argc, char **argv);
 int cmd_query_server(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_add_features(int argc, char **argv);
+int cmd_export_model(int argc, char **argv);
 
 #endif

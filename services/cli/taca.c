@@ -20,6 +20,7 @@ static const command COMMANDS[] = {
     {"add-features", cmd_add_features, "store embeddings from a .npy, or random noise features, as a model (AFT)"},
     {"precompute", cmd_precompute, "fill a feature store with a model's embeddings of a data set"},
     {"eval", cmd_eval, "hot-plug compatibility report of a TaCA checkpoint (retrieval, old head, distances)"},
+    {"export", cmd_export_model, "the adapted encoder (new tower + TaCA checkpoint + old text tower) as one model"},
 };
 
 static void usage(FILE *f) {
