@@ -26,14 +26,20 @@ static void add(adder *a, const float *data, int ndim, const int64_t *shape, con
 #define S1(a) ((const int64_t[]){a})
 #define S2(a, b) ((const int64_t[]){a, b})
 
+/* q, k, v packed in memory as [3W, W] and [3W] (open_clip's in_proj: one GEMM in the trainer's
+ * forward) stay packed in the file (weights, then biases, back to back; the writer adds no padding),
+ * so that the export computes exactly what its source computes; otherwise they alternate. */
 static void add_block(adder *a, const clip_block *b, const clip_tower_config *tc, const char *pre, int l) {
   const int64_t W = tc->width, M = tc->mlp;
-  add(a, b->q_w, 2, S2(W, W), "%s%d.self_attn.q_proj.weight", pre, l);
-  add(a, b->q_b, 1, S1(W), "%s%d.self_attn.q_proj.bias", pre, l);
-  add(a, b->k_w, 2, S2(W, W), "%s%d.self_attn.k_proj.weight", pre, l);
-  add(a, b->k_b, 1, S1(W), "%s%d.self_attn.k_proj.bias", pre, l);
-  add(a, b->v_w, 2, S2(W, W), "%s%d.self_attn.v_proj.weight", pre, l);
-  add(a, b->v_b, 1, S1(W), "%s%d.self_attn.v_proj.bias", pre, l);
+  const size_t WW = (size_t)W * W;
+  const int packed = b->k_w == b->q_w + WW && b->v_w == b->k_w + WW && b->k_b == b->q_b + W && b->v_b == b->k_b + W;
+  static const char *const QKV[3] = {"q", "k", "v"};
+  const float *w[3] = {b->q_w, b->k_w, b->v_w}, *bias[3] = {b->q_b, b->k_b, b->v_b};
+  for (int pass = 0; pass < (packed ? 2 : 1); pass++)
+    for (int i = 0; i < 3; i++) {
+      if (!packed || pass == 0) add(a, w[i], 2, S2(W, W), "%s%d.self_attn.%s_proj.weight", pre, l, QKV[i]);
+      if (!packed || pass == 1) add(a, bias[i], 1, S1(W), "%s%d.self_attn.%s_proj.bias", pre, l, QKV[i]);
+    }
   add(a, b->out_w, 2, S2(W, W), "%s%d.self_attn.out_proj.weight", pre, l);
   add(a, b->out_b, 1, S1(W), "%s%d.self_attn.out_proj.bias", pre, l);
   add(a, b->ln1_w, 1, S1(W), "%s%d.layer_norm1.weight", pre, l);
