@@ -281,3 +281,17 @@ void taca_checkpoint_train_meta(taca_checkpoint_meta *m, const taca_param_config
   memcpy(m->kv, kv, sizeof kv);
   memcpy(m->must, must, sizeof must);
 }
+
+int taca_checkpoint_match_meta(const char *path, const char *const *must, taca_error *err) {
+  st_file f;
+  if (st_open(&f, path, err)) return -1;
+  int rc = 0;
+  for (int i = 0; must && must[i] && rc == 0; i += 2) {
+    const char *have = st_meta(&f, must[i]);
+    if (!have || strcmp(have, must[i + 1]) != 0)
+      rc = taca_fail(err, "%s was written with %s=%s, this run has %s=%s: resume with the same settings", path, must[i],
+                     have ? have : "(none)", must[i], must[i + 1]);
+  }
+  st_close(&f);
+  return rc;
+}

@@ -67,6 +67,9 @@ typedef struct taca_checkpoint_meta {
   const char *kv[17];
   const char *must[11];
 } taca_checkpoint_meta;
+/* 0 when the metadata of the checkpoint at path holds every key, value pair of must (NULL-terminated);
+ * else an error naming the first key that differs ("resume with the same settings"). */
+int taca_checkpoint_match_meta(const char *path, const char *const *must, taca_error *err);
 void taca_checkpoint_train_meta(taca_checkpoint_meta *m, const taca_param_config *pc, int batch_size, int world,
                                 uint64_t seed, const char *targets, const char *new_model);
 
