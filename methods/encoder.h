@@ -16,8 +16,10 @@
  * Contract (every field below is stable; callers rely on it):
  *   - encoder_open(path, arch, be, max_batch, err): be is the caller's backend (not owned; it
  *     must outlive the encoder). max_batch bounds the rows of one forward (adapted models allocate
- *     activations for it, ~ 13 x B x T x W floats with recomputation); larger embed calls are split
- *     into chunks of max_batch rows, in order. <= 0 means 32.
+ *     activations for it: the inputs of the blocks from the first adapted one up, (L + 1) x B x T x W
+ *     floats at most, plus one block's activations); larger embed calls are split into chunks of
+ *     max_batch rows, in order. <= 0 means 32. Features are bit-identical for the same chunks;
+ *     another batch split may change the last bits (GEMM blocking depends on the row count).
  *   - Pixels: embed_images takes normalised pixels, F32 [n, 3, S, S] host memory, S = preprocess
  *     .image_size, made as encoder_preprocess says: resize the shortest side to S (bicubic,
  *     antialiased, image/image.h clip_resize_crop_u8), centre crop S x S, CHW, x / 255, then
@@ -30,9 +32,10 @@
  *   - Provenance: kind, arch, the content hashes (base/file_hash.h XXH3-128, 32 hex digits, "" when
  *     unknown) of the weights the features come from and of the sources, and the SPACE the features
  *     live in: for "clip" its own weights hash (= weights_xxh); for "adapted" the OLD model's weights
- *     hash (old_xxh, "" when the export had no --text-model). Two encoders' features are comparable
- *     iff their spaces are equal and non-empty. Hashes are computed on the first
- *     encoder_provenance call (reading the files once), not at open. */
+ *     hash (old_xxh, "" when the export had no --text-model). weights_xxh of an
+ *     encoder_open_adapted one is "" (its features come from two files: see new_xxh, ckpt_xxh).
+ *     Two encoders' features are comparable iff their spaces are equal and non-empty. Hashes are
+ *     computed on the first encoder_provenance_get call (reading the files once), not at open. */
 #ifndef TACA_METHODS_ENCODER_H
 #define TACA_METHODS_ENCODER_H
 
