@@ -44,7 +44,8 @@ static const char *USAGE =
     "                samples it gets right on old features and wrong on adapted ones).\n"
     "  --gate: after the reports, exit 3 when a threshold fails or cannot be measured (the reason on\n"
     "  stderr), 0 when all hold: min-gain in points of the R@1 gain, max-flip in percent of\n"
-    "  negative flips, min-update-gain as a ratio. Exit 1 is a run-time failure, 2 bad usage.\n"
+    "  negative flips, min-update-gain as a ratio; the table and the JSON (\"gate\") record the\n"
+    "  verdict. Exit 1 is a run-time failure, 2 bad usage.\n"
     "  --json writes every figure; --html a self-contained page (inline SVG: the loss curves of\n"
     "  --log-json, the recalls and accuracies, the tables). --lora-alpha is used for a LoRA\n"
     "  checkpoint whose metadata has no taca.lora_alpha. --save-features DIR writes what was scored\n"
@@ -139,6 +140,7 @@ int cmd_eval(int argc, char **argv) {
   if (!o.db || !o.old_name || !o.new_model)
     return cli_fail(CMD, 2, "--db, --old and --new-model are required (see --help)");
 
+  if (have_gate) o.gate = &gate;
   eval_result r;
   taca_error err = {{0}};
   if (eval_run(&o, &r, &err)) return cli_fail(CMD, 1, "%s", err.msg);
@@ -148,9 +150,8 @@ int cmd_eval(int argc, char **argv) {
   fflush(stdout);
   if (json_out && eval_write_json(json_out, &r, &o, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
   if (!rc && html_out && eval_write_html(html_out, &r, &o, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
-  char why[1024];
-  if (!rc && have_gate) {
-    if (eval_gate_check(&gate, &r, why, sizeof why)) rc = cli_fail(CMD, EVAL_GATE_EXIT, "gate failed: %s", why);
+  if (!rc && r.gate_checked) {
+    if (r.gate_failed) rc = cli_fail(CMD, EVAL_GATE_EXIT, "gate failed: %s", r.gate_why);
     else if (!o.quiet) fprintf(stderr, "taca eval: gate passed\n");
   }
   eval_result_free(&r);

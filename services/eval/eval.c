@@ -633,8 +633,15 @@ int eval_run(const eval_options *o, eval_result *r, taca_error *err) {
                ? -1
                : 0;
   run_free(&R);
-  if (rc) eval_result_free(r);
-  return rc;
+  if (rc) {
+    eval_result_free(r);
+    return rc;
+  }
+  if (o->gate) {
+    r->gate_checked = 1;
+    r->gate_failed = eval_gate_check(o->gate, r, r->gate_why, sizeof r->gate_why);
+  }
+  return 0;
 }
 
 /* ---------- the gate ---------- */

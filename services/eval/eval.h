@@ -23,6 +23,19 @@
 #include "base/error.h"
 #include "services/eval/metrics.h"
 
+/* --gate: thresholds that make `taca eval` exit EVAL_GATE_EXIT when one fails (or cannot be
+ * checked because its figure does not apply). Parsed from "min-gain=X,max-flip=Y,min-update-gain=Z"
+ * (any subset, comma-separated): min-gain in points of BCT R@1 (new->old minus old/old), max-flip
+ * the old head's negative-flip rate in percent, min-update-gain BCT's relative update gain. */
+#define EVAL_GATE_EXIT 3
+typedef struct eval_gate {
+  int has_min_gain, has_max_flip, has_min_update_gain;
+  double min_gain;        /* points */
+  double max_flip;        /* percent */
+  double min_update_gain; /* ratio */
+} eval_gate;
+int eval_gate_parse(const char *spec, eval_gate *g, taca_error *err);
+
 typedef struct eval_options {
   const char *db;          /* store directory */
   const char *old_name;    /* stored model whose embeddings are "old" */
@@ -39,6 +52,7 @@ typedef struct eval_options {
   eval_head_config head;
   const char *features_dir; /* when set: the features and labels eval scored, as .npy (below) */
   int quiet;               /* no progress on stderr */
+  const eval_gate *gate;   /* --gate, or NULL: checked at the end of eval_run, reported in r */
 } eval_options;
 
 /* Files eval_run writes into features_dir (created if missing), rows in split order:
@@ -122,6 +136,9 @@ typedef struct eval_result {
   int encoded_images;
   /* the training log (when given) */
   eval_loss_log log;
+  /* --gate (when given) */
+  int gate_checked, gate_failed;
+  char gate_why[1024];       /* the failed thresholds, one line */
 } eval_result;
 
 /* Runs the whole evaluation. On failure the reason names the input at fault. */
@@ -133,18 +150,7 @@ void eval_result_free(eval_result *r);
 int eval_read_loss_log(const char *path, eval_loss_log *log, taca_error *err);
 void eval_loss_log_free(eval_loss_log *log);
 
-/* --gate: thresholds that make `taca eval` exit EVAL_GATE_EXIT when one fails (or cannot be
- * checked because its figure does not apply). Parsed from "min-gain=X,max-flip=Y,min-update-gain=Z"
- * (any subset, comma-separated): min-gain in points of BCT R@1 (new->old minus old/old), max-flip
- * the old head's negative-flip rate in percent, min-update-gain BCT's relative update gain. */
-#define EVAL_GATE_EXIT 3
-typedef struct eval_gate {
-  int has_min_gain, has_max_flip, has_min_update_gain;
-  double min_gain;        /* points */
-  double max_flip;        /* percent */
-  double min_update_gain; /* ratio */
-} eval_gate;
-int eval_gate_parse(const char *spec, eval_gate *g, taca_error *err);
+
 /* 0 when every threshold holds; otherwise 1 and why (one line naming each failed threshold). */
 int eval_gate_check(const eval_gate *g, const eval_result *r, char *why, size_t cap);
 

@@ -156,6 +156,17 @@ json_t *eval_result_json(const eval_result *r, const eval_options *o) {
   } else {
     json_object_set_new(root, "training", json_null());
   }
+  if (r->gate_checked) {
+    const eval_gate *g = o->gate;
+    json_t *gj = json_pack("{s:b, s:o}", "passed", !r->gate_failed, "reason",
+                           r->gate_failed ? json_string(r->gate_why) : json_null());
+    if (g->has_min_gain) json_object_set_new(gj, "min_gain", num(g->min_gain));
+    if (g->has_max_flip) json_object_set_new(gj, "max_flip", num(g->max_flip));
+    if (g->has_min_update_gain) json_object_set_new(gj, "min_update_gain", num(g->min_update_gain));
+    json_object_set_new(root, "gate", gj);
+  } else {
+    json_object_set_new(root, "gate", json_null());
+  }
   json_object_set_new(root, "timing",
                       json_pack("{s:i, s:o, s:o}", "encoded_images", r->encoded_images, "seconds",
                                 num(r->encode_seconds), "images_per_s",

@@ -109,6 +109,7 @@ void eval_print_table(FILE *f, const eval_result *r, const eval_options *o) {
   fprintf(f, "  %-49s ", "unadapted new");
   if (r->new_image_ok.applicable) fprintf(f, "%10.4f %12.4f\n", r->sim_new.mean_l2, r->sim_new.mean_cosine);
   else fprintf(f, "n/a (%s)\n", r->new_image_ok.reason);
+  if (r->gate_checked) fprintf(f, "\nGate: %s%s\n", r->gate_failed ? "FAILED: " : "passed", r->gate_failed ? r->gate_why : "");
   if (r->log.n > 0) {
     const double *first = r->log.value, *last = r->log.value + (size_t)(r->log.n - 1) * r->log.n_series;
     fprintf(f, "\nTraining log: %d steps (%ld..%ld);", r->log.n, r->log.step[0], r->log.step[r->log.n - 1]);

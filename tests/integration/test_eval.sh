@@ -293,7 +293,7 @@ need = {
     'chance': {'r1', 'r5', 'r10'}, 'retrieval': {'old', 'adapted', 'new'},
     'accuracy': {'head', 'old_head_old', 'old_head_adapted', 'old_head_new', 'new_head_new'},
     'distance': {'adapted_vs_old', 'new_vs_old'},
-    'compatibility': {'protocol', 'old_old', 'new_old', 'new_new', 'gain', 'update_gain', 'negative_flips'},
+    'gate': None, 'compatibility': {'protocol', 'old_old', 'new_old', 'new_new', 'gain', 'update_gain', 'negative_flips'},
     'hot_plug': {'applicable', 'old_head_old', 'old_head_adapted', 'new_head_new', 'gain', 'upgrade_beats_old', 'within_upper_bound', 'holds'},
     'training': {'steps', 'first_step', 'last_step', 'series', 'first', 'last'}, 'timing': {'encoded_images', 'seconds', 'images_per_s'},
 }

@@ -105,7 +105,7 @@ PY
 g=(--db "$tmp/db" --old old --threads 1 --quiet --split 0.5 --seed 3 --no-new-head --new-model "$tmp/x_adapter")
 "$bin/taca" eval "${g[@]}" --gate min-gain=-100,max-flip=100 > /dev/null || fail "a gate that holds must exit 0"
 set +e
-"$bin/taca" eval "${g[@]}" --gate min-gain=100.5 > /dev/null 2> "$tmp/g1"; r1=$?
+"$bin/taca" eval "${g[@]}" --gate min-gain=100.5 --json "$tmp/g1.json" > /dev/null 2> "$tmp/g1"; r1=$?
 "$bin/taca" eval "${g[@]}" --gate max-flip=-1 > /dev/null 2> "$tmp/g2"; r2=$?
 "$bin/taca" eval "${g[@]}" --new-model "$new" --arch "$arch" --gate max-flip=50 > /dev/null 2> "$tmp/g3"; r3=$?
 "$bin/taca" eval "${g[@]}" --gate min-gain > /dev/null 2> "$tmp/g4"; r4=$?
@@ -116,6 +116,10 @@ set -e
 [ "$r3" = 3 ] && grep -q "not measurable" "$tmp/g3" || fail "gate without an adapted model: exit $r3, $(cat "$tmp/g3")"
 [ "$r4" = 2 ] && [ "$r5" = 2 ] || fail "bad gate specs: exits $r4, $r5"
 [ "$(wc -l < "$tmp/g1")" = 1 ] || fail "gate failure is not one line"
+"$py" -c "
+import json, sys; g = json.load(open(sys.argv[1]))['gate']
+assert g['passed'] is False and g['min_gain'] == 100.5 and g['reason'].startswith('min-gain'), g" "$tmp/g1.json" \
+  || fail "the JSON does not report the failed gate"
 echo "  gate: exit 0 when it holds, 3 when it fails ($(cut -c1-60 "$tmp/g1")...), 2 for a bad spec"
 
 # ---- 4. errors
