@@ -16,5 +16,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_add_features(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_index(int argc, char **argv);
+int cmd_export_model(int argc, char **argv);
 
 #endif

@@ -22,6 +22,7 @@ static const command COMMANDS[] = {
     {"index", cmd_index, "build an approximate (faiss) search index of a stored model"},
     {"precompute", cmd_precompute, "fill a feature store with a model's embeddings of a data set"},
     {"eval", cmd_eval, "hot-plug compatibility report of a TaCA checkpoint (retrieval, old head, distances)"},
+    {"export", cmd_export_model, "the adapted encoder (new tower + TaCA checkpoint + old text tower) as one model"},
 };
 
 static void usage(FILE *f) {
