@@ -1,13 +1,16 @@
 /* hash.c: the store's content hash (XXH3-128 over every database's entries in key order, meta
- * "progress/..." records left out) and the checksum of a weights file. */
+ * "progress/..." and "content_hash" records left out), its record in meta, and the checksum of a
+ * weights file. */
 #include "storage/store_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <jansson.h>
 #include <xxhash.h>
 
 static const char PROGRESS[] = "progress/";
+static const char CONTENT_HASH[] = STORE_CONTENT_HASH_KEY;
 
 static void to_hex(XXH128_hash_t h, char hex[33]) {
   XXH128_canonical_t c;
@@ -23,7 +26,12 @@ static int hash_db(store_view *v, MDB_dbi dbi, const char *name, int skip_progre
   MDB_val k, d;
   uint64_t n = 0;
   for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-    if (skip_progress && k.mv_size >= sizeof PROGRESS - 1 && !memcmp(k.mv_data, PROGRESS, sizeof PROGRESS - 1))
+    if (!store_value_in_file(v->s, k.mv_data, k.mv_size) || !store_value_in_file(v->s, d.mv_data, d.mv_size)) {
+      mdb_cursor_close(c);
+      return store_corrupt(err, "%s: a record runs past the end of data.mdb", name);
+    }
+    if (skip_progress && ((k.mv_size >= sizeof PROGRESS - 1 && !memcmp(k.mv_data, PROGRESS, sizeof PROGRESS - 1)) ||
+                          (k.mv_size == sizeof CONTENT_HASH - 1 && !memcmp(k.mv_data, CONTENT_HASH, k.mv_size))))
       continue;
     uint8_t len[12];
     wr_u32le(len, (uint32_t)k.mv_size);
@@ -52,6 +60,29 @@ int store_content_hash(store_view *v, char hex[33], taca_error *err) {
   if (!rc) to_hex(XXH3_128bits_digest(st), hex);
   XXH3_freeState(st);
   return rc ? -1 : 0;
+}
+
+int store_record_content_hash(taca_store *s, const char *by, taca_error *err) {
+  store_txn *t;
+  if (store_txn_begin(s, &t, err)) return -1;
+  store_view inside = {.s = s, .txn = t->txn};  /* hashed in the writing transaction: nothing can intervene */
+  char hex[33];
+  int rc = store_content_hash(&inside, hex, err);
+  json_t *j = rc ? NULL : json_pack("{s:s, s:s}", "by", by ? by : "", "hash", hex);
+  char *js = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+  json_decref(j);
+  if (!rc && !js) rc = taca_fail(err, "out of memory");
+  if (!rc) {
+    MDB_val k = {sizeof CONTENT_HASH - 1, (void *)CONTENT_HASH}, d = {strlen(js), js};
+    int mrc = mdb_put(t->txn, s->meta, &k, &d, 0);
+    if (mrc) rc = store_mdb_fail(s, err, mrc, CONTENT_HASH);
+  }
+  free(js);
+  if (rc) {
+    store_txn_abort(t);
+    return -1;
+  }
+  return store_txn_commit(t, err);
 }
 
 int store_file_checksum(const char *path, char hex[33], taca_error *err) {

@@ -424,15 +424,16 @@ int eval_run(const eval_options *o, eval_result *r, taca_error *err) {
   size_t ncand = 0, cap = 0;
   if (info.n_samples > 0) {
     for (uint64_t idx = info.first_index; idx <= info.last_index; idx++) {
-      int exists = 0, found = 0;
-      if (store_sample_exists(v, idx, &exists, err)) goto done;
-      if (!exists) continue;
-      r->n_records++;
       store_sample smp;
       const uint8_t *px;
       size_t plen;
-      if (store_get_sample(v, idx, &smp, err) || store_get_pixels_opt(v, idx, &px, &plen, &found, err)) goto done;
-      if (!found) continue;
+      int rc = store_get_sample(v, idx, &smp, err);
+      if (rc == STORE_NOT_STORED) continue;
+      if (rc) goto done;
+      r->n_records++;
+      rc = store_get_pixels(v, idx, &px, &plen, err);
+      if (rc == STORE_NOT_STORED) continue;
+      if (rc) goto done;
       if (ncand == cap) {
         cap = cap ? cap * 2 : 1024;
         uint64_t *nc = realloc(cand, sizeof(uint64_t) * cap);

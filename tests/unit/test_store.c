@@ -320,7 +320,7 @@ static void check_content(const char *dir) {
       ck_assert_uint_eq(pl, sizeof want);
       ck_assert(!memcmp(p, want, pl));
     } else {
-      ck_assert_int_eq(store_get_pixels(v, i, &p, &pl, err), -1);
+      ck_assert_int_eq(store_get_pixels(v, i, &p, &pl, err), STORE_NOT_STORED);
       ck_assert_msg(strstr(err->msg, "pixels") && strstr(err->msg, "not stored"), "%s", err->msg);
     }
     for (int model = 0; model < 2; model++)
@@ -333,7 +333,7 @@ static void check_content(const char *dir) {
           continue;
         }
         if (!has_emb(model, mod, i)) {
-          ck_assert_int_eq(store_get_embedding(v, model, (store_modality)mod, i, got, err), -1);
+          ck_assert_int_eq(store_get_embedding(v, model, (store_modality)mod, i, got, err), STORE_NOT_STORED);
           ck_assert_msg(strstr(err->msg, "not stored") && strstr(err->msg, "clip-a"), "%s", err->msg);
           continue;
         }
@@ -352,12 +352,12 @@ static void check_content(const char *dir) {
   }
   /* errors name what is missing */
   uint64_t ix;
-  ck_assert_int_eq(store_lookup_key(v, "no/such/key", 11, &ix, err), -1);
+  ck_assert_int_eq(store_lookup_key(v, "no/such/key", 11, &ix, err), STORE_NOT_STORED);
   ck_assert_msg(strstr(err->msg, "'no/such/key'") && strstr(err->msg, "not found"), "%s", err->msg);
   store_sample smp;
-  ck_assert_int_eq(store_get_sample(v, 60, &smp, err), -1);
+  ck_assert_int_eq(store_get_sample(v, 60, &smp, err), STORE_NOT_STORED);
   ck_assert_msg(strstr(err->msg, "60") && strstr(err->msg, "[0, 50)") && strstr(err->msg, "outside"), "%s", err->msg);
-  ck_assert_int_eq(store_get_sample(v, 45, &smp, err), -1);
+  ck_assert_int_eq(store_get_sample(v, 45, &smp, err), STORE_NOT_STORED);
   ck_assert_msg(strstr(err->msg, "45") && strstr(err->msg, "not stored"), "%s", err->msg);
   float tmp[8];
   ck_assert_int_eq(store_get_embedding(v, 5, STORE_IMAGE, 0, tmp, err), -1);
