@@ -19,6 +19,8 @@ static const command COMMANDS[] = {
     {"pretrain", cmd_pretrain, "train a small CLIP model CLIP-style on the synthetic data set"},
     {"add-features", cmd_add_features, "store embeddings from a .npy, or random noise features, as a model (AFT)"},
     {"precompute", cmd_precompute, "fill a feature store with a model's embeddings of a data set"},
+    {"verify", cmd_verify, "check every record of a store (checksums, key table, counts, content hash)"},
+    {"drop-model", cmd_drop_model, "remove one model and its embeddings from a store"},
     {"eval", cmd_eval, "hot-plug compatibility report of a TaCA checkpoint (retrieval, old head, distances)"},
 };
 
