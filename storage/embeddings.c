@@ -218,6 +218,8 @@ int store_get_embedding_raw(store_view *v, int model, store_modality mod, uint64
   emb_key(k, model, mod, (uint32_t)number);
   MDB_val key = {EMB_KEY_LEN, k}, val;
   int rc = mdb_get(v->txn, v->s->emb, &key, &val);
+  if (rc == MDB_NOTFOUND && store_confirm_absent(v->s, v->txn, v->s->emb, TAG_EMB, k, EMB_KEY_LEN, "emb", err))
+    return -1;
   if (rc == MDB_NOTFOUND) return store_missing(v, index, what, err);
   if (rc) return store_mdb_fail(v->s, err, rc, what);
   store_block b;

@@ -31,6 +31,9 @@ int store_gather_embeddings(store_view *v, int model, store_modality mod, const 
           snprintf(what, sizeof what, "model '%s' %s embeddings", m->name, store_modality_name(mod));
           return store_mdb_fail(v->s, err, rc, what);
         }
+        if (rc == MDB_NOTFOUND &&
+            store_confirm_absent(v->s, v->txn, v->s->emb, TAG_EMB, k, EMB_KEY_LEN, "emb", err))
+          return -1;
         if (rc == 0) {
           if (block_parse(v->s, m, mod, dim, (uint32_t)number, val.mv_data, val.mv_size, &b, err)) return -1;
           have = 1;

@@ -73,9 +73,8 @@ int store_record_content_hash(taca_store *s, const char *by, taca_error *err) {
   json_decref(j);
   if (!rc && !js) rc = taca_fail(err, "out of memory");
   if (!rc) {
-    MDB_val k = {sizeof CONTENT_HASH - 1, (void *)CONTENT_HASH}, d = {strlen(js), js};
-    int mrc = mdb_put(t->txn, s->meta, &k, &d, 0);
-    if (mrc) rc = store_mdb_fail(s, err, mrc, CONTENT_HASH);
+    rc = store_put_sealed(s, t->txn, s->meta, TAG_META, CONTENT_HASH, sizeof CONTENT_HASH - 1, js, strlen(js), 0, err,
+                          CONTENT_HASH);
   }
   free(js);
   if (rc) {

@@ -113,3 +113,42 @@ static int locate(taca_store *s, MDB_txn *txn, const MDB_envinfo *ei, const MDB_
   s->map_base = (const uint8_t *)(page - (uintptr_t)(pgno * st->ms_psize));
   return 0;
 }
+
+int store_put_sealed(taca_store *s, MDB_txn *txn, MDB_dbi dbi, int tag, const void *key, size_t klen,
+                     const void *val, size_t len, unsigned flags, taca_error *err, const char *what) {
+  MDB_val k = {klen, (void *)key}, d = {len + REC_SUM_BYTES, NULL};
+  int rc = mdb_put(txn, dbi, &k, &d, flags | MDB_RESERVE);
+  if (rc) return store_mdb_fail(s, err, rc, what);
+  if (len) memcpy(d.mv_data, val, len);
+  store_seal_record(tag, key, klen, d.mv_data, len + REC_SUM_BYTES);
+  return 0;
+}
+
+/* A neighbour of a key that was not found: inside the file, on the right side of it, and intact. */
+static int neighbour_ok(taca_store *s, MDB_txn *txn, MDB_dbi dbi, int tag, const MDB_val *key, const MDB_val *nk,
+                        const MDB_val *nv, int side) {
+  if (!store_value_in_file(s, nk->mv_data, nk->mv_size)) return 0;
+  int c = mdb_cmp(txn, dbi, nk, key);
+  return (side > 0 ? c > 0 : c < 0) && store_record_ok(s, tag, nk, nv);
+}
+
+int store_confirm_absent(taca_store *s, MDB_txn *txn, MDB_dbi dbi, int tag, const void *key, size_t klen,
+                         const char *what, taca_error *err) {
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(txn, dbi, &c);
+  if (rc) return store_mdb_fail(s, err, rc, what);
+  MDB_val want = {klen, (void *)key}, k = want, v;
+  int ok = 1;
+  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  if (rc == 0) {
+    ok = neighbour_ok(s, txn, dbi, tag, &want, &k, &v, 1);
+    if (ok) rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+  } else if (rc == MDB_NOTFOUND) {
+    rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+  }
+  if (ok && rc == 0) ok = neighbour_ok(s, txn, dbi, tag, &want, &k, &v, -1);
+  mdb_cursor_close(c);
+  if (rc && rc != MDB_NOTFOUND) return store_mdb_fail(s, err, rc, what);
+  if (!ok) return store_corrupt(err, "%s: not found, but its neighbours in the B-tree are damaged or out of order", what);
+  return 0;
+}

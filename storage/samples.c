@@ -230,6 +230,8 @@ int store_get_sample(store_view *v, uint64_t index, store_sample *out, taca_erro
   store_be64(ik, index);
   MDB_val k = {8, ik}, d;
   int rc = mdb_get(v->txn, v->s->samples, &k, &d);
+  if (rc == MDB_NOTFOUND && store_confirm_absent(v->s, v->txn, v->s->samples, TAG_SAMPLES, ik, 8, "samples", err))
+    return -1;
   if (rc == MDB_NOTFOUND) return store_missing(v, index, "record", err);
   if (rc) return store_mdb_fail(v->s, err, rc, "samples");
   if (!store_record_ok(v->s, TAG_SAMPLES, &k, &d))
@@ -244,6 +246,8 @@ int store_get_pixels(store_view *v, uint64_t index, const uint8_t **data, size_t
   *data = NULL;
   *len = 0;
   int rc = mdb_get(v->txn, v->s->pixels, &k, &d);
+  if (rc == MDB_NOTFOUND && store_confirm_absent(v->s, v->txn, v->s->pixels, TAG_PIXELS, ik, 8, "pixels", err))
+    return -1;
   if (rc == MDB_NOTFOUND) return store_missing(v, index, "pixels", err);
   if (rc) return store_mdb_fail(v->s, err, rc, "pixels");
   if (!store_record_ok(v->s, TAG_PIXELS, &k, &d))
@@ -260,6 +264,8 @@ int store_lookup_key(store_view *v, const char *key, size_t key_len, uint64_t *i
     return taca_fail(err, "key is empty or longer than %d bytes", STORE_MAX_KEY);
   MDB_val k = {key_len, (void *)key}, d;
   int rc = mdb_get(v->txn, v->s->keys, &k, &d);
+  if (rc == MDB_NOTFOUND && store_confirm_absent(v->s, v->txn, v->s->keys, TAG_KEYS, key, key_len, "keys", err))
+    return -1;
   if (rc == MDB_NOTFOUND) {
     taca_fail(err, "key '%s' not found", show_key(key, key_len, shown));
     return STORE_NOT_STORED;

@@ -70,12 +70,16 @@ static int get_in(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *val, int 
   MDB_val k = {strlen(key), (void *)key};
   int rc = mdb_get(txn, dbi, &k, val);
   *found = rc == 0;
-  if (rc == MDB_NOTFOUND) return 0;
+  char what[600];
+  snprintf(what, sizeof what, "meta '%s'", key);
+  if (rc == MDB_NOTFOUND)
+    return store_confirm_absent(store_of_txn(txn), txn, dbi, TAG_META, key, strlen(key), what, err);
   if (rc) return store_mdb_fail(NULL, err, rc, key);
-  if (!store_value_in_file(store_of_txn(txn), val->mv_data, val->mv_size)) {
+  if (!store_record_ok(store_of_txn(txn), TAG_META, &k, val)) {
     *found = 0;
-    return store_corrupt(err, "meta '%s': a value of %zu bytes runs past the end of data.mdb", key, val->mv_size);
+    return store_corrupt(err, "%s: checksum or length mismatch", what);
   }
+  val->mv_size -= REC_SUM_BYTES;
   return 0;
 }
 
@@ -114,24 +118,24 @@ static int json_str(json_t *o, const char *field, char *out, size_t cap, const c
 /* ---------- open / close ---------- */
 
 static int read_schema(taca_store *s, MDB_txn *txn, int write_if_missing, taca_error *err) {
-  MDB_val v;
+  MDB_val v, k = {strlen("schema_version"), "schema_version"};
   int found;
-  if (get_in(txn, s->meta, "schema_version", &v, &found, err)) return -1;
+  int rc = mdb_get(txn, s->meta, &k, &v);
+  if (rc == 0 && v.mv_size == 1 && ((const char *)v.mv_data)[0] == '1') /* version 1 had no checksums */
+    return taca_fail(err, "%s: store schema version 1 predates per-record checksums (this build reads %d): "
+                          "rebuild the store with taca precompute", s->dir, STORE_SCHEMA_VERSION);
+  if (get_in(txn, s->meta, "schema_version", &v, &found, err)) return taca_error_prefix(err, "%s", s->dir);
   if (!found) {
     if (!write_if_missing) return taca_fail(err, "%s: not a taca store (no schema_version)", s->dir);
     char buf[16];
     int n = snprintf(buf, sizeof buf, "%d", STORE_SCHEMA_VERSION);
-    MDB_val k = {strlen("schema_version"), "schema_version"}, d = {(size_t)n, buf};
-    int rc = mdb_put(txn, s->meta, &k, &d, 0);
-    return rc ? store_mdb_fail(s, err, rc, "writing schema_version") : 0;
+    return store_put_sealed(s, txn, s->meta, TAG_META, k.mv_data, k.mv_size, buf, (size_t)n, 0, err,
+                            "writing schema_version");
   }
   char buf[16] = {0};
   if (v.mv_size == 0 || v.mv_size >= sizeof buf) return taca_fail(err, "%s: corrupt schema_version", s->dir);
   memcpy(buf, v.mv_data, v.mv_size);
   long ver = strtol(buf, NULL, 10);
-  if (ver == 1)
-    return taca_fail(err, "%s: store schema version 1 predates per-record checksums (this build reads %d): "
-                          "rebuild the store with taca precompute", s->dir, STORE_SCHEMA_VERSION);
   if (ver != STORE_SCHEMA_VERSION)
     return taca_fail(err, "%s: store schema version %s is not supported (this build reads %d)", s->dir, buf,
                      STORE_SCHEMA_VERSION);
@@ -294,12 +298,16 @@ int store_load_models(MDB_txn *txn, MDB_dbi meta, model_table *out, taca_error *
   MDB_val k = {sizeof prefix - 1, (void *)prefix}, v;
   int seen[STORE_MAX_MODELS] = {0};
   for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    if (!store_value_in_file(store_of_txn(txn), k.mv_data, k.mv_size) ||
-        !store_value_in_file(store_of_txn(txn), v.mv_data, v.mv_size)) {
+    if (!store_value_in_file(store_of_txn(txn), k.mv_data, k.mv_size)) {
       rc = MDB_CORRUPTED;
       break;
     }
     if (k.mv_size < sizeof prefix - 1 || memcmp(k.mv_data, prefix, sizeof prefix - 1)) break;
+    if (!store_record_ok(store_of_txn(txn), TAG_META, &k, &v)) {
+      rc = MDB_CORRUPTED;
+      break;
+    }
+    v.mv_size -= REC_SUM_BYTES;
     char what[600];
     snprintf(what, sizeof what, "%.*s", (int)k.mv_size, (const char *)k.mv_data);
     store_model m;
@@ -380,19 +388,34 @@ static int apply_count_deltas(store_txn *t, taca_error *err) {
     char *s;
     if (dump_json(json_pack("{s:I, s:I}", "image", (json_int_t)cnt[0], "text", (json_int_t)cnt[1]), &s, err, key))
       return -1;
-    MDB_val k = {strlen(key), key}, d = {strlen(s), s};
-    int rc = mdb_put(t->txn, t->s->meta, &k, &d, 0);
+    int rc = store_put_sealed(t->s, t->txn, t->s->meta, TAG_META, key, strlen(key), s, strlen(s), 0, err, key);
     free(s);
-    if (rc) return store_mdb_fail(t->s, err, rc, key);
+    if (rc) return -1;
     t->count_delta[id][0] = t->count_delta[id][1] = 0;
   }
   return 0;
 }
 
-/* A recorded content hash describes the content it was computed on: a commit that changes content
- * removes it (store_record_content_hash writes a new one). */
-static int drop_stale_hash(store_txn *t, taca_error *err) {
+/* A commit that changes content writes the record counts and removes the recorded content hash
+ * (it describes the content it was computed on; store_record_content_hash writes a new one). */
+static int update_content_records(store_txn *t, taca_error *err) {
   if (!t->content_changed) return 0;
+  /* the record counts, under a checksum: LMDB's own counts (in its main database) have none */
+  MDB_stat st[3];
+  MDB_dbi dbis[3] = {t->s->samples, t->s->pixels, t->s->keys};
+  for (int i = 0; i < 3; i++) {
+    int rc = mdb_stat(t->txn, dbis[i], &st[i]);
+    if (rc) return store_mdb_fail(t->s, err, rc, "stat");
+  }
+  char *cs;
+  if (dump_json(json_pack("{s:I, s:I, s:I}", "keys", (json_int_t)st[2].ms_entries, "pixels",
+                          (json_int_t)st[1].ms_entries, "samples", (json_int_t)st[0].ms_entries),
+                &cs, err, STORE_COUNTS_KEY))
+    return -1;
+  int prc = store_put_sealed(t->s, t->txn, t->s->meta, TAG_META, STORE_COUNTS_KEY, strlen(STORE_COUNTS_KEY), cs,
+                             strlen(cs), 0, err, STORE_COUNTS_KEY);
+  free(cs);
+  if (prc) return -1;
   MDB_val k = {strlen(STORE_CONTENT_HASH_KEY), (void *)STORE_CONTENT_HASH_KEY};
   int rc = mdb_del(t->txn, t->s->meta, &k, NULL);
   return rc && rc != MDB_NOTFOUND ? store_mdb_fail(t->s, err, rc, STORE_CONTENT_HASH_KEY) : 0;
@@ -402,7 +425,7 @@ int store_txn_commit(store_txn *t, taca_error *err) {
   if (!t) return taca_fail(err, "no transaction");
   int ret = 0;
   if (store_txn_guard(t, err) || store_txn_flush_blocks(t, err) || apply_count_deltas(t, err) ||
-      drop_stale_hash(t, err)) {
+      update_content_records(t, err)) {
     mdb_txn_abort(t->txn);
     ret = -1;
   } else {
@@ -424,18 +447,17 @@ void store_txn_abort(store_txn *t) {
 /* Writes a meta value (internal: no reserved-key check). */
 static int put_meta_raw(store_txn *t, const char *key, const void *val, size_t len, taca_error *err) {
   if (strncmp(key, "progress/", 9) && strcmp(key, STORE_CONTENT_HASH_KEY)) t->content_changed = 1;
-  MDB_val k = {strlen(key), (void *)key}, d = {len, (void *)val};
-  int rc = mdb_put(t->txn, t->s->meta, &k, &d, 0);
-  if (rc) {
+  if (store_put_sealed(t->s, t->txn, t->s->meta, TAG_META, key, strlen(key), val, len, 0, err, key)) {
     t->failed = 1;
-    return store_mdb_fail(t->s, err, rc, key);
+    return -1;
   }
   return 0;
 }
 
 static int is_reserved_meta(const char *key) {
   return !strcmp(key, "schema_version") || !strcmp(key, "pixel") || !strcmp(key, "range") ||
-         !strncmp(key, "model/", 6) || !strncmp(key, "emb_count/", 10) || !strcmp(key, STORE_CONTENT_HASH_KEY);
+         !strncmp(key, "model/", 6) || !strncmp(key, "emb_count/", 10) || !strcmp(key, STORE_CONTENT_HASH_KEY) ||
+         !strcmp(key, STORE_COUNTS_KEY);
 }
 
 int store_put_meta(store_txn *t, const char *key, const void *val, size_t len, taca_error *err) {
@@ -569,11 +591,11 @@ static int sample_bounds(taca_store *s, MDB_txn *txn, uint64_t *first, uint64_t 
   int rc = mdb_cursor_open(txn, s->samples, &c);
   if (rc) return store_mdb_fail(s, err, rc, "samples");
   rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-  if (rc == 0 && (k.mv_size != 8 || !store_value_in_file(s, k.mv_data, 8))) rc = MDB_CORRUPTED;
+  if (rc == 0 && (k.mv_size != 8 || !store_record_ok(s, TAG_SAMPLES, &k, &v))) rc = MDB_CORRUPTED;
   if (rc == 0) {
     *first = store_get_be64(k.mv_data);
     rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
-    if (rc == 0 && (k.mv_size != 8 || !store_value_in_file(s, k.mv_data, 8))) rc = MDB_CORRUPTED;
+    if (rc == 0 && (k.mv_size != 8 || !store_record_ok(s, TAG_SAMPLES, &k, &v))) rc = MDB_CORRUPTED;
     if (rc == 0) {
       *last = store_get_be64(k.mv_data);
       *any = 1;
@@ -791,15 +813,43 @@ int store_scan_meta(store_view *v, const char *prefix,
   MDB_val k = {pl, (void *)prefix}, d;
   rc = mdb_cursor_get(c, &k, &d, pl ? MDB_SET_RANGE : MDB_FIRST);
   for (; rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-    if (!store_value_in_file(v->s, k.mv_data, k.mv_size) || !store_value_in_file(v->s, d.mv_data, d.mv_size)) {
+    if (!store_value_in_file(v->s, k.mv_data, k.mv_size)) {
       rc = MDB_CORRUPTED;
       break;
     }
     if (k.mv_size < pl || memcmp(k.mv_data, prefix, pl)) break;
+    if (!store_record_ok(v->s, TAG_META, &k, &d)) {
+      rc = MDB_CORRUPTED;
+      break;
+    }
+    d.mv_size -= REC_SUM_BYTES;
     if (fn(k.mv_data, k.mv_size, d.mv_data, d.mv_size, ctx)) break;
   }
   mdb_cursor_close(c);
   if (rc && rc != MDB_NOTFOUND) return store_mdb_fail(v->s, err, rc, "meta");
+  return 0;
+}
+
+/* LMDB's record counts against the checksummed ones of meta "counts". */
+static int check_counts(store_view *v, uint64_t samples, uint64_t pixels, uint64_t keys, taca_error *err) {
+  MDB_val d;
+  int found;
+  if (get_in(v->txn, v->s->meta, STORE_COUNTS_KEY, &d, &found, err)) return -1;
+  if (!found) {
+    if (samples || pixels || keys) return store_corrupt(err, "meta: record counts missing");
+    return 0;
+  }
+  json_t *j = parse_json(&d, STORE_COUNTS_KEY, err);
+  if (!j) return -1;
+  uint64_t c[3] = {0, 0, 0};
+  int rc = json_u64(j, "samples", &c[0], STORE_COUNTS_KEY, err) || json_u64(j, "pixels", &c[1], STORE_COUNTS_KEY, err) ||
+           json_u64(j, "keys", &c[2], STORE_COUNTS_KEY, err);
+  json_decref(j);
+  if (rc) return -1;
+  if (c[0] != samples || c[1] != pixels || c[2] != keys)
+    return store_corrupt(err, "the database records: samples %llu, pixels %llu, keys %llu, but meta counts %llu, %llu, "
+                         "%llu", (unsigned long long)samples, (unsigned long long)pixels, (unsigned long long)keys,
+                         (unsigned long long)c[0], (unsigned long long)c[1], (unsigned long long)c[2]);
   return 0;
 }
 
@@ -816,6 +866,7 @@ int store_get_info(store_view *v, store_info *out, taca_error *err) {
     *cnt[i] = st.ms_entries;
   }
   int any, found;
+  if (check_counts(v, out->n_samples, out->n_pixels, out->n_keys, err)) return -1;
   if (sample_bounds(s, v->txn, &out->first_index, &out->last_index, &any, err)) return -1;
   if (read_range(s, v->txn, &out->range, &found, err)) return -1;
   out->has_range = found;

@@ -33,6 +33,7 @@
 #define STORE_NOT_STORED 1           /* a getter's "nothing stored there" (see above) */
 #define STORE_CORRUPT_MARK "store corrupt at "
 #define STORE_CONTENT_HASH_KEY "content_hash" /* meta: the hash recorded by a finished writer */
+#define STORE_COUNTS_KEY "counts"    /* meta: records per database, checked against LMDB's at info */
 #define STORE_CONTEXT_LEN 77        /* token ids per sample (CLIP context length) */
 #define STORE_MAX_KEY 511           /* longest sample key in bytes (LMDB's key limit) */
 #define STORE_MAX_MODELS 32         /* models per store */

@@ -8,11 +8,11 @@
 
 #include "storage/store.h"
 
-/* Every samples, pixels, keys and emb value ends in an 8-byte checksum (REC_SUM_BYTES):
+/* Every meta, samples, pixels, keys and emb value ends in an 8-byte checksum (REC_SUM_BYTES):
  * XXH3-64 of the value's other bytes, seeded with XXH3-64 of the LMDB key seeded with the database's
  * tag, so that a value that moved to another key or database does not verify either. */
 #define REC_SUM_BYTES 8
-enum { TAG_SAMPLES = 1, TAG_PIXELS = 2, TAG_KEYS = 3, TAG_EMB = 4 };
+enum { TAG_SAMPLES = 1, TAG_PIXELS = 2, TAG_KEYS = 3, TAG_EMB = 4, TAG_META = 5 };
 
 /* sample record layout v2 (little-endian):
  *   0 u8 layout version (2) | 1 u8 flags | 2 u16 key length | 4 i32 label | 8 u16 tokens[77] | 162 key
@@ -108,6 +108,13 @@ int store_record_ok(taca_store *s, int tag, const MDB_val *k, const MDB_val *v);
 int store_check_file(taca_store *s, taca_error *err);
 /* Finds where data.mdb is mapped (store_open, after the databases are open). */
 int store_locate_map(taca_store *s, taca_error *err);
+/* mdb_put of val (len bytes) + its checksum (MDB_RESERVE); fails through store_mdb_fail. */
+int store_put_sealed(taca_store *s, MDB_txn *txn, MDB_dbi dbi, int tag, const void *key, size_t klen,
+                     const void *val, size_t len, unsigned flags, taca_error *err, const char *what);
+/* After MDB_NOTFOUND: 0 when the key's neighbours are intact and on either side of it (the miss is
+ * real), else a corrupt error: a damaged key or branch page must not read as "not stored". */
+int store_confirm_absent(taca_store *s, MDB_txn *txn, MDB_dbi dbi, int tag, const void *key, size_t klen,
+                         const char *what, taca_error *err);
 /* Whether an LMDB return code means a damaged file. */
 int store_rc_corrupt(int rc);
 

@@ -49,9 +49,14 @@ static void walk(store_view *v, MDB_dbi dbi, store_db_report *d, check_fn fn, vo
   mdb_cursor_close(c);
 }
 
-static void check_meta(store_view *v, store_db_report *d, const MDB_val *k, const MDB_val *val, void *ctx) {
-  (void)v, (void)ctx;
-  static const char *json_prefixes[] = {"pixel", "range", "model/", "emb_count/", STORE_CONTENT_HASH_KEY};
+static void check_meta(store_view *v, store_db_report *d, const MDB_val *k, const MDB_val *sealed, void *ctx) {
+  (void)ctx;
+  if (!store_record_ok(v->s, TAG_META, k, sealed)) {
+    problem(d, "'%.*s': checksum mismatch", (int)(k->mv_size < 100 ? k->mv_size : 100), (const char *)k->mv_data);
+    return;
+  }
+  MDB_val body = {sealed->mv_size - REC_SUM_BYTES, sealed->mv_data}, *val = &body;
+  static const char *json_prefixes[] = {"pixel", "range", "model/", "emb_count/", STORE_CONTENT_HASH_KEY, STORE_COUNTS_KEY};
   for (size_t i = 0; i < sizeof json_prefixes / sizeof *json_prefixes; i++) {
     size_t n = strlen(json_prefixes[i]);
     int prefix = json_prefixes[i][n - 1] == '/';

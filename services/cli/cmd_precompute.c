@@ -35,7 +35,7 @@ static const char *USAGE =
 int cmd_precompute(int argc, char **argv) {
   precompute_opts o = {.batch = 32, .dtype = TACA_DT_F16, .store_pixels = 1, .nshards = 1,
                        .index_base = -1};
-  char **data = calloc(argc + 8, sizeof *data); /* + what cli_env_options may add */
+  char **data = calloc(argc + 32, sizeof *data); /* + one per option cli_env_options may add */
   if (!data) return cli_fail("precompute", 1, "out of memory");
   static const struct option opts[] = {
       {"model", required_argument, 0, 'm'},    {"arch", required_argument, 0, 'a'},

@@ -438,6 +438,11 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
   inputs = inputs_record(ds);
   uint64_t base = o->index_base >= 0 ? (uint64_t)o->index_base : ds_entries_before_shard(ds);
   if (!inputs || !(prog = ingest_progress(J, stored_prog, inputs, base, err))) goto done;
+  for (int i = 0; ds_total_entries(ds) == 0 && i < ds_num_inputs(ds); i++)
+    if (ds_get_input(ds, i)->problem) { /* nothing readable at all: an error, not a warning */
+      taca_fail(err, "no input has a readable entry: %s", ds_get_input(ds, i)->problem);
+      goto done;
+    }
   damaged = report_damaged(ds);
   int in0 = (int)jget_u64(prog, "input");
   uint64_t e0 = jget_u64(prog, "entry"), next = jget_u64(prog, "next_index");
