@@ -18,7 +18,8 @@ static void to_hex(XXH128_hash_t h, char hex[33]) {
   for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", c.digest[i]);
 }
 
-static int hash_db(store_view *v, MDB_dbi dbi, const char *name, int skip_progress, XXH3_state_t *st, taca_error *err) {
+static int hash_db(store_view *v, MDB_dbi dbi, int tag, const char *name, int skip_progress, XXH3_state_t *st,
+                   taca_error *err) {
   XXH3_128bits_update(st, name, strlen(name) + 1);
   MDB_cursor *c;
   int rc = mdb_cursor_open(v->txn, dbi, &c);
@@ -29,6 +30,10 @@ static int hash_db(store_view *v, MDB_dbi dbi, const char *name, int skip_progre
     if (!store_value_in_file(v->s, k.mv_data, k.mv_size) || !store_value_in_file(v->s, d.mv_data, d.mv_size)) {
       mdb_cursor_close(c);
       return store_corrupt(err, "%s: a record runs past the end of data.mdb", name);
+    }
+    if (!store_record_ok(v->s, tag, &k, &d)) { /* a hash of damaged content would describe nothing */
+      mdb_cursor_close(c);
+      return store_corrupt(err, "%s: record %llu: checksum mismatch", name, (unsigned long long)n + 1);
     }
     if (skip_progress && ((k.mv_size >= sizeof PROGRESS - 1 && !memcmp(k.mv_data, PROGRESS, sizeof PROGRESS - 1)) ||
                           (k.mv_size == sizeof CONTENT_HASH - 1 && !memcmp(k.mv_data, CONTENT_HASH, k.mv_size))))
@@ -54,9 +59,9 @@ int store_content_hash(store_view *v, char hex[33], taca_error *err) {
   if (!st) return taca_fail(err, "out of memory");
   XXH3_128bits_reset(st);
   taca_store *s = v->s;
-  int rc = hash_db(v, s->meta, "meta", 1, st, err) || hash_db(v, s->samples, "samples", 0, st, err) ||
-           hash_db(v, s->pixels, "pixels", 0, st, err) || hash_db(v, s->keys, "keys", 0, st, err) ||
-           hash_db(v, s->emb, "emb", 0, st, err);
+  int rc = hash_db(v, s->meta, TAG_META, "meta", 1, st, err) || hash_db(v, s->samples, TAG_SAMPLES, "samples", 0, st, err) ||
+           hash_db(v, s->pixels, TAG_PIXELS, "pixels", 0, st, err) || hash_db(v, s->keys, TAG_KEYS, "keys", 0, st, err) ||
+           hash_db(v, s->emb, TAG_EMB, "emb", 0, st, err);
   if (!rc) to_hex(XXH3_128bits_digest(st), hex);
   XXH3_freeState(st);
   return rc ? -1 : 0;

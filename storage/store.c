@@ -681,6 +681,7 @@ static int check_name(const char *s, size_t cap, int allow_space, const char *fi
 }
 
 static const char *model_diff(const store_model *a, const store_model *b) {
+  if (strcmp(a->weights_xxh, b->weights_xxh)) return "weights_xxh";  /* first: other weights explain the rest */
   if (strcmp(a->arch, b->arch)) return "arch";
   if (a->image_dim != b->image_dim) return "image_dim";
   if (a->text_dim != b->text_dim) return "text_dim";
@@ -713,6 +714,9 @@ int store_register_model(store_txn *t, const store_model *in, int *id, taca_erro
     if (strcmp(t->models.m[i].name, m.name)) continue;
     m.id = i;
     const char *d = model_diff(&t->models.m[i], &m);
+    if (d && !strcmp(d, "weights_xxh"))
+      return taca_fail(err, "model '%s' is already in this store from other weights (weights_xxh %s, these %s): "
+                       "choose another name", m.name, t->models.m[i].weights_xxh, m.weights_xxh);
     if (d) return taca_fail(err, "model '%s' is already registered with a different %s", m.name, d);
     *id = i;
     return 0;

@@ -39,7 +39,9 @@ int cmd_drop_model(int argc, char **argv) {
     store_close(s);
     return cli_fail("drop-model", 1, "%s: %s", db, err.msg);
   }
-  int rc = store_txn_commit(t, &err);
+  char by[128];
+  snprintf(by, sizeof by, "drop-model %s", name);
+  int rc = store_txn_commit(t, &err) || store_record_content_hash(s, by, &err);
   store_close(s);
   if (rc) return cli_fail("drop-model", 1, "%s: %s", db, err.msg);
   fprintf(stderr, "drop-model: removed model '%s' from %s\n", name, db);

@@ -205,11 +205,18 @@ static int cmd_lookup(store_view *v, int json, int argc, char **argv) {
     store_sample smp;
     const uint8_t *px;
     size_t pxlen = 0;
-    if (store_lookup_key(v, key, strlen(key), &index, &err) || store_get_sample(v, index, &smp, &err)) {
+    int rc = store_lookup_key(v, key, strlen(key), &index, &err);
+    if (rc == 0) rc = store_get_sample(v, index, &smp, &err);
+    if (rc == STORE_NOT_STORED) {
       status = cli_fail(CMD, 1, "%s", err.msg);
       continue;
     }
-    if (store_get_pixels(v, index, &px, &pxlen, &err)) pxlen = 0;
+    if (rc == 0) rc = store_get_pixels(v, index, &px, &pxlen, &err);
+    if (rc == STORE_NOT_STORED) pxlen = 0, rc = 0;
+    if (rc) { /* a damaged store: one line, no half answers */
+      status = cli_fail(CMD, 1, "%s", err.msg);
+      break;
+    }
     int ntok = 0;
     while (smp.has_tokens && ntok < STORE_CONTEXT_LEN && smp.tokens[ntok]) ntok++;
     json_t *embs = json ? json_object() : NULL;
@@ -217,7 +224,15 @@ static int cmd_lookup(store_view *v, int json, int argc, char **argv) {
     for (int i = 0; i < in->n_models; i++)
       for (int m = 0; m < 2; m++) {
         const void *p;
-        if (store_get_embedding_raw(v, i, (store_modality)m, index, &p, NULL)) continue;
+        int dim = m ? in->models[i].text_dim : in->models[i].image_dim;
+        if (dim <= 0) continue;
+        rc = store_get_embedding_raw(v, i, (store_modality)m, index, &p, &err);
+        if (rc == STORE_NOT_STORED) continue;
+        if (rc) {
+          json_decref(embs);
+          free(in);
+          return cli_fail(CMD, 1, "%s", err.msg);
+        }
         if (json) {
           json_t *arr = json_object_get(embs, in->models[i].name);
           if (!arr) json_object_set_new(embs, in->models[i].name, arr = json_array());
@@ -447,7 +462,11 @@ static int cmd_search(store_view *v, int json, int argc, char **argv) {
       int64_t ix = idx[(size_t)i * k + r];
       float s = sc[(size_t)i * k + r];
       store_sample smp;
-      int have = store_get_sample(v, (uint64_t)ix, &smp, NULL) == 0;
+      int got = store_get_sample(v, (uint64_t)ix, &smp, &err), have = got == 0;
+      if (got < 0) {
+        rc = cli_fail(CMD, 1, "%s", err.msg);
+        break;
+      }
       if (json)
         json_array_append_new(res, json_pack("{s:I, s:f, s:s#}", "index", (json_int_t)ix, "score", (double)s, "key",
                                              have ? smp.key : "", have ? (int)smp.key_len : 0));
@@ -455,7 +474,8 @@ static int cmd_search(store_view *v, int json, int argc, char **argv) {
         printf("  %2d  index %" PRId64 "  score %.6g  key %.*s\n", r + 1, ix, (double)s, have ? (int)smp.key_len : 1,
                have ? smp.key : "-");
     }
-    if (json) print_json(json_pack("{s:i, s:o}", "query", i, "results", res));
+    if (rc) json_decref(res);
+    else if (json) print_json(json_pack("{s:i, s:o}", "query", i, "results", res));
   }
   free(idx);
   free(sc);

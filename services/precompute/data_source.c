@@ -27,6 +27,7 @@ struct data_source {
   struct archive *ar;
   int pending;         /* a tar header has been read whose member is not consumed yet */
   int eof;             /* the tar's end has been reached */
+  uint64_t tar_size;   /* the open tar's length, when it is not compressed (else 0) */
   char *pending_path;
   FILE *tsv;
   char *line;
@@ -180,6 +181,13 @@ static int open_tar(data_source *ds, const char *path, taca_error *err) {
   }
   ds->pending = 0;
   ds->eof = 0;
+  ds->tar_size = 0;
+  struct stat sb;
+  /* skipping a member seeks, so a member cut off by the end of an uncompressed file goes unnoticed:
+   * its header is checked against the file length instead */
+  if (archive_filter_count(ds->ar) == 1 && archive_filter_code(ds->ar, 0) == ARCHIVE_FILTER_NONE &&
+      stat(path, &sb) == 0)
+    ds->tar_size = (uint64_t)sb.st_size;
   return 0;
 }
 
@@ -196,6 +204,10 @@ static int tar_next_header(data_source *ds, const char *path, taca_error *err) {
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
       return taca_fail(err, "%s: %s", path, archive_error_string(ds->ar));
     if (archive_entry_filetype(e) != AE_IFREG) continue;
+    int64_t at = archive_read_header_position(ds->ar), size = archive_entry_size(e);
+    if (ds->tar_size && at >= 0 && size >= 0 && (uint64_t)at + 512 + (uint64_t)size > ds->tar_size)
+      return taca_fail(err, "%s: truncated: member '%.200s' of %lld bytes runs past the end of the file", path,
+                       archive_entry_pathname(e) ? archive_entry_pathname(e) : "?", (long long)size);
     free(ds->pending_path);
     ds->pending_path = strdup(archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
     ds->pending = 1;
