@@ -149,6 +149,6 @@ int store_confirm_absent(taca_store *s, MDB_txn *txn, MDB_dbi dbi, int tag, cons
   if (ok && rc == 0) ok = neighbour_ok(s, txn, dbi, tag, &want, &k, &v, -1);
   mdb_cursor_close(c);
   if (rc && rc != MDB_NOTFOUND) return store_mdb_fail(s, err, rc, what);
-  if (!ok) return store_corrupt(err, "%s: not found, but its neighbours in the B-tree are damaged or out of order", what);
+  if (!ok) return store_corrupt(err, "%s: a lookup missed where the B-tree around it is damaged or out of order", what);
   return 0;
 }

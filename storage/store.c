@@ -234,7 +234,7 @@ int store_open(taca_store **out, const char *dir, const store_options *opt, taca
   mdb_env_set_userctx(s->env, s);
   MDB_envinfo info;
   if (mdb_env_info(s->env, &info) == 0) s->map_size = info.me_mapsize;
-  int bad = store_check_file(s, err) ? 1 : open_dbs(s, err) ? 2 : store_locate_map(s, err) ? 1 : 0;
+  int bad = store_check_file(s, err) || store_check_pages(s, err) ? 1 : open_dbs(s, err) ? 2 : store_locate_map(s, err) ? 1 : 0;
   if (bad) {
     if (bad == 1) taca_error_prefix(err, "%s", dir);  /* open_dbs names the directory itself */
     store_close(s);

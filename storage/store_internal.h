@@ -106,6 +106,9 @@ int store_value_in_file(taca_store *s, const void *p, size_t len);
 int store_record_ok(taca_store *s, int tag, const MDB_val *k, const MDB_val *v);
 /* data.mdb's length against the meta page (store_open, before any page is read). */
 int store_check_file(taca_store *s, taca_error *err);
+/* Every branch and leaf page the newest snapshot reaches, checked before LMDB reads any
+ * (pagecheck.c; store_open). */
+int store_check_pages(taca_store *s, taca_error *err);
 /* Finds where data.mdb is mapped (store_open, after the databases are open). */
 int store_locate_map(taca_store *s, taca_error *err);
 /* mdb_put of val (len bytes) + its checksum (MDB_RESERVE); fails through store_mdb_fail. */
