@@ -715,7 +715,7 @@ int store_register_model(store_txn *t, const store_model *in, int *id, taca_erro
     m.id = i;
     const char *d = model_diff(&t->models.m[i], &m);
     if (d && !strcmp(d, "weights_xxh"))
-      return taca_fail(err, "model '%s' is already in this store from other weights (weights_xxh %s, these %s): "
+      return taca_fail(err, "model '%s' is already registered from other weights (weights_xxh %s, these %s): "
                        "choose another name", m.name, t->models.m[i].weights_xxh, m.weights_xxh);
     if (d) return taca_fail(err, "model '%s' is already registered with a different %s", m.name, d);
     *id = i;
