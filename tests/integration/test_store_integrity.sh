@@ -107,10 +107,41 @@ n=$("$bin/taca" query --db "$tmp/db_half" --json info | "$py" -c 'import json,sy
 
 # --- 4. drop-model ---
 "$bin/taca" add-features --db "$tmp/db_half" --name noise --random 8 --quiet
-"$bin/taca" query --db "$tmp/db_half" info | grep -q "noise" || fail "add-features --random"
+"$bin/taca" add-features --db "$tmp/db_half" --name later --random 6 --seed 2 --quiet
+"$bin/taca" query --db "$tmp/db_half" export --model later --modality image --out "$tmp/later1.npy"
 "$bin/taca" drop-model --db "$tmp/db_half" --name noise 2> /dev/null
-! "$bin/taca" query --db "$tmp/db_half" info | grep -q "noise" || fail "drop-model left the model"
+! "$bin/taca" query --db "$tmp/db_half" info | grep -qw "noise" || fail "drop-model left the model"
+"$bin/taca" query --db "$tmp/db_half" info | grep -q "\[1\] later" || fail "the later model did not move to id 1"
+"$bin/taca" query --db "$tmp/db_half" export --model later --modality image --out "$tmp/later2.npy"
+cmp -s "$tmp/later1.npy" "$tmp/later2.npy" || fail "drop-model changed another model's embeddings"
 "$bin/taca" verify --db "$tmp/db_half" > "$tmp/v.txt" || { cat "$tmp/v.txt"; fail "verify after drop-model"; }
 grep -q "as recorded by drop-model noise" "$tmp/v.txt" || { cat "$tmp/v.txt"; fail "drop-model recorded no hash"; }
 expect_fail "drop-model of an unknown model" "not in this store" -- "$bin/taca" drop-model --db "$tmp/db_half" --name nope
+
+# --- 5. numerics: non-finite outputs and unsupported config values are refused ---
+printf 'a red square\n' > "$tmp/cap.txt"
+cp -r "$model" "$tmp/inf"
+"$py" - "$tmp/inf/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+name = next(k for k in h if k.startswith('text_model') and k.endswith('final_layer_norm.weight'))
+at = 8 + n + h[name]['data_offsets'][0]
+inf = {'F16': b'\x00\x7c', 'BF16': b'\x80\x7f', 'F32': b'\x00\x00\x80\x7f'}[h[name]['dtype']]
+b[at:at + len(inf)] = inf; open(p, 'wb').write(b)
+PY
+expect_fail "taca embed with an Inf weight" "not finite" -- \
+  "$bin/taca" embed --model "$tmp/inf" --text "$tmp/cap.txt" --out "$tmp/e.npy"
+expect_fail "precompute with an Inf weight" "inf.*non-finite\|non-finite" -- \
+  "$bin/taca" precompute "${pre[@]}" --model "$tmp/inf" --data "$tmp/more/00000.tar" --db "$tmp/db_inf"
+for edit in "layer_norm_eps=1e-6" "num_channels=4"; do
+  cp -r "$model" "$tmp/cfg"
+  "$py" - "$tmp/cfg/config.json" "$edit" <<'PY'
+import json, sys
+p, (k, v) = sys.argv[1], sys.argv[2].split('=')
+c = json.load(open(p)); c['vision_config'][k] = float(v) if 'e' in v else int(v); json.dump(c, open(p, 'w'))
+PY
+  expect_fail "config.json $edit" "${edit%%=*}.*not supported" -- \
+    "$bin/taca" embed --model "$tmp/cfg" --text "$tmp/cap.txt" --out "$tmp/e.npy"
+  rm -rf "$tmp/cfg"
+done
 echo "test_store_integrity: all checks passed"
