@@ -59,7 +59,9 @@ with tarfile.open(sys.argv[1], 'w') as t:
             ti = tarfile.TarInfo(f's{i}.{ext}'); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
 PY
 expect_fail "every sample rejected" "no sample was stored" -- \
-  "$bin/taca" precompute "${pre[@]}" --data "$tmp/bad.tar" --db "$tmp/db_bad"
+  "$bin/taca" precompute "${pre[@]}" --batch-size 1 --data "$tmp/bad.tar" --db "$tmp/db_bad"  # 2 batches committed
+expect_fail "an unfinished ingest given other data" "unfinished ingest.*read other data: '$tmp/more/00000.tar' is not among" -- \
+  "$bin/taca" precompute "${pre[@]}" --data "$tmp/more/00000.tar" --db "$tmp/db_bad"
 "$bin/taca" query --db "$tmp/db" export --model hf_gelu_f16 --modality image --out "$tmp/img.npy"
 "$py" - "$tmp" <<'PY'
 import sys, numpy as np
