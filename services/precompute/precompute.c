@@ -191,6 +191,7 @@ static void *reader_main(void *arg) {
   reader *r = arg;
   for (;;) {
     batch *b = read_batch(r);
+    const int end = !b || b->last || b->failed; /* read now: once queued, b is the consumer's to free */
     pthread_mutex_lock(&r->mu);
     while (r->qn == 2 && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
     if (r->stop) {
@@ -201,7 +202,7 @@ static void *reader_main(void *arg) {
     r->queue[r->qn++] = b;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    if (!b || b->last || b->failed) return NULL;
+    if (end) return NULL;
   }
 }
 
