@@ -1,7 +1,9 @@
 /* cmd_verify.c: `taca verify --db DIR`: checks every record of a store (storage/verify.c) and
  * reports per database; exit 0 when everything verifies, 1 when anything is damaged. */
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "services/cli/cli_util.h"
@@ -46,12 +48,12 @@ int cmd_verify(int argc, char **argv) {
   store_view_end(v);
   store_close(s);
   if (rc) return cli_fail("verify", 1, "%s: %s", db, err.msg);
-  if (json) printf("{\"db\":\"%s\",\"problems\":%llu,\"databases\":[", db, (unsigned long long)r.problems);
+  json_t *dbs = json ? json_array() : NULL;
   for (int i = 0; i < r.n_db; i++) {
     const store_db_report *d = &r.db[i];
     if (json) {
-      printf("%s{\"name\":\"%s\",\"records\":%llu,\"bad\":%llu}", i ? "," : "", d->name,
-             (unsigned long long)d->records, (unsigned long long)d->bad);
+      json_array_append_new(dbs, json_pack("{s:s, s:I, s:I, s:s}", "name", d->name, "records", (json_int_t)d->records,
+                                           "bad", (json_int_t)d->bad, "first_problem", d->first_problem));
     } else if (i == r.n_db - 1) {
       if (d->bad) printf("%-12s DAMAGED: %s\n", d->name, d->first_problem);
       else if (r.hash_recorded) printf("%-12s ok: %s, as recorded by %s\n", d->name, r.hash, r.recorded_by);
@@ -63,8 +65,14 @@ int cmd_verify(int argc, char **argv) {
       printf("%-12s %llu records ok\n", d->name, (unsigned long long)d->records);
     }
   }
-  if (json) printf("],\"hash\":\"%s\",\"hash_recorded\":%s,\"hash_equal\":%s}\n", r.hash,
-                   r.hash_recorded ? "true" : "false", r.hash_equal ? "true" : "false");
+  if (json) {
+    json_t *o = json_pack("{s:s, s:I, s:o, s:s, s:b, s:b}", "db", db, "problems", (json_int_t)r.problems, "databases",
+                          dbs, "hash", r.hash, "hash_recorded", r.hash_recorded, "hash_equal", r.hash_equal);
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (js) puts(js);
+    free(js);
+    json_decref(o);
+  }
   if (r.problems) return cli_fail("verify", 1, "%s: store corrupt: %llu problems (see above)", db,
                                   (unsigned long long)r.problems);
   return 0;
