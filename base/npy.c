@@ -275,6 +275,34 @@ int npy_load(const char *path, npy_array *out, taca_error *err) {
   return 0;
 }
 
+int npy_map(const char *path, npy_view *out, taca_error *err) {
+  memset(out, 0, sizeof *out);
+  void *map;
+  size_t size;
+  if (taca_map_file(path, 10, "the .npy preamble", &map, &size, err)) return -1;
+  npy_header hd;
+  if (parse_npy_header(map, size, &hd, err) < 0) {
+    taca_unmap_file(map, size);
+    if (err)
+      for (char *c = err->msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7F) *c = '?';
+    return taca_error_prefix(err, "%s", path);
+  }
+  out->dtype = hd.dtype;
+  out->ndim = hd.ndim;
+  memcpy(out->shape, hd.shape, sizeof out->shape);
+  out->numel = hd.numel;
+  out->data = (const uint8_t *)map + hd.data_off;
+  out->map_ = map;
+  out->map_size_ = size;
+  return 0;
+}
+
+void npy_unmap(npy_view *v) {
+  if (v->map_) taca_unmap_file(v->map_, v->map_size_);
+  memset(v, 0, sizeof *v);
+}
+
 int npy_load_f32_matrix(const char *path, npy_array *out, taca_error *err) {
   npy_array a;
   if (npy_load(path, &a, err) < 0) {

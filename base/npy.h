@@ -32,4 +32,19 @@ int npy_save(const char *path, taca_dtype dtype, int ndim, const int64_t *shape,
              taca_error *err);
 void npy_free(npy_array *a);
 
+/* A .npy file mapped read-only, data not copied (for arrays larger than memory): `data` points into
+ * the map (aligned as the file's header makes it: 64 bytes for files numpy writes). Same checks as
+ * npy_load. Release with npy_unmap. */
+typedef struct npy_view {
+  taca_dtype dtype;
+  int ndim;
+  int64_t shape[NPY_MAX_DIMS];
+  size_t numel;
+  const void *data;
+  void *map_;
+  size_t map_size_;
+} npy_view;
+int npy_map(const char *path, npy_view *out, taca_error *err);
+void npy_unmap(npy_view *v);
+
 #endif

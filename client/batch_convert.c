@@ -146,6 +146,8 @@ void fields_to_proto(const taca_fields *f, Taca__V1__Fields *pf, Taca__V1__Embed
   pf->labels = f->labels;
   pf->keys = f->keys;
   pf->embeddings_as_f32 = f->embeddings_as_f32;
+  pf->captions = f->captions;
+  pf->metadata = f->metadata;
   int n = f->n_embeddings < 0 ? 0 : f->n_embeddings > TACA_CLIENT_MAX_EMB ? TACA_CLIENT_MAX_EMB : f->n_embeddings;
   for (int i = 0; i < n; i++) {
     taca__v1__embedding_ref__init(&refs[i]);
@@ -197,6 +199,8 @@ int batch_alloc(const taca_client *c, const taca_fields *f, size_t n, taca_batch
   if (f->labels) sz += n * sizeof(int32_t);
   sz = (sz + 15) & ~(size_t)15;
   if (f->keys) sz += n * sizeof(char *);
+  if (f->captions) sz += n * sizeof(char *);
+  if (f->metadata) sz += n * sizeof(char *);
   if (f->pixels) sz += n * (sizeof(uint8_t *) + sizeof(size_t));
   size_t emb_off = sz;
   for (int e = 0; e < f->n_embeddings; e++) {
@@ -230,6 +234,14 @@ int batch_alloc(const taca_client *c, const taca_fields *f, size_t n, taca_batch
   p = (char *)block + (((size_t)(p - (char *)block) + 15) & ~(size_t)15);
   if (f->keys) {
     out->keys = (char **)p;
+    p += n * sizeof(char *);
+  }
+  if (f->captions) {
+    out->captions = (char **)p;
+    p += n * sizeof(char *);
+  }
+  if (f->metadata) {
+    out->metadata = (char **)p;
     p += n * sizeof(char *);
   }
   if (f->pixels) {
@@ -289,6 +301,8 @@ int batch_scatter(taca_batch *out, const taca_fields *f, rx_batch *rx, size_t ro
     BAD("%zu token bytes for %zu samples", who, b->tokens.len, rows);
   if (f->labels && b->n_labels != rows) BAD("%zu labels for %zu samples", who, b->n_labels, rows);
   if (f->keys && b->n_keys != rows) BAD("%zu keys for %zu samples", who, b->n_keys, rows);
+  if (f->captions && b->n_captions != rows) BAD("%zu captions for %zu samples", who, b->n_captions, rows);
+  if (f->metadata && b->n_metadata != rows) BAD("%zu metadata for %zu samples", who, b->n_metadata, rows);
   if (f->pixels && n_pix != rows) BAD("%zu pixel entries for %zu samples", who, n_pix, rows);
   if (b->n_embeddings != (size_t)out->n_embeddings)
     BAD("%zu embedding sets, %d asked for", who, b->n_embeddings, out->n_embeddings);
@@ -314,6 +328,8 @@ int batch_scatter(taca_batch *out, const taca_fields *f, rx_batch *rx, size_t ro
              TACA_CLIENT_CONTEXT_LEN * 4);
     if (f->labels) out->labels[p] = b->labels[i];
     if (f->keys) out->keys[p] = b->keys[i];
+    if (f->captions) out->captions[p] = b->captions[i];
+    if (f->metadata) out->metadata[p] = b->metadata[i];
     if (f->pixels) {
       out->pixels[p] = pix[i];
       out->pixel_sizes[p] = pix_len[i];

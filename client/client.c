@@ -623,6 +623,12 @@ static void offer(taca_search_result *r, int q, float s, uint64_t idx, const cha
 int taca_client_search(taca_client *c, const char *model, taca_modality modality, const float *queries,
                        const char *const *captions, int nq, int k, taca_metric metric, int with_keys,
                        taca_search_result *out, taca_error *err) {
+  return taca_client_search_opts(c, model, modality, queries, captions, nq, k, metric, with_keys, NULL, out, err);
+}
+
+int taca_client_search_opts(taca_client *c, const char *model, taca_modality modality, const float *queries,
+                            const char *const *captions, int nq, int k, taca_metric metric, int with_keys,
+                            const taca_search_opts *opts, taca_search_result *out, taca_error *err) {
   memset(out, 0, sizeof *out);
   int mi = taca_client_find_model(c, model);
   if (mi < 0) {
@@ -648,6 +654,10 @@ int taca_client_search(taca_client *c, const char *model, taca_modality modality
   req.k = (uint32_t)k;
   req.metric = metric == TACA_METRIC_COSINE ? TACA__V1__METRIC__METRIC_COSINE : TACA__V1__METRIC__METRIC_INNER_PRODUCT;
   req.with_keys = with_keys;
+  if (opts && opts->ann) {
+    req.ann = 1;
+    req.nprobe = opts->nprobe > 0 ? (uint32_t)opts->nprobe : 0;
+  }
   size_t len = taca__v1__search_request__get_packed_size(&req);
   uint8_t *buf = malloc(len);
   out->nq = nq;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/epoch_share.h"
 #include "client/client_internal.h"
 
 typedef struct shard_stream {
@@ -25,13 +26,8 @@ struct taca_epoch {
   uint64_t total, delivered;
 };
 
-/* The share arithmetic of services/featured/epoch.h: rank r of W takes positions r, r+W, ... */
-static uint64_t share_size(uint64_t n, uint32_t rank, uint32_t world) {
-  return rank >= n ? 0 : (n - rank + world - 1) / world;
-}
-static uint64_t batch_count(uint64_t share, uint32_t bs, int drop_last) {
-  return drop_last ? share / bs : (share + bs - 1) / bs;
-}
+
+static int pick(const taca_epoch *e);
 
 static int stream_open(taca_epoch *e, shard_stream *s, taca_error *err) {
   Taca__V1__StreamEpochRequest req = TACA__V1__STREAM_EPOCH_REQUEST__INIT;
@@ -82,9 +78,20 @@ int taca_epoch_open(taca_client *c, const taca_epoch_options *o, taca_epoch **ou
     shard_stream *s = &e->s[g];
     s->g = &c->groups[g];
     s->replica = atomic_load(&s->g->next);
-    s->count = batch_count(share_size(s->g->end - s->g->begin, o->rank, o->world_size), o->batch_size, o->drop_last);
+    s->count = epoch_batch_count(epoch_share_size(s->g->end - s->g->begin, o->rank, o->world_size), o->batch_size,
+                                 o->drop_last);
     e->total += s->count;
     if (s->count == 0) s->done = 1;
+  }
+  /* Resume mid-epoch: skip the batches taca_epoch_next would deliver first, by the same order of
+   * shards, without streaming them; each shard's stream then starts at its own start_batch. */
+  for (uint64_t k = 0; k < o->start_batch; k++) {
+    int g = pick(e);
+    if (g < 0) break; /* beyond the epoch: taca_epoch_next returns 0 */
+    shard_stream *s = &e->s[g];
+    s->received++;
+    e->delivered++;
+    if (s->received == s->count) s->done = 1;
   }
   for (int g = 0; g < e->n; g++)
     if (!e->s[g].done && stream_open(e, &e->s[g], err)) {

@@ -94,6 +94,7 @@ typedef struct taca_fields {
     taca_modality modality;
   } embeddings[TACA_CLIENT_MAX_EMB];
   int embeddings_as_f32;       /* convert to F32 on the server (default: the stored dtype) */
+  int captions, metadata;      /* the samples' caption text and source metadata (JSON object text) */
 } taca_fields;
 
 typedef struct taca_embeddings {
@@ -115,6 +116,8 @@ typedef struct taca_batch {
   size_t *pixel_sizes;         /* n byte counts (0 where none is stored) */
   int n_embeddings;
   taca_embeddings embeddings[TACA_CLIENT_MAX_EMB]; /* in the order of taca_fields.embeddings */
+  char **captions;             /* n strings ("" where none is stored), or NULL */
+  char **metadata;             /* n JSON object texts ("" where none is stored), or NULL */
   uint64_t sequence, batch_count; /* StreamEpoch: this batch's number and the total (all shards) */
   struct taca_batch_mem *mem_; /* owns everything above */
 } taca_batch;
@@ -156,6 +159,16 @@ int taca_client_search(taca_client *c, const char *model, taca_modality modality
                        const char *const *captions, int nq, int k, taca_metric metric, int with_keys,
                        taca_search_result *out, taca_error *err);
 
+/* The same through each shard's approximate index (taca index): ann set, nprobe 0 = the index's
+ * default. Every shard must have a fresh index of the model (FAILED_PRECONDITION otherwise). */
+typedef struct taca_search_opts {
+  int ann;
+  int nprobe;
+} taca_search_opts;
+int taca_client_search_opts(taca_client *c, const char *model, taca_modality modality, const float *queries,
+                            const char *const *captions, int nq, int k, taca_metric metric, int with_keys,
+                            const taca_search_opts *opts, taca_search_result *out, taca_error *err);
+
 /* Health.Check of every server: 0 when all are SERVING. */
 int taca_client_health(taca_client *c, taca_error *err);
 
@@ -170,6 +183,8 @@ typedef struct taca_epoch_options {
   int drop_last;
   taca_fields fields;
   int timeout_ms;              /* deadline of each stream; 0 = none */
+  uint64_t start_batch;        /* resume mid-epoch: the first batch delivered is this rank's
+                                  start_batch-th of the epoch (earlier ones are never streamed) */
 } taca_epoch_options;
 
 typedef struct taca_epoch taca_epoch;

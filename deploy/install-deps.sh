@@ -11,8 +11,10 @@ core=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libarchive-dev zlib1g-dev
   liblmdb-dev lmdb-utils libuv1-dev libxxhash-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler grpc-proto
-  libopenmpi-dev openmpi-bin liblbfgs-dev
+  libopenmpi-dev openmpi-bin liblbfgs-dev libfaiss-dev liblapack-dev g++
+  qemu-user binutils  # test_portable.sh: taca embed under qemu-x86_64 -cpu Haswell; objdump scan
   python3 python3-numpy python3-grpcio python3-protobuf python3-h2
+  chromium  # tests/integration/test_search_page.sh: the search page in a headless browser
   python3-torch  # tests/integration/test_eval.sh recomputes the report with torch.optim.LBFGS
 )
 reference=(python3-torch python3-numpy python3-pil python3-regex python3-faiss)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/backend_cuda.h"
 #include "nn/clip_config.h"
 #include "base/rng.h"
 #include "base/safetensors.h"
@@ -77,7 +78,7 @@ aft_model *aft_model_create(const char *arch, int S, int classes, nn_backend *be
   am->off_cb = off, off += C;
   am->n = off;
   const size_t B = max_batch;
-  size_t acts = B * C * 2 + B * dF + (am->is_vit ? 0 : B * dF + B * am->in_dim);
+  size_t acts = B * C * 2 + B * dF + (am->is_vit ? 0 : B * dF + 2 * B * am->in_dim);
   if (!(am->mem = be->alloc(be, sizeof(float) * (4 * am->n + acts)))) {
     taca_fail(err, "out of memory for the downstream model (%zu parameters)", am->n);
     goto fail;
@@ -89,7 +90,8 @@ aft_model *aft_model_create(const char *arch, int S, int classes, nn_backend *be
   am->dfeat = a, a += B * dF;
   if (!am->is_vit) {
     am->feat = a, a += B * dF;
-    am->pix = a;
+    am->pix[0] = a, a += B * am->in_dim;
+    am->pix[1] = a;
   }
   float *host = malloc(sizeof(float) * am->n);
   if (!host) {
@@ -131,9 +133,11 @@ int aft_model_forward(aft_model *am, const float *pixels, int B, float *feat, fl
   if (am->is_vit) {
     if (!(F = clip_train_image_forward(am->tower, pixels, B, err))) return -1;
   } else {
-    /* a copy: the backward needs the input after the caller has reused its buffer */
-    be->upload(be, am->pix, pixels, sizeof(float) * B * am->in_dim);
-    const float *x = am->pix;
+    /* a copy: the backward needs the input after the caller has reused its buffer; into the buffer
+     * the previous step's backward did not read (see aft_model.h) */
+    float *x = am->pix[am->pix_next];
+    am->pix_next ^= 1;
+    be->upload(be, x, pixels, sizeof(float) * B * am->in_dim);
     be->linear_forward(be, am->feat, dF, x, am->in_dim, am->p + am->off_fw, am->p + am->off_fb, B,
                        am->in_dim, dF, 0);
     am->last_input = x;
@@ -160,7 +164,7 @@ int aft_model_backward(aft_model *am, const float *dfeat, const float *dlogits, 
   if (am->is_vit) return clip_train_image_backward(am->tower, am->dfeat, err);
   be->linear_backward(be, NULL, 0, am->g + am->off_fw, am->g + am->off_fb, am->dfeat, dF,
                       am->last_input, am->in_dim, am->p + am->off_fw, B, am->in_dim, dF, 0);
-  return 0;
+  return nn_backend_cuda_check(be, err); /* a device failure before the ranks agree on the step */
 }
 
 void aft_model_zero_grad(aft_model *am) {

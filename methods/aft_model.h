@@ -38,7 +38,11 @@ typedef struct aft_model {
   size_t off_fw, off_fb, off_cw, off_cb; /* tensor offsets within a flat buffer (fw/fb: linear only) */
   long step;
   /* backend activations */
-  float *pix;            /* linear: [max_batch, in_dim], the forward's input kept for the backward */
+  /* linear: two [max_batch, in_dim] buffers, the forward's input kept for the backward, used in
+   * turn: an upload from pinned memory (copy stream) may overlap the previous step's backward and
+   * all-reduce, whose weight-gradient GEMM still reads the other buffer (nn/backend_cuda.h). */
+  float *pix[2];
+  int pix_next;           /* the buffer the next forward uploads into */
   float *feat;           /* linear: [max_batch, dF] (the ViT's are the tower's own) */
   float *logits, *dlogits, *dfeat;
   const float *last_input, *last_feat; /* the forward's input and F (backend memory) */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "methods/projector.h"
+#include "nn/backend_cuda.h"
 #include "nn/vit_train.h"
 
 struct taca_model {
@@ -101,7 +102,9 @@ int taca_model_backward(taca_model *tm, taca_params *P, const float *df, taca_er
                      tm->hid, B, tm->e_new, tm->hidden, tm->e_old);
   if (vit_train_backward(tm->vt, P->p.blocks, P->g.blocks, tm->dfeat, err)) return -1;
   tm->be->synchronize(tm->be);
-  return 0;
+  /* A device backend's failure is sticky and silent (NaN results): report it before the ranks
+   * agree on this step, not after the all-reduce. */
+  return nn_backend_cuda_check(tm->be, err);
 }
 
 int taca_step_forward_backward(taca_model *tm, taca_params *P, const float *pixels,

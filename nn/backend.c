@@ -2,6 +2,7 @@
 #include "nn/backend.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +44,7 @@ nn_backend *nn_backend_create(const char *device, int threads, taca_error *err) 
 }
 
 void *nn_host_alloc(nn_backend *be, size_t bytes) {
-  if (be && be->host_alloc) return be->host_alloc(be, bytes);
+  if (be) return be->host_alloc(be, bytes);
   void *p = NULL;
   if (posix_memalign(&p, 64, bytes ? bytes : 64)) return NULL;
   return p;
@@ -51,6 +52,31 @@ void *nn_host_alloc(nn_backend *be, size_t bytes) {
 
 void nn_host_free(nn_backend *be, void *p) {
   if (!p) return;
-  if (be && be->host_alloc) be->host_free(be, p);
+  if (be) be->host_free(be, p);
   else free(p);
+}
+
+const char *nn_backend_missing_op(const nn_backend *be) {
+#define SLOT(name) {#name, offsetof(nn_backend, name)}
+  static const struct {
+    const char *name;
+    size_t offset;
+  } slots[] = {SLOT(alloc), SLOT(free), SLOT(upload), SLOT(download), SLOT(synchronize),
+               SLOT(linear_forward), SLOT(layernorm_forward), SLOT(bias_act_forward),
+               SLOT(attention_forward), SLOT(im2col_patches), SLOT(vit_embed), SLOT(text_embed),
+               SLOT(gather_rows), SLOT(zero), SLOT(copy), SLOT(scale), SLOT(linear_backward),
+               SLOT(layernorm_backward), SLOT(bias_act_forward_pre), SLOT(act_backward),
+               SLOT(attention_backward), SLOT(scatter_rows_add), SLOT(adamw_update),
+               SLOT(host_alloc), SLOT(host_free), SLOT(destroy)};
+#undef SLOT
+  /* Every slot between alloc and impl is a function pointer: the list must cover them all. */
+  _Static_assert(sizeof slots / sizeof slots[0] ==
+                     (offsetof(nn_backend, impl) - offsetof(nn_backend, alloc)) / sizeof(void (*)(void)),
+                 "nn_backend_missing_op: a slot of nn_backend is not listed");
+  for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
+    void (*fn)(void);
+    memcpy(&fn, (const char *)be + slots[i].offset, sizeof fn);
+    if (!fn) return slots[i].name;
+  }
+  return NULL;
 }

@@ -123,8 +123,8 @@ struct nn_backend {
                        double lr, double beta1, double beta2, double eps, double weight_decay,
                        long t);
 
-  /* Optional: page-locked host memory for buffers the backend uploads often (the trainer's batches),
-   * so that copies run asynchronously at full bus speed. NULL where plain malloc serves (CPU). */
+  /* Host memory for buffers the backend uploads often (the trainer's batches): page-locked on a
+   * GPU, so that copies run asynchronously at full bus speed; aligned malloc on the CPU. */
   void *(*host_alloc)(nn_backend *be, size_t bytes);
   void (*host_free)(nn_backend *be, void *p);
 
@@ -132,8 +132,17 @@ struct nn_backend {
   void *impl;
 };
 
-/* The CPU backend (OpenBLAS sgemm + OpenMP). threads <= 0: all cores. */
+/* Every backend fills all the slots above from a static const table of its own (no slot is NULL;
+ * test_backend_ops checks). */
+
+/* The CPU backend (OpenBLAS sgemm + OpenMP). threads <= 0: all cores. Its vectorised ops exist for
+ * the portable baseline and, on x86-64, for x86-64-v3 (AVX2/FMA/F16C), chosen at run time by the
+ * CPU (nn/backend_cpu_dispatch.c); TACA_CPU_ISA=baseline in the environment forces the baseline. */
 nn_backend *nn_backend_cpu_create(int threads);
+/* The instruction set the CPU backend's vectorised ops use here: "x86-64-v3" or "baseline". */
+const char *nn_backend_cpu_isa(void);
+/* The slot name of the first NULL function pointer in be, or NULL when every slot is set. */
+const char *nn_backend_missing_op(const nn_backend *be);
 void nn_backend_destroy(nn_backend *be); /* be->destroy(be); NULL is a no-op */
 
 /* The backend a --device option names: "cpu" (threads as above), "cuda" (= "cuda:0") or "cuda:N".

@@ -240,8 +240,44 @@ static void cpu_destroy(nn_backend *be) {
   free(be);
 }
 
-nn_backend *nn_backend_cpu_create(int threads) {
-  nn_backend *be = calloc(1, sizeof *be);
+static void *cpu_host_alloc(nn_backend *be, size_t bytes) { return cpu_alloc(be, bytes); }
+
+static void cpu_host_free(nn_backend *be, void *p) { cpu_free(be, p); }
+
+/* Every slot set (test_backend_ops checks that none is NULL). */
+static const nn_backend cpu_ops = {
+    .name = "cpu",
+    .host_memory = 1,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .synchronize = cpu_synchronize,
+    .linear_forward = cpu_linear_forward,
+    .layernorm_forward = cpu_layernorm_forward,
+    .bias_act_forward = cpu_bias_act_forward,
+    .attention_forward = cpu_attention_forward,
+    .im2col_patches = cpu_im2col_patches,
+    .vit_embed = cpu_vit_embed,
+    .text_embed = cpu_text_embed,
+    .gather_rows = cpu_gather_rows,
+    .zero = cpu_zero,
+    .copy = cpu_copy_dev,
+    .scale = cpu_scale,
+    .linear_backward = cpu_linear_backward,
+    .layernorm_backward = cpu_layernorm_backward,
+    .bias_act_forward_pre = cpu_bias_act_forward_pre,
+    .act_backward = cpu_act_backward,
+    .attention_backward = cpu_attention_backward,
+    .scatter_rows_add = cpu_scatter_rows_add,
+    .adamw_update = cpu_adamw_update,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,
+    .destroy = cpu_destroy,
+};
+
+nn_backend *nn_backend_cpu_create_isa(int threads) {
+  nn_backend *be = malloc(sizeof *be);
   cpu_impl *impl = calloc(1, sizeof *impl);
   if (!be || !impl) {
     free(be);
@@ -251,25 +287,7 @@ nn_backend *nn_backend_cpu_create(int threads) {
   impl->threads = threads > 0 ? threads : omp_get_max_threads();
   /* OpenMP owns the threads; every sgemm call runs on the calling thread (see linear_forward). */
   openblas_set_num_threads(1);
-  be->name = "cpu";
-  be->host_memory = 1;
-  be->alloc = cpu_alloc;
-  be->free = cpu_free;
-  be->upload = cpu_copy;
-  be->download = cpu_copy;
-  be->synchronize = cpu_synchronize;
-  be->linear_forward = cpu_linear_forward;
-  be->layernorm_forward = cpu_layernorm_forward;
-  be->bias_act_forward = cpu_bias_act_forward;
-  be->attention_forward = cpu_attention_forward;
-  be->im2col_patches = cpu_im2col_patches;
-  be->vit_embed = cpu_vit_embed;
-  be->text_embed = cpu_text_embed;
-  be->gather_rows = cpu_gather_rows;
-  nn_backend_cpu_add_training_ops(be);
-  be->destroy = cpu_destroy;
+  *be = cpu_ops;
   be->impl = impl;
   return be;
 }
-
-

@@ -1,5 +1,5 @@
 /* backend_cpu_backward.c: the CPU backend's training ops (backward passes, AdamW, memory helpers),
- * registered into the backend by nn_backend_cpu_add_training_ops from backend_cpu.c.
+ * in the ops table of backend_cpu.c.
  *
  * Same threading as backend_cpu.c: OpenMP owns the cores and OpenBLAS runs single-threaded; each
  * GEMM is split across the OpenMP threads (by 16-row blocks of its output, or 16-column blocks when
@@ -18,17 +18,17 @@
 
 #define COLS 64 /* columns per task in the column-split reductions */
 
-static void cpu_zero(nn_backend *be, void *p, size_t bytes) {
+void cpu_zero(nn_backend *be, void *p, size_t bytes) {
   (void)be;
   if (bytes) memset(p, 0, bytes);
 }
 
-static void cpu_copy_dev(nn_backend *be, void *dst, const void *src, size_t bytes) {
+void cpu_copy_dev(nn_backend *be, void *dst, const void *src, size_t bytes) {
   (void)be;
   if (dst != src && bytes) memcpy(dst, src, bytes);
 }
 
-static void cpu_scale(nn_backend *be, float *x, size_t n, float alpha) {
+void cpu_scale(nn_backend *be, float *x, size_t n, float alpha) {
   (void)be;
 #pragma omp parallel for simd schedule(static)
   for (size_t i = 0; i < n; i++) x[i] *= alpha;
@@ -77,7 +77,7 @@ static void par_sgemm(int nt, int ta, int tb, int M, int N, int K, const float *
   }
 }
 
-static void cpu_linear_backward(nn_backend *be, float *dinp, int lddi, float *dw, float *db,
+void cpu_linear_backward(nn_backend *be, float *dinp, int lddi, float *dw, float *db,
                                 const float *dout, int ldd, const float *inp, int ldi,
                                 const float *w, int N, int C, int OC, int accumulate) {
   const int nt = ((cpu_impl *)be->impl)->threads;
@@ -88,7 +88,7 @@ static void cpu_linear_backward(nn_backend *be, float *dinp, int lddi, float *dw
   if (db) column_sums(db, dout, ldd, N, OC);
 }
 
-static void cpu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db,
+void cpu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db,
                                    const float *dout, const float *inp, const float *mean,
                                    const float *rstd, const float *w, int N, int C) {
   (void)be;
@@ -133,7 +133,7 @@ static void cpu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float
   }
 }
 
-static void cpu_bias_act_forward_pre(nn_backend *be, float *out, float *pre, const float *bias,
+void cpu_bias_act_forward_pre(nn_backend *be, float *out, float *pre, const float *bias,
                                      size_t N, int C, nn_act act) {
   (void)be;
 #pragma omp parallel for schedule(static)
@@ -164,7 +164,7 @@ static inline float quick_gelu_grad_f(float x) {
   return s + 1.702f * x * s * (1.f - s);
 }
 
-static void cpu_act_backward(nn_backend *be, float *dinp, const float *dout, const float *pre,
+void cpu_act_backward(nn_backend *be, float *dinp, const float *dout, const float *pre,
                              size_t n, nn_act act) {
   (void)be;
   if (act == NN_ACT_GELU) {
@@ -176,7 +176,7 @@ static void cpu_act_backward(nn_backend *be, float *dinp, const float *dout, con
   }
 }
 
-static void cpu_attention_backward(nn_backend *be, float *dqkv, float *datt, const float *dout,
+void cpu_attention_backward(nn_backend *be, float *dqkv, float *datt, const float *dout,
                                    const float *qkv, const float *att, int B, int T, int C, int NH,
                                    int causal) {
   const int nt = ((cpu_impl *)be->impl)->threads;
@@ -217,7 +217,7 @@ static void cpu_attention_backward(nn_backend *be, float *dqkv, float *datt, con
   }
 }
 
-static void cpu_scatter_rows_add(nn_backend *be, float *out, const float *inp, const int64_t *rows,
+void cpu_scatter_rows_add(nn_backend *be, float *out, const float *inp, const int64_t *rows,
                                  int n, int C) {
   (void)be;
 #pragma omp parallel for schedule(static)
@@ -229,22 +229,9 @@ static void cpu_scatter_rows_add(nn_backend *be, float *out, const float *inp, c
   }
 }
 
-static void cpu_adamw_update(nn_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+void cpu_adamw_update(nn_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                              double lr, double beta1, double beta2, double eps, double weight_decay,
                              long t) {
   (void)be;
   nn_adamw_host(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, t);
-}
-
-void nn_backend_cpu_add_training_ops(nn_backend *be) {
-  be->zero = cpu_zero;
-  be->copy = cpu_copy_dev;
-  be->scale = cpu_scale;
-  be->linear_backward = cpu_linear_backward;
-  be->layernorm_backward = cpu_layernorm_backward;
-  be->bias_act_forward_pre = cpu_bias_act_forward_pre;
-  be->act_backward = cpu_act_backward;
-  be->attention_backward = cpu_attention_backward;
-  be->scatter_rows_add = cpu_scatter_rows_add;
-  be->adamw_update = cpu_adamw_update;
 }

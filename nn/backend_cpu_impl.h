@@ -1,11 +1,63 @@
-/* backend_cpu_impl.h: the CPU backend's private state, shared by backend_cpu.c (inference ops) and
- * backend_cpu_backward.c (training ops). Not part of the backend interface. */
+/* backend_cpu_impl.h: the CPU backend's private state and the names shared by backend_cpu.c
+ * (inference ops, the ops table) and backend_cpu_backward.c (training ops). Not part of the backend
+ * interface.
+ *
+ * Both files are compiled twice (nn/CMakeLists.txt): for the portable baseline (NN_CPU_ISA base,
+ * the build's -march) and, on x86-64, for x86-64-v3 (AVX2, FMA, F16C: NN_CPU_ISA v3); the
+ * dispatcher (backend_cpu_dispatch.c) creates one or the other at run time. Every function of the
+ * two files carries its ISA in its symbol (cpu_layernorm_forward_v3, ..._base, through the defines
+ * below), so that tests/integration/test_portable.sh can tell dispatched code from baseline code in
+ * the binaries. A function added to either file gets a line here. */
 #ifndef TACA_NN_BACKEND_CPU_IMPL_H
 #define TACA_NN_BACKEND_CPU_IMPL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "nn/backend.h"
+
+#ifndef NN_CPU_ISA
+#define NN_CPU_ISA base
+#endif
+#define NN_CPU_CAT_(a, b) a##_##b
+#define NN_CPU_CAT(a, b) NN_CPU_CAT_(a, b)
+#define NN_CPU_FN(name) NN_CPU_CAT(name, NN_CPU_ISA)
+
+/* backend_cpu.c */
+#define nn_backend_cpu_create_isa NN_CPU_FN(nn_backend_cpu_create_isa)
+#define cpu_alloc NN_CPU_FN(cpu_alloc)
+#define cpu_free NN_CPU_FN(cpu_free)
+#define cpu_copy NN_CPU_FN(cpu_copy)
+#define cpu_synchronize NN_CPU_FN(cpu_synchronize)
+#define cpu_host_alloc NN_CPU_FN(cpu_host_alloc)
+#define cpu_host_free NN_CPU_FN(cpu_host_free)
+#define linear_part NN_CPU_FN(linear_part)
+#define cpu_linear_forward NN_CPU_FN(cpu_linear_forward)
+#define cpu_layernorm_forward NN_CPU_FN(cpu_layernorm_forward)
+#define cpu_bias_act_forward NN_CPU_FN(cpu_bias_act_forward)
+#define softmax_row NN_CPU_FN(softmax_row)
+#define cpu_attention_forward NN_CPU_FN(cpu_attention_forward)
+#define cpu_im2col_patches NN_CPU_FN(cpu_im2col_patches)
+#define cpu_vit_embed NN_CPU_FN(cpu_vit_embed)
+#define cpu_text_embed NN_CPU_FN(cpu_text_embed)
+#define cpu_gather_rows NN_CPU_FN(cpu_gather_rows)
+#define cpu_destroy NN_CPU_FN(cpu_destroy)
+#define cpu_ops NN_CPU_FN(cpu_ops)
+/* backend_cpu_backward.c */
+#define cpu_zero NN_CPU_FN(cpu_zero)
+#define cpu_copy_dev NN_CPU_FN(cpu_copy_dev)
+#define cpu_scale NN_CPU_FN(cpu_scale)
+#define column_sums NN_CPU_FN(column_sums)
+#define par_sgemm NN_CPU_FN(par_sgemm)
+#define cpu_linear_backward NN_CPU_FN(cpu_linear_backward)
+#define cpu_layernorm_backward NN_CPU_FN(cpu_layernorm_backward)
+#define cpu_bias_act_forward_pre NN_CPU_FN(cpu_bias_act_forward_pre)
+#define gelu_grad_f NN_CPU_FN(gelu_grad_f)
+#define quick_gelu_grad_f NN_CPU_FN(quick_gelu_grad_f)
+#define cpu_act_backward NN_CPU_FN(cpu_act_backward)
+#define cpu_attention_backward NN_CPU_FN(cpu_attention_backward)
+#define cpu_scatter_rows_add NN_CPU_FN(cpu_scatter_rows_add)
+#define cpu_adamw_update NN_CPU_FN(cpu_adamw_update)
 
 typedef struct cpu_impl {
   int threads;         /* OpenMP threads every op uses (OpenBLAS itself runs single-threaded) */
@@ -13,7 +65,33 @@ typedef struct cpu_impl {
   size_t scratch_per;  /* floats per thread */
 } cpu_impl;
 
-/* Registers the training ops (backend_cpu_backward.c) into a CPU backend. */
-void nn_backend_cpu_add_training_ops(nn_backend *be);
+/* The training ops (backend_cpu_backward.c), in backend_cpu.c's ops table. */
+void cpu_zero(nn_backend *be, void *p, size_t bytes);
+void cpu_copy_dev(nn_backend *be, void *dst, const void *src, size_t bytes);
+void cpu_scale(nn_backend *be, float *x, size_t n, float alpha);
+void cpu_linear_backward(nn_backend *be, float *dinp, int lddi, float *dw, float *db,
+                         const float *dout, int ldd, const float *inp, int ldi, const float *w,
+                         int N, int C, int OC, int accumulate);
+void cpu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *mean, const float *rstd, const float *w,
+                            int N, int C);
+void cpu_bias_act_forward_pre(nn_backend *be, float *out, float *pre, const float *bias, size_t N,
+                              int C, nn_act act);
+void cpu_act_backward(nn_backend *be, float *dinp, const float *dout, const float *pre, size_t n,
+                      nn_act act);
+void cpu_attention_backward(nn_backend *be, float *dqkv, float *datt, const float *dout,
+                            const float *qkv, const float *att, int B, int T, int C, int NH,
+                            int causal);
+void cpu_scatter_rows_add(nn_backend *be, float *out, const float *inp, const int64_t *rows, int n,
+                          int C);
+void cpu_adamw_update(nn_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                      double lr, double beta1, double beta2, double eps, double weight_decay,
+                      long t);
+
+/* The backend of this file pair's ISA (nn_backend_cpu_create_isa_base / _v3). */
+nn_backend *nn_backend_cpu_create_isa(int threads);
+/* The ISAs compiled in: nn_backend_cpu_create_isa_base always; _v3 where TACA_CPU_V3 is defined. */
+nn_backend *nn_backend_cpu_create_isa_base(int threads);
+nn_backend *nn_backend_cpu_create_isa_v3(int threads);
 
 #endif

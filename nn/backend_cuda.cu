@@ -62,6 +62,12 @@ cuda_impl *cuda_enter(nn_backend *be) {
   cuda_impl *im = (cuda_impl *)be->impl;
   if (im->failed) return NULL;
   if (!CUDA_OK(im, cudaSetDevice(im->device))) return NULL;
+  /* Debug mode (TACA_CUDA_SYNC=1): every op starts after all earlier work of both streams ended,
+   * so results cannot depend on the stream contract (backend_cuda.h); a run that differs from its
+   * TACA_CUDA_SYNC=1 twin has a stream race. */
+  if (im->sync_each_op && !(CUDA_OK(im, cudaStreamSynchronize(im->compute)) &&
+                            CUDA_OK(im, cudaStreamSynchronize(im->copy))))
+    return NULL;
   return im;
 }
 
@@ -433,6 +439,19 @@ static nn_backend *create_failed(nn_backend *be, taca_error *err) {
   return NULL;
 }
 
+/* The ops table: every slot of nn_backend.h, in its order (test_cuda_parity checks none is NULL). */
+static const nn_backend cuda_ops = {
+    "cuda",                  /* name */
+    0,                       /* host_memory */
+    cu_alloc,                cu_free, cu_upload, cu_download, cu_synchronize,
+    cu_linear_forward,       cu_layernorm_forward, cu_bias_act_forward, cu_attention_forward,
+    cu_im2col_patches,       cu_vit_embed, cu_text_embed, cu_gather_rows,
+    cu_zero,                 cu_copy, cu_scale, cu_linear_backward, cu_layernorm_backward,
+    cu_bias_act_forward_pre, cu_act_backward, cu_attention_backward, cu_scatter_rows_add,
+    cu_adamw_update,         cu_host_alloc, cu_host_free, cu_destroy,
+    NULL,                    /* impl */
+};
+
 static nn_backend *mod_create(int ordinal, nn_cuda_math math, taca_error *err) {
   taca_error why;
   const int count = mod_device_count(&why);
@@ -445,16 +464,19 @@ static nn_backend *mod_create(int ordinal, nn_cuda_math math, taca_error *err) {
               count, count - 1);
     return NULL;
   }
-  nn_backend *be = (nn_backend *)calloc(1, sizeof *be);
+  nn_backend *be = (nn_backend *)malloc(sizeof *be);
   cuda_impl *im = (cuda_impl *)calloc(1, sizeof *im);
   if (!be || !im) {
     free(be), free(im);
     cuda_fail(err, "out of memory creating the CUDA backend");
     return NULL;
   }
+  *be = cuda_ops;
   be->impl = im;
   im->device = ordinal;
   im->math = math;
+  const char *sync = getenv("TACA_CUDA_SYNC");
+  im->sync_each_op = sync && !strcmp(sync, "1");
   for (int c = 0; c < CUDA_SIZE_CLASSES; c++) im->free_head[c] = -1;
   cudaDeviceProp prop;
   if (!CUDA_OK(im, cudaSetDevice(ordinal)) ||
@@ -488,24 +510,6 @@ static nn_backend *mod_create(int ordinal, nn_cuda_math math, taca_error *err) {
                                                      ? CUBLAS_TF32_TENSOR_OP_MATH
                                                      : CUBLAS_DEFAULT_MATH)))
     return create_failed(be, err);
-  be->name = "cuda";
-  be->host_memory = 0;
-  be->alloc = cu_alloc;
-  be->free = cu_free;
-  be->upload = cu_upload;
-  be->download = cu_download;
-  be->synchronize = cu_synchronize;
-  be->linear_forward = cu_linear_forward;
-  be->attention_forward = cu_attention_forward;
-  be->zero = cu_zero;
-  be->copy = cu_copy;
-  be->linear_backward = cu_linear_backward;
-  be->attention_backward = cu_attention_backward;
-  be->host_alloc = cu_host_alloc;
-  be->host_free = cu_host_free;
-  be->destroy = cu_destroy;
-  cuda_register_forward_ops(be);
-  cuda_register_training_ops(be);
   return be;
 }
 
@@ -531,10 +535,10 @@ static const nn_cuda_module the_module = {
     NN_CUDA_MODULE_ABI, mod_device_count, mod_create,  mod_stream, mod_device,
     mod_math,           mod_check,        mod_memory,  mod_is_ours,
 #ifdef TACA_HAVE_NCCL
-    CUDA_NCCL_ID_BYTES, cuda_nccl_unique_id, cuda_nccl_init, cuda_nccl_allreduce_sum,
-    cuda_nccl_destroy,
+    cuda_nccl_id_bytes, cuda_nccl_unique_id, cuda_nccl_init, cuda_nccl_allreduce_sum,
+    cuda_nccl_destroy,  cuda_nccl_abort,
 #else
-    0, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL, NULL, NULL, NULL,
 #endif
 };
 

@@ -19,12 +19,17 @@
  *    page-locked memory (be->host_alloc, i.e. nn_host_alloc) runs on the copy stream and may
  *    overlap the compute work enqueued since the last download()/synchronize(): the source must
  *    stay unchanged until the next download()/synchronize(), and the destination must not be in use
- *    by work enqueued since then (true of the models' input buffers: pixels, tokens). The ops that
- *    follow wait for the copy.
+ *    by work enqueued since then (true of the models' input buffers: pixels, tokens; AFT's linear
+ *    model, whose backward reads its input, alternates two buffers). The ops that follow wait for
+ *    the copy. TACA_CUDA_SYNC=1 (below) checks a caller against this contract.
  *  - Errors: a failing CUDA or cuBLAS call is recorded once (the first reason) and printed to
  *    stderr; afterwards the ops do nothing, alloc returns NULL and download() fills its destination
  *    with 0xFF bytes (NaN as F32), so no result computed after a failure passes for a valid one.
  *    nn_backend_cuda_check returns the recorded failure.
+ *
+ * Debug mode (TACA_CUDA_SYNC=1 in the environment, read at create): every op waits for all earlier
+ * work of both streams first, so nothing overlaps; a result that differs from its TACA_CUDA_SYNC=1
+ * twin is a stream race (test_cuda_parity compares them).
  *
  * Math (TACA_CUDA_MATH in the environment, read at create): "f32" (default: IEEE F32 GEMMs),
  * "tf32" (tensor-core TF32 GEMMs, F32 accumulation) or "bf16" (BF16 products, F32 accumulation).
@@ -88,6 +93,8 @@ int nn_cuda_nccl_init(void **comm, nn_backend *be, int nranks, const void *id, i
  * before be's next ops, complete at its next download/synchronize). */
 int nn_cuda_nccl_allreduce_sum(void *comm, nn_backend *be, float *buf, size_t n, taca_error *err);
 void nn_cuda_nccl_destroy(void *comm); /* NULL is a no-op */
+/* On a failure: ncclCommAbort (frees the communicator without waiting for peers). NULL: no-op. */
+void nn_cuda_nccl_abort(void *comm);
 
 #ifdef __cplusplus
 }

@@ -119,7 +119,7 @@ __global__ void layernorm_dwdb_kernel(float *dw, float *db, const float *dout, c
   }
 }
 
-static void cu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db,
+void cu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db,
                                   const float *dout, const float *inp, const float *mean,
                                   const float *rstd, const float *w, int N, int C) {
   cuda_impl *im = cuda_enter(be);
@@ -149,7 +149,7 @@ __global__ void bias_act_pre_kernel(float *out, float *pre, const float *bias, s
   }
 }
 
-static void cu_bias_act_forward_pre(nn_backend *be, float *out, float *pre, const float *bias,
+void cu_bias_act_forward_pre(nn_backend *be, float *out, float *pre, const float *bias,
                                     size_t N, int C, nn_act act) {
   cuda_impl *im = cuda_enter(be);
   const size_t total = N * (size_t)C;
@@ -170,7 +170,7 @@ __global__ void act_backward_kernel(float *dinp, const float *dout, const float 
   }
 }
 
-static void cu_act_backward(nn_backend *be, float *dinp, const float *dout, const float *pre,
+void cu_act_backward(nn_backend *be, float *dinp, const float *dout, const float *pre,
                             size_t n, nn_act act) {
   cuda_impl *im = cuda_enter(be);
   if (!im || !n) return;
@@ -221,7 +221,7 @@ __global__ void scatter_rows_add_kernel(float *out, const float *inp, const int6
   }
 }
 
-static void cu_scatter_rows_add(nn_backend *be, float *out, const float *inp, const int64_t *rows,
+void cu_scatter_rows_add(nn_backend *be, float *out, const float *inp, const int64_t *rows,
                                 int n, int C) {
   cuda_impl *im = cuda_enter(be);
   if (!im || n <= 0 || C <= 0) return;
@@ -249,7 +249,7 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_
   }
 }
 
-static void cu_adamw_update(nn_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+void cu_adamw_update(nn_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                             double lr, double beta1, double beta2, double eps, double weight_decay,
                             long t) {
   cuda_impl *im = cuda_enter(be);
@@ -261,12 +261,4 @@ static void cu_adamw_update(nn_backend *be, float *p, const float *g, float *m, 
       p, g, m, v, n, decay, step_size, bc2_sqrt, (float)beta1, (float)beta2, (float)(1.0 - beta1),
       (float)(1.0 - beta2), (float)eps);
   CUDA_LAUNCHED(im, "adamw_kernel");
-}
-
-void cuda_register_training_ops(nn_backend *be) {
-  be->layernorm_backward = cu_layernorm_backward;
-  be->bias_act_forward_pre = cu_bias_act_forward_pre;
-  be->act_backward = cu_act_backward;
-  be->scatter_rows_add = cu_scatter_rows_add;
-  be->adamw_update = cu_adamw_update;
 }

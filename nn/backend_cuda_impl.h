@@ -54,6 +54,7 @@ typedef struct cuda_impl {
   void *att_scratch;         /* F32: one head's attention scores [B, T, T] when att is NULL */
   size_t att_scratch_cap;    /* bytes */
 
+  int sync_each_op;          /* TACA_CUDA_SYNC=1: both streams synchronised before every op */
   int failed;                /* sticky: a CUDA/cuBLAS call failed; ops are no-ops from then on */
   char error[480];
 } cuda_impl;
@@ -99,21 +100,45 @@ void cuda_gemm(cuda_impl *im, int ta, int tb, int M, int N, int K, float alpha, 
 void cuda_bias_add(cuda_impl *im, float *out, int ldo, const float *bias, int N, int OC);
 void cuda_softmax_rows(cuda_impl *im, float *S, long long bstride, int B, int T, float scale,
                        int causal);
-void cuda_register_forward_ops(nn_backend *be);
+/* The ops of these two files, in backend_cuda.cu's ops table. */
+void cu_layernorm_forward(nn_backend *be, float *out, float *mean, float *rstd, const float *inp,
+                          const float *w, const float *b, int N, int C);
+void cu_bias_act_forward(nn_backend *be, float *x, const float *bias, size_t N, int C, nn_act act);
+void cu_im2col_patches(nn_backend *be, float *out, const float *pixels, int B, int S, int P);
+void cu_vit_embed(nn_backend *be, float *x, const float *patch_emb, const float *cls,
+                  const float *pos, int B, int G2, int C);
+void cu_text_embed(nn_backend *be, float *x, const int32_t *tokens, int ctx, const float *tok_emb,
+                   const float *pos, int B, int T, int C);
+void cu_gather_rows(nn_backend *be, float *out, const float *inp, const int64_t *rows, int n, int C);
+void cu_scale(nn_backend *be, float *x, size_t n, float alpha);
 /* backend_cuda_backward.cu */
 void cuda_column_sums(cuda_impl *im, float *db, const float *x, int ld, int N, int OC);
 void cuda_softmax_rows_backward(cuda_impl *im, float *dS, const float *P, long long bstride, int B,
                                 int T, int causal);
-void cuda_register_training_ops(nn_backend *be);
+void cu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db, const float *dout,
+                           const float *inp, const float *mean, const float *rstd, const float *w,
+                           int N, int C);
+void cu_bias_act_forward_pre(nn_backend *be, float *out, float *pre, const float *bias, size_t N,
+                             int C, nn_act act);
+void cu_act_backward(nn_backend *be, float *dinp, const float *dout, const float *pre, size_t n,
+                     nn_act act);
+void cu_scatter_rows_add(nn_backend *be, float *out, const float *inp, const int64_t *rows, int n,
+                         int C);
+void cu_adamw_update(nn_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                     double lr, double beta1, double beta2, double eps, double weight_decay,
+                     long t);
 /* A kernel of this build, to test that the GPU can run it (cudaFuncGetAttributes). */
 const void *cuda_probe_kernel(void);
 
-/* backend_cuda_nccl.cu (built where NCCL is found: TACA_HAVE_NCCL); see nn/backend_cuda.h. */
+/* backend_cuda_nccl.cu (built where nccl.h is found: TACA_HAVE_NCCL; libnccl loaded lazily);
+ * see nn/backend_cuda.h. */
 #define CUDA_NCCL_ID_BYTES ((size_t)128) /* NCCL_UNIQUE_ID_BYTES, checked there */
+size_t cuda_nccl_id_bytes(taca_error *err); /* 0 with the reason when libnccl cannot be loaded */
 int cuda_nccl_unique_id(void *id, taca_error *err);
 int cuda_nccl_init(void **comm, nn_backend *be, int nranks, const void *id, int rank,
                    taca_error *err);
 int cuda_nccl_allreduce_sum(void *comm, nn_backend *be, float *buf, size_t n, taca_error *err);
 void cuda_nccl_destroy(void *comm);
+void cuda_nccl_abort(void *comm);
 
 #endif

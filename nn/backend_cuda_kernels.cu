@@ -89,7 +89,7 @@ __global__ void layernorm_kernel(float *out, float *mean, float *rstd, const flo
   }
 }
 
-static void cu_layernorm_forward(nn_backend *be, float *out, float *mean, float *rstd,
+void cu_layernorm_forward(nn_backend *be, float *out, float *mean, float *rstd,
                                  const float *inp, const float *w, const float *b, int N, int C) {
   cuda_impl *im = cuda_enter(be);
   if (!im || N <= 0 || C <= 0) return;
@@ -108,7 +108,7 @@ __global__ void bias_act_kernel(float *x, const float *bias, size_t total, int C
   }
 }
 
-static void cu_bias_act_forward(nn_backend *be, float *x, const float *bias, size_t N, int C,
+void cu_bias_act_forward(nn_backend *be, float *x, const float *bias, size_t N, int C,
                                 nn_act act) {
   cuda_impl *im = cuda_enter(be);
   const size_t total = N * (size_t)C;
@@ -168,7 +168,7 @@ __global__ void im2col_kernel(float *out, const float *pixels, int B, int S, int
   }
 }
 
-static void cu_im2col_patches(nn_backend *be, float *out, const float *pixels, int B, int S, int P) {
+void cu_im2col_patches(nn_backend *be, float *out, const float *pixels, int B, int S, int P) {
   cuda_impl *im = cuda_enter(be);
   if (!im || B <= 0 || P <= 0) return;
   const int G = S / P;
@@ -189,7 +189,7 @@ __global__ void vit_embed_kernel(float *x, const float *patch_emb, const float *
   }
 }
 
-static void cu_vit_embed(nn_backend *be, float *x, const float *patch_emb, const float *cls,
+void cu_vit_embed(nn_backend *be, float *x, const float *patch_emb, const float *cls,
                          const float *pos, int B, int G2, int C) {
   cuda_impl *im = cuda_enter(be);
   const size_t total = (size_t)(B > 0 ? B : 0) * ((size_t)G2 + 1) * (size_t)(C > 0 ? C : 0);
@@ -210,7 +210,7 @@ __global__ void text_embed_kernel(float *x, const int32_t *tokens, int ctx, cons
   }
 }
 
-static void cu_text_embed(nn_backend *be, float *x, const int32_t *tokens, int ctx,
+void cu_text_embed(nn_backend *be, float *x, const int32_t *tokens, int ctx,
                           const float *tok_emb, const float *pos, int B, int T, int C) {
   cuda_impl *im = cuda_enter(be);
   if (!im || B <= 0 || T <= 0 || C <= 0) return;
@@ -230,7 +230,7 @@ __global__ void gather_rows_kernel(float *out, const float *inp, const int64_t *
   }
 }
 
-static void cu_gather_rows(nn_backend *be, float *out, const float *inp, const int64_t *rows, int n,
+void cu_gather_rows(nn_backend *be, float *out, const float *inp, const int64_t *rows, int n,
                            int C) {
   cuda_impl *im = cuda_enter(be);
   if (!im || n <= 0 || C <= 0) return;
@@ -248,7 +248,7 @@ __global__ void scale_kernel(float *x, size_t n, float alpha) {
   GRID_STRIDE(i, n) x[i] *= alpha;
 }
 
-static void cu_scale(nn_backend *be, float *x, size_t n, float alpha) {
+void cu_scale(nn_backend *be, float *x, size_t n, float alpha) {
   cuda_impl *im = cuda_enter(be);
   if (!im || !n) return;
   scale_kernel<<<cuda_grid(im, n, THREADS), THREADS, 0, im->compute>>>(x, n, alpha);
@@ -256,13 +256,3 @@ static void cu_scale(nn_backend *be, float *x, size_t n, float alpha) {
 }
 
 const void *cuda_probe_kernel(void) { return (const void *)scale_kernel; }
-
-void cuda_register_forward_ops(nn_backend *be) {
-  be->layernorm_forward = cu_layernorm_forward;
-  be->bias_act_forward = cu_bias_act_forward;
-  be->im2col_patches = cu_im2col_patches;
-  be->vit_embed = cu_vit_embed;
-  be->text_embed = cu_text_embed;
-  be->gather_rows = cu_gather_rows;
-  be->scale = cu_scale;
-}

@@ -155,8 +155,12 @@ void nn_backend_cuda_memory(nn_backend *be, size_t *held, size_t *in_use) {
 
 size_t nn_cuda_nccl_id_bytes(taca_error *err) {
   const nn_cuda_module *m = module(err);
-  if (m && !m->nccl_id_bytes) taca_fail(err, "the CUDA backend module was built without NCCL");
-  return m ? m->nccl_id_bytes : 0;
+  if (!m) return 0;
+  if (!m->nccl_id_bytes) {
+    taca_fail(err, "the CUDA backend module was built without NCCL");
+    return 0;
+  }
+  return m->nccl_id_bytes(err);
 }
 
 int nn_cuda_nccl_unique_id(void *id, taca_error *err) {
@@ -186,4 +190,10 @@ void nn_cuda_nccl_destroy(void *comm) {
   if (!comm) return;
   const nn_cuda_module *m = module(NULL);
   if (m && m->nccl_destroy) m->nccl_destroy(comm);
+}
+
+void nn_cuda_nccl_abort(void *comm) {
+  if (!comm) return;
+  const nn_cuda_module *m = module(NULL);
+  if (m && m->nccl_abort) m->nccl_abort(comm);
 }

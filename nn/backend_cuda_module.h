@@ -11,7 +11,7 @@
 #include "nn/backend_cuda.h"
 #include "base/error.h"
 
-#define NN_CUDA_MODULE_ABI 1
+#define NN_CUDA_MODULE_ABI 2
 #define NN_CUDA_MODULE_SYMBOL "taca_cuda_module"
 
 typedef struct nn_cuda_module {
@@ -24,13 +24,15 @@ typedef struct nn_cuda_module {
   int (*check)(nn_backend *be, taca_error *err);
   void (*memory)(nn_backend *be, size_t *held, size_t *in_use);
   int (*is_ours)(nn_backend *be);           /* 1 if be was made by this module */
-  /* NCCL: nccl_id_bytes 0 and the functions NULL when the module was built without it. */
-  size_t nccl_id_bytes;
+  /* NCCL: the functions NULL when the module was built without it; nccl_id_bytes returns 0 with
+   * the reason when libnccl (loaded lazily) is missing. */
+  size_t (*nccl_id_bytes)(taca_error *err);
   int (*nccl_unique_id)(void *id, taca_error *err);
   int (*nccl_init)(void **comm, nn_backend *be, int nranks, const void *id, int rank,
                    taca_error *err);
   int (*nccl_allreduce_sum)(void *comm, nn_backend *be, float *buf, size_t n, taca_error *err);
   void (*nccl_destroy)(void *comm);
+  void (*nccl_abort)(void *comm);
 } nn_cuda_module;
 
 typedef const nn_cuda_module *(*nn_cuda_module_fn)(void);

@@ -1,6 +1,8 @@
 /* exact.c: exact top-k search over one model's stored embeddings. The blocks are scanned in
- * parallel (OpenMP over blocks). For up to 4 queries on F16 (x86 with AVX2/F16C/FMA) each thread
- * scores a block straight from the map with a fused widen-and-dot kernel (the scan is memory-bound);
+ * parallel (OpenMP over blocks). For up to 4 queries on F16 (x86 with AVX2/F16C/FMA, detected at
+ * run time: the kernels are compiled for that target alone and named *_avx2, the rest of the file
+ * for the portable baseline) each thread scores a block straight from the map with a fused
+ * widen-and-dot kernel (the scan is memory-bound);
  * otherwise it widens the block to F32 in its own scratch buffer and scores it against all queries
  * with one OpenBLAS call (sgemv for one query, sgemm for several; compute-bound). Each thread keeps
  * a bounded heap per query; the heaps are merged at the end. Ordering is total (score descending,
@@ -14,12 +16,21 @@
 #include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
-#if defined(__F16C__) && defined(__AVX__)
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#endif
-#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
 #define HAVE_F16_DOT 1
 #define SMALL_NQ 4
+#define AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+/* 1 where the CPU runs the *_avx2 kernels below. */
+static int cpu_has_avx2_f16c(void) {
+  static int have = -1;
+  if (have < 0) {
+    __builtin_cpu_init();
+    have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  }
+  return have;
+}
 #endif
 
 #define MAX_QUERIES 65536
@@ -91,17 +102,26 @@ static void blas_single_end(void) {
   pthread_mutex_unlock(&blas_mu);
 }
 
-static void f16_to_f32(float *dst, const uint8_t *src, size_t n) {
+#ifdef HAVE_F16_DOT
+/* F16 -> F32 with F16C, 8 at a time (exact, as taca_convert_to_f32). Returns how many it did. */
+AVX2_TARGET static size_t f16_to_f32_avx2(float *dst, const uint8_t *src, size_t n) {
   size_t i = 0;
-#if defined(__F16C__) && defined(__AVX__)
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+  return i;
+}
+#endif
+
+static void f16_to_f32(float *dst, const uint8_t *src, size_t n) {
+  size_t i = 0;
+#ifdef HAVE_F16_DOT
+  if (cpu_has_avx2_f16c()) i = f16_to_f32_avx2(dst, src, n);
 #endif
   if (i < n) taca_convert_to_f32(dst + i, src + 2 * i, TACA_DT_F16, n - i);
 }
 
 #ifdef HAVE_F16_DOT
-static inline float hsum(__m256 v) {
+AVX2_TARGET static inline float hsum_avx2(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -110,7 +130,8 @@ static inline float hsum(__m256 v) {
 
 /* For a few queries the block is scored straight from F16 (no F32 copy of the block): s[qi*B + r] =
  * q_qi . x_r, and inv[r] = 1/|x_r| (0 for a zero row) when inv is not NULL. */
-static void f16_scores_small(const uint8_t *x, int B, int dim, const float *q, int nq, float *s, float *inv) {
+AVX2_TARGET static void f16_scores_small_avx2(const uint8_t *x, int B, int dim, const float *q, int nq, float *s,
+                                               float *inv) {
   for (int r = 0; r < B; r++) {
     const uint8_t *row = x + (size_t)r * dim * 2;
     float dot[SMALL_NQ] = {0}, nn = 0;
@@ -131,8 +152,8 @@ static void f16_scores_small(const uint8_t *x, int B, int dim, const float *q, i
           n1 = _mm256_fmadd_ps(x2, x2, _mm256_fmadd_ps(x3, x3, n1));
         }
       }
-      dot[0] = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-      nn = hsum(_mm256_add_ps(n0, n1));
+      dot[0] = hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+      nn = hsum_avx2(_mm256_add_ps(n0, n1));
     }
     __m256 acc[SMALL_NQ], n8 = _mm256_setzero_ps();
     for (int qi = 0; qi < nq; qi++) acc[qi] = _mm256_setzero_ps();
@@ -141,8 +162,8 @@ static void f16_scores_small(const uint8_t *x, int B, int dim, const float *q, i
       for (int qi = 0; qi < nq; qi++) acc[qi] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(q + (size_t)qi * dim + j), acc[qi]);
       if (inv) n8 = _mm256_fmadd_ps(xv, xv, n8);
     }
-    for (int qi = 0; qi < nq; qi++) dot[qi] += hsum(acc[qi]);
-    nn += hsum(n8);
+    for (int qi = 0; qi < nq; qi++) dot[qi] += hsum_avx2(acc[qi]);
+    nn += hsum_avx2(n8);
     for (; j < dim; j++) {
       uint16_t h;
       memcpy(&h, row + 2 * j, 2);
@@ -212,8 +233,8 @@ static void score_block(const blk *b, const store_model *m, int dim, const float
   size_t n = (size_t)B * dim;
   int full = b->count == (uint32_t)B;
 #ifdef HAVE_F16_DOT
-  if (m->dtype == TACA_DT_F16 && nq <= SMALL_NQ) {
-    f16_scores_small(b->data, B, dim, q, nq, sc->s, cosine ? sc->inv : NULL);
+  if (m->dtype == TACA_DT_F16 && nq <= SMALL_NQ && cpu_has_avx2_f16c()) {
+    f16_scores_small_avx2(b->data, B, dim, q, nq, sc->s, cosine ? sc->inv : NULL);
   } else
 #endif
   {

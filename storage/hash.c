@@ -1,6 +1,6 @@
 /* hash.c: the store's content hash (XXH3-128 over every database's entries in key order, meta
- * "progress/..." and "content_hash" records left out), its record in meta, and the checksum of a
- * weights file. */
+ * "progress/...", "index/..." and "content_hash" records left out, empty annotation databases too), its
+ * record in meta, and the checksum of a weights file. */
 #include "storage/store_internal.h"
 
 #include <errno.h>
@@ -11,6 +11,7 @@
 
 static const char PROGRESS[] = "progress/";
 static const char CONTENT_HASH[] = STORE_CONTENT_HASH_KEY;
+static const char INDEX[] = "index/"; /* search indexes record the hash they were built from */
 
 static void to_hex(XXH128_hash_t h, char hex[33]) {
   XXH128_canonical_t c;
@@ -36,7 +37,8 @@ static int hash_db(store_view *v, MDB_dbi dbi, int tag, const char *name, int sk
       return store_corrupt(err, "%s: record %llu: checksum mismatch", name, (unsigned long long)n + 1);
     }
     if (skip_progress && ((k.mv_size >= sizeof PROGRESS - 1 && !memcmp(k.mv_data, PROGRESS, sizeof PROGRESS - 1)) ||
-                          (k.mv_size == sizeof CONTENT_HASH - 1 && !memcmp(k.mv_data, CONTENT_HASH, k.mv_size))))
+                          (k.mv_size == sizeof CONTENT_HASH - 1 && !memcmp(k.mv_data, CONTENT_HASH, k.mv_size)) ||
+                          (k.mv_size >= sizeof INDEX - 1 && !memcmp(k.mv_data, INDEX, sizeof INDEX - 1))))
       continue;
     uint8_t len[12];
     wr_u32le(len, (uint32_t)k.mv_size);
@@ -62,6 +64,14 @@ int store_content_hash(store_view *v, char hex[33], taca_error *err) {
   int rc = hash_db(v, s->meta, TAG_META, "meta", 1, st, err) || hash_db(v, s->samples, TAG_SAMPLES, "samples", 0, st, err) ||
            hash_db(v, s->pixels, TAG_PIXELS, "pixels", 0, st, err) || hash_db(v, s->keys, TAG_KEYS, "keys", 0, st, err) ||
            hash_db(v, s->emb, TAG_EMB, "emb", 0, st, err);
+  /* Annotations only when there are some, so that stores without them keep their earlier hashes. */
+  for (int i = 0; !rc && s->has_annotations && i < 2; i++) {
+    MDB_dbi dbi = i ? s->metadata : s->captions;
+    MDB_stat ms;
+    int src = mdb_stat(v->txn, dbi, &ms);
+    if (src) rc = store_mdb_fail(s, err, src, "stat");
+    else if (ms.ms_entries) rc = hash_db(v, dbi, i ? TAG_METADATA : TAG_CAPTIONS, i ? "metadata" : "captions", 0, st, err);
+  }
   if (!rc) to_hex(XXH3_128bits_digest(st), hex);
   XXH3_freeState(st);
   return rc ? -1 : 0;

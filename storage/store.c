@@ -164,6 +164,21 @@ static int open_dbs(taca_store *s, taca_error *err) {
       return store_mdb_fail(s, err, rc, s->dir);
     }
   }
+  /* The annotation databases came later: a read-only open of an older store goes on without them. */
+  static const char *opt_names[] = {"captions", "metadata"};
+  MDB_dbi *opt_dbis[] = {&s->captions, &s->metadata};
+  s->has_annotations = 1;
+  for (int i = 0; i < 2; i++) {
+    rc = mdb_dbi_open(txn, opt_names[i], s->readonly ? 0 : MDB_CREATE, opt_dbis[i]);
+    if (rc == MDB_NOTFOUND && s->readonly) {
+      s->has_annotations = 0;
+      continue;
+    }
+    if (rc) {
+      mdb_txn_abort(txn);
+      return store_mdb_fail(s, err, rc, s->dir);
+    }
+  }
   if (read_schema(s, txn, !s->readonly, err)) {
     mdb_txn_abort(txn);
     return -1;
@@ -892,6 +907,15 @@ int store_get_info(store_view *v, store_info *out, taca_error *err) {
     json_decref(j);
     if (rc) return -1;
   }
+  if (s->has_annotations) {
+    MDB_dbi adbis[2] = {s->captions, s->metadata};
+    uint64_t *acnt[2] = {&out->n_captions, &out->n_metadata};
+    for (int i = 0; i < 2; i++) {
+      int rc = mdb_stat(v->txn, adbis[i], &st);
+      if (rc) return store_mdb_fail(s, err, rc, "stat");
+      *acnt[i] = st.ms_entries;
+    }
+  }
   MDB_envinfo ei;
   if (mdb_env_info(s->env, &ei) == 0 && mdb_env_stat(s->env, &st) == 0) {
     out->map_size = ei.me_mapsize;
@@ -991,3 +1015,6 @@ int store_drop_model(store_txn *t, const char *name, taca_error *err) {
   t->failed = 0;
   return 0;
 }
+
+uint64_t store_txn_id(store_txn *t) { return (uint64_t)mdb_txn_id(t->txn); }
+uint64_t store_view_txn_id(store_view *v) { return (uint64_t)mdb_txn_id(v->txn); }

@@ -39,6 +39,8 @@
 #define STORE_MAX_MODELS 32         /* models per store */
 #define STORE_NAME_MAX 64           /* model names and arch strings, including the NUL */
 #define STORE_DEFAULT_BLOCK 256     /* embeddings per block record */
+#define STORE_MAX_CAPTION 4096      /* longest stored caption in bytes (longer ones are cut, UTF-8-safe) */
+#define STORE_MAX_METADATA 16384    /* longest stored metadata JSON object in bytes */
 
 typedef struct taca_store taca_store;
 typedef struct store_txn store_txn;   /* a write transaction */
@@ -93,6 +95,7 @@ typedef struct store_info {
   uint64_t n_embeddings[STORE_MAX_MODELS][2];  /* [id][modality] vectors stored */
   uint64_t map_size;                     /* bytes mapped */
   uint64_t used_bytes;                   /* pages in use x page size */
+  uint64_t n_captions, n_metadata;       /* annotation records (0 in stores without those databases) */
 } store_info;
 
 /* One block record of embeddings, zero-copy from the map: rows [first_index, first_index+size) of
@@ -189,7 +192,29 @@ int store_get_embedding_raw(store_view *v, int model, store_modality m, uint64_t
 int store_scan_blocks(store_view *v, int model, store_modality m,
                       int (*fn)(const store_block *b, void *ctx), void *ctx, taca_error *err);
 
-/* XXH3-128 over every database except meta "progress/..." and "content_hash", as 32 hex digits + NUL.
+/* The LMDB transaction id of a write transaction, and of the last commit a view sees: a store whose
+ * last commit is the one a record was written in has not changed since (search/ann.c uses it). */
+uint64_t store_txn_id(store_txn *t);
+uint64_t store_view_txn_id(store_view *v);
+
+/* ---- annotations (annotations.c): a sample's caption text and source metadata (a JSON object, e.g.
+ * the KEY.json img2dataset writes), in databases of their own beside `samples`. Stores written before
+ * they existed have neither: reads then find nothing (not an error). ---- */
+/* Writes (or replaces) the caption and metadata of sample `index`; NULL (or length 0) removes that
+ * record, so calling it with every sample write keeps "rewriting a sample replaces it". A caption
+ * longer than STORE_MAX_CAPTION is cut at a UTF-8 character boundary; metadata must be one JSON
+ * object of at most STORE_MAX_METADATA bytes (stored as given: canonicalise before, if wanted). */
+int store_put_annotations(store_txn *t, uint64_t index, const char *caption, size_t caption_len,
+                          const char *metadata, size_t metadata_len, taca_error *err);
+/* Zero-copy (valid until the view ends); *found = 0 when the sample has no such record. */
+int store_get_caption(store_view *v, uint64_t index, const char **text, size_t *len, int *found, taca_error *err);
+int store_get_metadata(store_view *v, uint64_t index, const char **json, size_t *len, int *found, taca_error *err);
+/* Calls fn(index, sample) for the stored samples with index >= from, in index order, until fn returns
+ * non-zero or `limit` samples were visited (0 = no limit). */
+int store_scan_samples(store_view *v, uint64_t from, uint64_t limit,
+                       int (*fn)(const store_sample *s, void *ctx), void *ctx, taca_error *err);
+
+/* XXH3-128 over every database except meta "progress/...", "index/..." and "content_hash", as 32 hex digits + NUL.
  * Equal for stores with equal content whatever the transaction boundaries that wrote them. */
 int store_content_hash(store_view *v, char hex[33], taca_error *err);
 /* XXH3-128 of a file's bytes as 32 hex digits + NUL ("xxh3-128:" is not prefixed). */
@@ -213,7 +238,7 @@ typedef struct store_db_report {
 
 typedef struct store_verify_report {
   int n_db;
-  store_db_report db[6];   /* meta, samples, pixels, keys, emb, and the content hash */
+  store_db_report db[8];   /* meta, samples, pixels, keys, emb, [captions, metadata], the content hash */
   int hash_recorded;       /* a finished writer recorded a content hash */
   int hash_equal;          /* ... and it matches the content */
   char hash[33], recorded[33], recorded_by[96];

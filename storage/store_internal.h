@@ -8,11 +8,11 @@
 
 #include "storage/store.h"
 
-/* Every meta, samples, pixels, keys and emb value ends in an 8-byte checksum (REC_SUM_BYTES):
+/* Every meta, samples, pixels, keys, emb, captions and metadata value ends in an 8-byte checksum (REC_SUM_BYTES):
  * XXH3-64 of the value's other bytes, seeded with XXH3-64 of the LMDB key seeded with the database's
  * tag, so that a value that moved to another key or database does not verify either. */
 #define REC_SUM_BYTES 8
-enum { TAG_SAMPLES = 1, TAG_PIXELS = 2, TAG_KEYS = 3, TAG_EMB = 4, TAG_META = 5 };
+enum { TAG_SAMPLES = 1, TAG_PIXELS = 2, TAG_KEYS = 3, TAG_EMB = 4, TAG_META = 5, TAG_CAPTIONS = 6, TAG_METADATA = 7 };
 
 /* sample record layout v2 (little-endian):
  *   0 u8 layout version (2) | 1 u8 flags | 2 u16 key length | 4 i32 label | 8 u16 tokens[77] | 162 key
@@ -42,6 +42,8 @@ typedef struct model_table {
 struct taca_store {
   MDB_env *env;
   MDB_dbi meta, samples, pixels, keys, emb;
+  MDB_dbi captions, metadata;  /* annotations.c; valid only when has_annotations */
+  int has_annotations;         /* 0: a store written before these databases existed, opened read-only */
   int readonly;
   uint64_t map_size;
   int fd;                   /* data.mdb */

@@ -128,6 +128,13 @@ static void check_key(store_view *v, store_db_report *d, const MDB_val *k, const
     problem(d, "keys['%.*s']: the sample it names does not carry this key", n, (const char *)k->mv_data);
 }
 
+static void check_annotation(store_view *v, store_db_report *d, const MDB_val *k, const MDB_val *val, void *ctx) {
+  int tag = *(int *)ctx;
+  if (k->mv_size != 8 || !store_record_ok(v->s, tag, k, val) || val->mv_size == REC_SUM_BYTES)
+    problem(d, "%s[%llu]: checksum or length mismatch", d->name,
+            k->mv_size == 8 ? (unsigned long long)store_get_be64(k->mv_data) : 0ULL);
+}
+
 typedef struct emb_ctx {
   uint64_t count[STORE_MAX_MODELS][2];
 } emb_ctx;
@@ -188,6 +195,11 @@ int store_verify(store_view *v, store_verify_report *r, taca_error *err) {
     problem(emb, "not checked: the model records cannot be read");
   }
 
+  if (s->has_annotations) {
+    int tc = TAG_CAPTIONS, tm = TAG_METADATA;
+    walk(v, s->captions, db_begin(r, "captions"), check_annotation, &tc);
+    walk(v, s->metadata, db_begin(r, "metadata"), check_annotation, &tm);
+  }
   store_db_report *h = db_begin(r, "content hash");
   taca_error herr;
   if (store_content_hash(v, r->hash, &herr)) {

@@ -23,6 +23,8 @@
  * concurrent calls on one tokenizer are safe. */
 #include "text/tokenizer.h"
 
+#include "base/file.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -403,40 +405,12 @@ oom:
   return NULL;
 }
 
-static int read_file(const char *path, unsigned char **data, size_t *len, taca_error *err) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return taca_fail(err, "%s: cannot open: %s", path, strerror(errno));
-  size_t cap = 1u << 21, n = 0;
-  unsigned char *buf = malloc(cap);
-  for (;;) {
-    if (!buf) {
-      fclose(fp);
-      return taca_fail(err, "%s: out of memory", path);
-    }
-    n += fread(buf + n, 1, cap - n, fp);
-    if (n < cap) break;
-    unsigned char *nb = realloc(buf, cap * 2);
-    if (!nb) free(buf);
-    buf = nb;
-    cap *= 2;
-  }
-  int bad = ferror(fp);
-  fclose(fp);
-  if (bad) {
-    free(buf);
-    return taca_fail(err, "%s: read error", path);
-  }
-  *data = buf;
-  *len = n;
-  return 0;
-}
-
 clip_tokenizer *clip_tokenizer_load(const char *path, taca_error *err) {
   const char *what = path ? path : "embedded bpe_simple_vocab_16e6.txt.gz";
   unsigned char *file = NULL;
   size_t file_len = 0;
   if (path) {
-    if (read_file(path, &file, &file_len, err) != 0) return NULL;
+    if (taca_read_file(path, 0, &file, &file_len, err) != 0) return NULL;
   } else {
     file = (unsigned char *)taca_bpe_vocab_gz_start;
     file_len = (size_t)(taca_bpe_vocab_gz_end - taca_bpe_vocab_gz_start);

@@ -1,6 +1,6 @@
 /* aft_train.c: the AFT training loop of one rank, its test evaluation and its report (see
  * aft_train.h). Ranks stay in lockstep as in train.c: failures are agreed on with comm_any before
- * each step's collectives. */
+ * each step's collectives, and a rank failing anywhere else ends the run (comm_fail_fast). */
 #include "trainer/aft_train.h"
 
 #include <errno.h>
@@ -121,7 +121,7 @@ static int test_accuracy(aft_model *am, const test_set *t, const taca_comm *comm
     }
     for (int k = 0; k < n; k++) correct += argmax_row(logits + (size_t)k * am->classes, am->classes) == t->labels[i0 + k];
   }
-  if (comm_any(comm, failed)) return failed ? -1 : taca_fail(err, "another rank failed in the test evaluation");
+  if (comm_any(comm, failed)) return failed ? -1 : comm_fail_elsewhere(err, "another rank failed in the test evaluation");
   *acc = comm_sum(comm, (double)correct) / (double)t->n;
   return 0;
 }
@@ -301,181 +301,228 @@ static long resume_step(const train_options *o, aft_method m) {
   return latest > 0 ? latest : 0;
 }
 
-static int train_method(const train_options *o, const taca_comm *comm, nn_backend *be, taca_nccl *nccl, feed_options *fo,
-                        const test_set *ts, int classes, int S, int dP, aft_method method, const char *const *meta,
-                        const char *config, const int *dims, int n_models, FILE *log, aft_buffers *bf,
-                        method_result *res, taca_error *err) {
-  const int rank = comm->rank, world = comm->size, b = o->batch_size / world, n = o->batch_size;
-  memset(res, 0, sizeof *res);
-  res->method = method;
-  res->test_acc = NAN;
-  if (o->resume && load_result(o, method, dP, config, res)) {
-    if (rank == 0 && !o->quiet)
-      fprintf(stderr, "taca-train: aft method '%s' finished in an earlier run (%s/%s/result.json)\n",
-              aft_method_name(method), o->out, aft_method_name(method));
-    return 0;
-  }
-  feed *fd = NULL;
-  aft_model *am = NULL;
-  aft_prior pr = {0};
-  run_sums sums = {0};
-  int rc = -1;
-  const long start = resume_step(o, method);
-  if (!(am = aft_model_create(o->downstream, S, classes, be, b, o->seed, err))) goto done;
-  if (o->downstream_init && aft_model_load_tower(am, o->downstream_init, NULL, err)) goto done;
-  if (aft_prior_init(&pr, method, am->feat_dim, dP, n, o->seed, err)) goto done;
-  if (start > 0) {
-    if (load_checkpoint(o, am, &pr, start, meta, &sums, err)) goto done;
-    if (rank == 0 && !o->quiet)
+/* One method's training on this rank: what the sections below share. */
+typedef struct method_run {
+  const train_options *o;
+  const taca_comm *comm;
+  nn_backend *be;
+  taca_nccl *nccl;
+  aft_method method;
+  const char *const *meta;
+  const int *dims;
+  int n_models, classes, dP, dF, rank, world, b, n;
+  FILE *log;
+  aft_buffers *bf;
+  feed *fd;
+  aft_model *am;
+  aft_prior pr;
+  run_sums sums;
+  long start, tail;
+  double t_run;
+  int *labels;
+} method_run;
+
+/* ---- Setup: the downstream model and the prior (resumed from a checkpoint or fresh), the feed at
+ * the resumed step, the run's buffers (once per run), the checkpoint of step 0. */
+static int method_setup(method_run *r, feed_options *fo, int S, taca_error *err) {
+  const train_options *o = r->o;
+  r->start = resume_step(o, r->method);
+  if (!(r->am = aft_model_create(o->downstream, S, r->classes, r->be, r->b, o->seed, err))) return -1;
+  if (o->downstream_init && aft_model_load_tower(r->am, o->downstream_init, NULL, err)) return -1;
+  if (aft_prior_init(&r->pr, r->method, r->am->feat_dim, r->dP, r->n, o->seed, err)) return -1;
+  if (r->start > 0) {
+    if (load_checkpoint(o, r->am, &r->pr, r->start, r->meta, &r->sums, err)) return -1;
+    if (r->rank == 0 && !o->quiet)
       fprintf(stderr, "taca-train: aft method '%s' resumes from %s/%s/step-%06ld (update %ld of %ld)\n",
-              aft_method_name(method), o->out, aft_method_name(method), start, start, o->steps);
+              aft_method_name(r->method), o->out, aft_method_name(r->method), r->start, r->start, o->steps);
   }
-  fo->start_step = start;
-  if (feed_open(&fd, fo, err)) goto done;
-  const int dF = am->feat_dim;
+  fo->start_step = r->start;
+  if (feed_open(&r->fd, fo, err)) return -1;
+  const int b = r->b, n = r->n, dF = r->dF = r->am->feat_dim, dP = r->dP, S3 = 3 * S * S;
+  aft_buffers *bf = r->bf;
   if (!bf->F_local) {
     bf->F_local = malloc(sizeof(float) * b * dF);
     bf->F_all = malloc(sizeof(float) * n * dF);
     bf->dF_all = malloc(sizeof(float) * n * dF);
     bf->P_all = malloc(sizeof(float) * n * dP);
-    bf->logits = malloc(sizeof(float) * b * classes);
-    bf->dlogits = malloc(sizeof(float) * b * classes);
-    bf->test_pix = nn_host_alloc(be, sizeof(float) * b * 3 * S * S);
-    if (!bf->F_local || !bf->F_all || !bf->dF_all || !bf->P_all || !bf->logits || !bf->dlogits || !bf->test_pix) {
-      taca_fail(err, "out of memory");
-      goto done;
-    }
+    bf->logits = malloc(sizeof(float) * b * r->classes);
+    bf->dlogits = malloc(sizeof(float) * b * r->classes);
+    bf->test_pix = nn_host_alloc(r->be, sizeof(float) * b * S3);
+    if (!bf->F_local || !bf->F_all || !bf->dF_all || !bf->P_all || !bf->logits || !bf->dlogits || !bf->test_pix)
+      return taca_fail(err, "out of memory");
   }
-  if (rank == 0 && !o->quiet)
+  if (!(r->labels = malloc(sizeof(int) * b))) return taca_fail(err, "out of memory");
+  if (r->rank == 0 && !o->quiet)
     fprintf(stderr, "taca-train: aft method '%s': downstream %s (%zu parameters, %d features), %d classes, "
-            "pre-trained features %d wide from %d model(s), beta %g\n", aft_method_name(method), o->downstream,
-            aft_model_param_count(am), dF, classes, dP, n_models, method == AFT_METHOD_STL ? 0.0 : o->beta);
-  if (rank == 0 && o->save_every > 0 && start == 0 && save_checkpoint(o, am, &pr, meta, &sums, err)) goto done;
-  const double t_run = train_now_s();
-  const long tail = o->steps < 50 ? o->steps : 50;
+            "pre-trained features %d wide from %d model(s), beta %g\n", aft_method_name(r->method), o->downstream,
+            aft_model_param_count(r->am), dF, r->classes, dP, r->n_models, r->method == AFT_METHOD_STL ? 0.0 : o->beta);
+  if (r->rank == 0 && o->save_every > 0 && r->start == 0 && save_checkpoint(o, r->am, &r->pr, r->meta, &r->sums, err))
+    return -1;
+  return 0;
+}
+
+/* ---- One step: batch and labels, forward, agreement, all-gathers, cross-entropy and the prior's
+ * term, backward, agreement, gradient all-reduce, updates. -1 ends the method (every rank knows, or
+ * this one fails fast). */
+static int method_step(method_run *r, long step, ce_result *ce, double *term, double *wait, taca_error *err) {
+  const int b = r->b, dF = r->dF, classes = r->classes;
+  const aft_method method = r->method;
+  aft_buffers *bf = r->bf;
+  feed_batch *fb = NULL;
+  int failed = feed_next(r->fd, &fb, wait, err) != 0;
+  if (!failed && fb->step != step) failed = taca_fail(err, "batch for step %ld arrived at step %ld", fb->step, step) != 0;
+  if (!failed) {
+    for (int i = 0; i < b; i++) {
+      r->labels[i] = fb->labels[i];
+      if (r->labels[i] >= classes)
+        failed = taca_fail(err, "sample %llu has label %d, outside the %d classes (set --num-classes)",
+                           (unsigned long long)fb->indices[i], r->labels[i], classes) != 0;
+    }
+  }
+  if (!failed) {
+    aft_model_zero_grad(r->am);
+    aft_prior_zero_grad(&r->pr);
+    failed = train_fault(r->rank, "step", err) != 0 ||
+             aft_model_forward(r->am, fb->pixels, b, bf->F_local, bf->logits, err) != 0;
+  }
+  if (comm_any(r->comm, failed)) {
+    if (!failed) comm_fail_elsewhere(err, "another rank failed at step %ld", step);
+    if (fb) feed_release(r->fd, fb);
+    return -1;
+  }
+  *term = 0;
+  if (method != AFT_METHOD_STL) {
+    if (comm_allgather(r->comm, bf->F_local, (size_t)b * dF, bf->F_all, err) ||
+        comm_allgather(r->comm, fb->feat, (size_t)b * r->dP, bf->P_all, err)) {
+      feed_release(r->fd, fb);
+      return -1;
+    }
+  }
+  feed_release(r->fd, fb);
+  failed = cross_entropy(bf->logits, r->labels, b, classes, 1.0 / r->n, bf->dlogits, ce, err) != 0;
+  if (!failed && method != AFT_METHOD_STL)
+    failed = aft_prior_loss(&r->pr, bf->F_all, bf->P_all, r->n, r->o->beta, term, bf->dF_all, err) != 0;
+  if (!failed)
+    failed = aft_model_backward(r->am, method == AFT_METHOD_STL ? NULL : bf->dF_all + (size_t)r->rank * b * dF,
+                                bf->dlogits, err) != 0;
+  if (comm_any(r->comm, failed)) {
+    if (!failed) comm_fail_elsewhere(err, "another rank failed at step %ld", step);
+    return -1;
+  }
+  if (train_fault(r->rank, "allreduce", err)) return -1;
+  float *gbuf[2];
+  size_t glen[2];
+  int ng = aft_model_grad_buffers(r->am, gbuf, glen);
+  for (int k = 0; k < ng; k++)
+    if (comm_grads_allreduce_sum(r->comm, r->nccl, r->be, gbuf[k], glen[k], err) || nn_backend_cuda_check(r->be, err))
+      return -1;
+  aft_model_update(r->am, train_lr_at(r->o, r->o->lr, step), r->o->weight_decay);
+  aft_prior_update(&r->pr, train_lr_at(r->o, r->o->prior_lr, step));
+  return 0;
+}
+
+/* ---- After a step: the means over ranks, the tail sums of the result, the log line and progress
+ * (rank 0), the checkpoint when due, agreed on by every rank. */
+static int method_report(method_run *r, long step, double dt, double wait, const ce_result *ce, double term,
+                         taca_error *err) {
+  const train_options *o = r->o;
+  const aft_method method = r->method;
+  const int n = r->n;
+  const double ce_mean = comm_sum(r->comm, ce->loss_sum) / n, acc = comm_sum(r->comm, ce->correct) / n;
+  const double wait_mean = comm_sum(r->comm, wait) / r->world;
+  const double beta = method == AFT_METHOD_STL ? 0 : o->beta;
+  if (step >= o->steps - r->tail) {
+    r->sums.ce += ce_mean / r->tail;
+    r->sums.acc += acc / r->tail;
+    r->sums.term += term / r->tail;
+  }
   int failed = 0;
-  int *labels = malloc(sizeof(int) * b);
-  if (!labels) {
-    taca_fail(err, "out of memory");
-    goto done;
-  }
-  for (long step = start; step < o->steps; step++) {
-    double t0 = train_now_s(), wait = 0;
-    feed_batch *fb = NULL;
-    failed = feed_next(fd, &fb, &wait, err) != 0;
-    if (!failed && fb->step != step) failed = taca_fail(err, "batch for step %ld arrived at step %ld", fb->step, step) != 0;
-    if (!failed) {
-      for (int i = 0; i < b; i++) {
-        labels[i] = fb->labels[i];
-        if (labels[i] >= classes)
-          failed = taca_fail(err, "sample %llu has label %d, outside the %d classes (set --num-classes)",
-                             (unsigned long long)fb->indices[i], labels[i], classes) != 0;
-      }
-    }
-    if (!failed) {
-      aft_model_zero_grad(am);
-      aft_prior_zero_grad(&pr);
-      failed = aft_model_forward(am, fb->pixels, b, bf->F_local, bf->logits, err) != 0;
-    }
-    if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
-      if (fb) feed_release(fd, fb);
-      failed = 1;
-      break;
-    }
-    double term = 0;
-    if (method != AFT_METHOD_STL) {
-      if (comm_allgather(comm, bf->F_local, (size_t)b * dF, bf->F_all, err) ||
-          comm_allgather(comm, fb->feat, (size_t)b * dP, bf->P_all, err)) {
-        feed_release(fd, fb);
-        failed = 1;
-        break;
-      }
-    }
-    feed_release(fd, fb);
-    ce_result ce;
-    failed = cross_entropy(bf->logits, labels, b, classes, 1.0 / n, bf->dlogits, &ce, err) != 0;
-    if (!failed && method != AFT_METHOD_STL)
-      failed = aft_prior_loss(&pr, bf->F_all, bf->P_all, n, o->beta, &term, bf->dF_all, err) != 0;
-    if (!failed)
-      failed = aft_model_backward(am, method == AFT_METHOD_STL ? NULL : bf->dF_all + (size_t)rank * b * dF,
-                                  bf->dlogits, err) != 0;
-    if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
-      failed = 1;
-      break;
-    }
-    float *gbuf[2];
-    size_t glen[2];
-    int ng = aft_model_grad_buffers(am, gbuf, glen);
-    for (int k = 0; k < ng && !failed; k++)
-      failed = comm_grads_allreduce_sum(comm, nccl, be, gbuf[k], glen[k], err) != 0 || nn_backend_cuda_check(be, err) != 0;
-    if (failed) break;
-    aft_model_update(am, train_lr_at(o, o->lr, step), o->weight_decay);
-    aft_prior_update(&pr, train_lr_at(o, o->prior_lr, step));
-    const double dt = train_now_s() - t0;
-    const double ce_mean = comm_sum(comm, ce.loss_sum) / n, acc = comm_sum(comm, ce.correct) / n;
-    const double wait_mean = comm_sum(comm, wait) / world;
-    const double beta = method == AFT_METHOD_STL ? 0 : o->beta;
-    if (step >= o->steps - tail) {
-      sums.ce += ce_mean / tail;
-      sums.acc += acc / tail;
-      sums.term += term / tail;
-    }
-    if (rank == 0) {
-      if (log) {
-        fprintf(log, "{\"method\": \"%s\", \"step\": %ld, \"loss\": %.9g, \"loss_ce\": %.9g, \"loss_%s\": %.9g, "
-                "\"train_acc\": %.4f, \"samples_per_s\": %.4g, \"data_wait_s\": %.4g, \"step_s\": %.4g",
-                aft_method_name(method), step, ce_mean + beta * term, ce_mean,
-                method == AFT_METHOD_KD ? "kd" : "reg", term, acc, n / dt, wait_mean, dt);
-        if (method == AFT_METHOD_AFT) {
-          double means[TACA_CLIENT_MAX_EMB];
-          if (aft_rho_means(pr.p, dP, dims, n_models, means, err) == 0) {
-            fputs(", \"rho_mean\": [", log);
-            for (int k = 0; k < n_models; k++) fprintf(log, "%s%.6g", k ? ", " : "", means[k]);
-            fputc(']', log);
-          }
+  if (r->rank == 0) {
+    if (r->log) {
+      fprintf(r->log, "{\"method\": \"%s\", \"step\": %ld, \"loss\": %.9g, \"loss_ce\": %.9g, \"loss_%s\": %.9g, "
+              "\"train_acc\": %.4f, \"samples_per_s\": %.4g, \"data_wait_s\": %.4g, \"step_s\": %.4g",
+              aft_method_name(method), step, ce_mean + beta * term, ce_mean,
+              method == AFT_METHOD_KD ? "kd" : "reg", term, acc, n / dt, wait_mean, dt);
+      if (method == AFT_METHOD_AFT) {
+        double means[TACA_CLIENT_MAX_EMB];
+        if (aft_rho_means(r->pr.p, r->dP, r->dims, r->n_models, means, err) == 0) {
+          fputs(", \"rho_mean\": [", r->log);
+          for (int k = 0; k < r->n_models; k++) fprintf(r->log, "%s%.6g", k ? ", " : "", means[k]);
+          fputc(']', r->log);
         }
-        fputs("}\n", log);
-        fflush(log);
       }
-      if (!o->quiet && ((step + 1) % 10 == 0 || step + 1 == o->steps)) {
-        char eta[32];
-        train_fmt_eta(eta, sizeof eta, (train_now_s() - t_run) / (step - start + 1) * (o->steps - step - 1));
-        fprintf(stderr, "%s step %ld/%ld  loss %.4f (ce %.4f, %s %.4f)  train acc %.3f  %.1f samples/s  ETA %s\n",
-                aft_method_name(method), step + 1, o->steps, ce_mean + beta * term, ce_mean,
-                method == AFT_METHOD_KD ? "kd" : "R", term, acc, n / dt, eta);
-      }
-      if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == o->steps) {
-        run_sums now = sums;
-        now.seconds += train_now_s() - t_run;
-        failed = save_checkpoint(o, am, &pr, meta, &now, err) != 0;
-      }
+      fputs("}\n", r->log);
+      fflush(r->log);
     }
-    if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
-      failed = 1;
-      break;
+    if (!o->quiet && ((step + 1) % 10 == 0 || step + 1 == o->steps)) {
+      char eta[32];
+      train_fmt_eta(eta, sizeof eta, (train_now_s() - r->t_run) / (step - r->start + 1) * (o->steps - step - 1));
+      fprintf(stderr, "%s step %ld/%ld  loss %.4f (ce %.4f, %s %.4f)  train acc %.3f  %.1f samples/s  ETA %s\n",
+              aft_method_name(method), step + 1, o->steps, ce_mean + beta * term, ce_mean,
+              method == AFT_METHOD_KD ? "kd" : "R", term, acc, n / dt, eta);
+    }
+    if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || step + 1 == o->steps) {
+      run_sums now = r->sums;
+      now.seconds += train_now_s() - r->t_run;
+      failed = train_fault(r->rank, "checkpoint", err) != 0 || save_checkpoint(o, r->am, &r->pr, r->meta, &now, err) != 0;
     }
   }
-  free(labels);
-  if (failed) goto done;
-  res->train_ce = sums.ce, res->train_acc = sums.acc, res->term = sums.term;
-  res->seconds = sums.seconds + train_now_s() - t_run;
-  if (ts->n && test_accuracy(am, ts, comm, bf->test_pix, bf->logits, &res->test_acc, err)) goto done;
-  if (method == AFT_METHOD_AFT) {
-    if (!(res->s = malloc(sizeof(float) * dP))) {
-      taca_fail(err, "out of memory");
+  if (comm_any(r->comm, failed)) {
+    if (!failed) comm_fail_elsewhere(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- The method's result: the tail means, the test accuracy, the learnt s (AFT), result.json. */
+static int method_finish(method_run *r, const test_set *ts, const char *config, method_result *res, taca_error *err) {
+  aft_buffers *bf = r->bf;
+  res->train_ce = r->sums.ce, res->train_acc = r->sums.acc, res->term = r->sums.term;
+  res->seconds = r->sums.seconds + train_now_s() - r->t_run;
+  if (ts->n && test_accuracy(r->am, ts, r->comm, bf->test_pix, bf->logits, &res->test_acc, err)) return -1;
+  if (r->method == AFT_METHOD_AFT) {
+    if (!(res->s = malloc(sizeof(float) * r->dP))) return taca_fail(err, "out of memory");
+    memcpy(res->s, r->pr.p, sizeof(float) * r->dP);
+  }
+  if (r->rank == 0 && save_result(r->o, res, r->dP, config, err)) return -1;
+  return 0;
+}
+
+static int train_method(const train_options *o, const taca_comm *comm, nn_backend *be, taca_nccl *nccl, feed_options *fo,
+                        const test_set *ts, int classes, int S, int dP, aft_method method, const char *const *meta,
+                        const char *config, const int *dims, int n_models, FILE *log, aft_buffers *bf,
+                        method_result *res, taca_error *err) {
+  memset(res, 0, sizeof *res);
+  res->method = method;
+  res->test_acc = NAN;
+  if (o->resume && load_result(o, method, dP, config, res)) {
+    if (comm->rank == 0 && !o->quiet)
+      fprintf(stderr, "taca-train: aft method '%s' finished in an earlier run (%s/%s/result.json)\n",
+              aft_method_name(method), o->out, aft_method_name(method));
+    return 0;
+  }
+  method_run r = {.o = o, .comm = comm, .be = be, .nccl = nccl, .method = method, .meta = meta, .dims = dims,
+                  .n_models = n_models, .classes = classes, .dP = dP, .rank = comm->rank, .world = comm->size,
+                  .b = o->batch_size / comm->size, .n = o->batch_size, .log = log, .bf = bf,
+                  .tail = o->steps < 50 ? o->steps : 50};
+  int rc = -1;
+  if (method_setup(&r, fo, S, err)) goto done;
+  r.t_run = train_now_s();
+  for (long step = r.start; step < o->steps; step++) {
+    double t0 = train_now_s(), wait = 0, term = 0;
+    ce_result ce;
+    if (method_step(&r, step, &ce, &term, &wait, err) ||
+        method_report(&r, step, train_now_s() - t0, wait, &ce, term, err))
       goto done;
-    }
-    memcpy(res->s, pr.p, sizeof(float) * dP);
   }
-  if (rank == 0 && save_result(o, res, dP, config, err)) goto done;
+  if (method_finish(&r, ts, config, res, err)) goto done;
   rc = 0;
 done:
-  feed_close(fd);
-  aft_model_free(am);
-  aft_prior_free(&pr);
+  if (rc) comm_fail_fast(comm, nccl, err); /* returns only where the others know already */
+  free(r.labels);
+  feed_close(r.fd);
+  aft_model_free(r.am);
+  aft_prior_free(&r.pr);
   return rc;
 }
 
@@ -587,7 +634,10 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   char device[64];
   if (comm_rank_device(comm, o->device, device, sizeof device, err)) return -1;
   nn_backend *be = nn_backend_create(device, o->threads, err);
-  if (!be) return -1;
+  if (!be) {
+    comm_fail_fast(comm, NULL, err);
+    return -1;
+  }
   taca_nccl *nccl = NULL;
   int rc = -1;
   test_set ts = {0};
@@ -596,12 +646,18 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   aft_buffers bf = {0};
   method_result res[MAX_METHODS] = {0};
   int done_methods = 0;
-  if (comm_any(comm, comm_nccl_init(&nccl, comm, be, err) != 0)) {
-    if (!err->msg[0]) taca_fail(err, "another rank failed to set up NCCL");
+  int setup_failed = train_fault(rank, "setup", err) != 0;
+  if (!setup_failed && rank == 0 && mkdir(o->out, 0755) && errno != EEXIST)
+    setup_failed = taca_fail(err, "--out %s: %s", o->out, strerror(errno)) != 0;
+  if (comm_any(comm, setup_failed)) {
+    if (!setup_failed) comm_fail_elsewhere(err, "another rank failed to set up");
     goto done;
   }
-  if (rank == 0 && mkdir(o->out, 0755) && errno != EEXIST) {
-    taca_fail(err, "--out %s: %s", o->out, strerror(errno));
+  /* A rank's own NCCL failure ends the run at once (see train.c). */
+  const int nccl_failed = comm_nccl_init(&nccl, comm, be, err) != 0;
+  if (nccl_failed) comm_fail_fast(comm, NULL, err);
+  if (comm_any(comm, nccl_failed)) {
+    if (!err->msg[0]) comm_fail_elsewhere(err, "another rank failed to set up NCCL");
     goto done;
   }
   feed_options fo = {.servers = o->servers, .features = o->features, .be = be, .seed = o->seed, .rank = rank,
@@ -683,12 +739,13 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
     if (!failed) done_methods++;
   }
   if (comm_any(comm, failed)) {
-    if (!failed) taca_fail(err, "another rank failed");
+    if (!failed) comm_fail_elsewhere(err, "another rank failed");
     goto done;
   }
   if (rank == 0 && write_report(o, res, done_methods, models, dims, n_models, classes, &ts, err)) goto done;
   rc = 0;
 done:
+  if (rc) comm_fail_fast(comm, nccl, err); /* returns only where the others know already */
   if (log) fclose(log);
   feed_close(probe);
   test_set_free(&ts);

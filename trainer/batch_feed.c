@@ -1,4 +1,6 @@
-/* batch_feed.c: prefetching of training batches from StreamEpoch on a background thread. */
+/* batch_feed.c: prefetching of training batches from StreamEpoch on a background thread. A run
+ * resumed mid-epoch opens the epoch's stream at its batch (start_batch on the wire): no batch
+ * before it is sent or decoded. */
 #include "trainer/batch_feed.h"
 
 #include <pthread.h>
@@ -166,11 +168,13 @@ static void *feed_main(void *arg) {
         eo.fields.embeddings[1].modality = TACA_TEXT;
       }
       eo.fields.embeddings_as_f32 = 1;
+      /* A run resumed mid-epoch starts the stream at its batch: nothing before it is sent. */
+      eo.start_batch = (uint64_t)want;
       if ((rc = taca_epoch_open(f->client, &eo, &ep, &err))) break;
       cur_epoch = epoch;
-      pos = 0;
+      pos = want;
     }
-    /* Skip to this step's batch (a resumed run starting mid-epoch). */
+    /* This step's batch: the stream's next one (pos == want). */
     taca_batch tb;
     int got = 0;
     while (pos <= want) {

@@ -2,6 +2,8 @@
 #include "trainer/collectives.h"
 
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <mpi.h>
 #include <stdint.h>
 #include <string.h>
@@ -76,3 +78,18 @@ double comm_sum(const taca_comm *c, double v) {
   MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   return out;
 }
+
+static int failed_elsewhere;
+
+int comm_fail_elsewhere(taca_error *err, const char *fmt, ...) {
+  failed_elsewhere = 1;
+  if (err) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+  }
+  return -1;
+}
+
+int comm_failed_elsewhere(void) { return failed_elsewhere; }

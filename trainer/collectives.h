@@ -27,4 +27,12 @@ int comm_any(const taca_comm *c, int flag);
 /* Sum over ranks of one double (metrics). */
 double comm_sum(const taca_comm *c, double v);
 
+/* Failing fast. A rank whose error is its own (not learned from comm_any) ends the whole run with
+ * comm_fail_fast (collectives_nccl.h): its message, then MPI_Abort, so peers never wait in a
+ * collective it will not join. A rank that only learned of another's failure records it with
+ * comm_fail_elsewhere (formats err like taca_fail, returns -1) and leaves quietly: the failing rank
+ * aborts the run. */
+int comm_fail_elsewhere(taca_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int comm_failed_elsewhere(void); /* 1 after comm_fail_elsewhere */
+
 #endif

@@ -33,7 +33,7 @@ int comm_nccl_init(taca_nccl **out, const taca_comm *c, nn_backend *be, taca_err
   if (comm_bcast(c, &msg, sizeof msg, 0, err)) return -1;
   if (!msg.ok) {
     if (c->rank == 0) return taca_fail(err, "%s", why.msg);
-    return taca_fail(err, "NCCL setup failed on rank 0 (no unique id)");
+    return comm_fail_elsewhere(err, "NCCL setup failed on rank 0 (no unique id)");
   }
   taca_nccl *nc = calloc(1, sizeof *nc);
   if (!nc) return taca_fail(err, "out of memory");
@@ -49,6 +49,14 @@ void comm_nccl_free(taca_nccl *nc) {
   if (!nc) return;
   nn_cuda_nccl_destroy(nc->comm);
   free(nc);
+}
+
+void comm_fail_fast(const taca_comm *c, taca_nccl *nc, const taca_error *err) {
+  if (c->size == 1 || comm_failed_elsewhere()) return;
+  fprintf(stderr, "taca-train: rank %d: %s\n", c->rank, err && err->msg[0] ? err->msg : "failed");
+  fflush(stderr);
+  if (nc) nn_cuda_nccl_abort(nc->comm);
+  comm_abort(1);
 }
 
 int comm_grads_allreduce_sum(const taca_comm *c, taca_nccl *nc, nn_backend *be, float *buf,

@@ -19,10 +19,17 @@ typedef struct taca_nccl taca_nccl;
  * communicator over all ranks on the backend's GPU when, in a world of more than one rank, every
  * rank has a CUDA backend whose module has NCCL; *out = NULL otherwise (returns 0: the all-reduce
  * goes through MPI). A rank whose NCCL setup fails returns -1 with the reason; ranks
- * must then stop (comm_any). A rank that fails inside ncclCommInitRank can leave the others
- * waiting there: NCCL's blocking initialisation has no timeout. */
+ * must then stop (comm_any). The initialisation is non-blocking with a deadline
+ * (TACA_NCCL_INIT_TIMEOUT_S, default 120 s): a rank whose peers never join fails instead of
+ * waiting for ever. */
 int comm_nccl_init(taca_nccl **out, const taca_comm *c, nn_backend *be, taca_error *err);
 void comm_nccl_free(taca_nccl *nc); /* NULL is a no-op */
+
+/* The way out of a failed rank (collectives.h, "Failing fast"): in a world of more than one rank,
+ * when err is this rank's own failure (not comm_failed_elsewhere()), aborts the NCCL communicator
+ * (ncclCommAbort: no peer waits on it), prints "taca-train: rank R: MESSAGE" and ends every rank
+ * with MPI_Abort (status 1); never returns then. Otherwise returns and the caller cleans up. */
+void comm_fail_fast(const taca_comm *c, taca_nccl *nc, const taca_error *err);
 
 /* In place: buf[i] = sum over ranks of buf[i], for n floats of backend memory (the trainer's flat
  * gradient). With nc: ncclAllReduce on the backend's stream, asynchronous, ordered before the

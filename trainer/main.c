@@ -5,6 +5,7 @@
 #include "nn/clip_config.h"
 #include "client/taca_client.h"
 #include "trainer/collectives.h"
+#include "trainer/collectives_nccl.h"
 #include "methods/taca_params.h"
 #include "trainer/aft_train.h"
 #include "trainer/train.h"
@@ -56,7 +57,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   int rc = o.objective == OBJECTIVE_AFT ? aft_run(&o, &comm, &err) : train_run(&o, &comm, &err);
-  if (rc) fprintf(stderr, "taca-train: rank %d: %s\n", comm.rank, err.msg);
+  if (rc) {
+    comm_fail_fast(&comm, NULL, &err); /* a failure of this rank's own: ends every rank */
+    fprintf(stderr, "taca-train: rank %d: %s\n", comm.rank, err.msg);
+  }
   comm_finalize();
   return rc ? 1 : 0;
 }

@@ -1,7 +1,9 @@
 /* train.c: the taca-train loop of one rank: batches from the feed, forward of the local rows,
  * all-gather of the global batch for the contrastive loss, backward, SUM all-reduce of gradients,
  * AdamW, logs and checkpoints. Ranks stay in lockstep: every collective is made by every rank, and
- * a failure on any rank is agreed on (comm_any) before the step's collectives, so all stop cleanly. */
+ * a failure on any rank is agreed on (comm_any) before the step's collectives, so all stop cleanly;
+ * a rank that fails where no agreement is (or between one and the next collective) ends the run
+ * with comm_fail_fast (MPI_Abort), so no peer waits for ever. */
 #include "trainer/train.h"
 
 #include <errno.h>
@@ -29,201 +31,257 @@ static int keep_before(json_t *line, void *arg) {
   return s && json_is_integer(s) && json_integer_value(s) < *(const long *)arg;
 }
 
-int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
-  const int rank = comm->rank, world = comm->size;
-  if (o->batch_size % world != 0)
-    return taca_fail(err, "--batch-size %d does not split evenly over %d ranks", o->batch_size, world);
-  const int b = o->batch_size / world;
-  int rc = -1;
-  char device[64];
-  if (comm_rank_device(comm, o->device, device, sizeof device, err)) return -1;
-  nn_backend *be = nn_backend_create(device, o->threads, err);
-  taca_nccl *nccl = NULL;
-  clip_model *m = NULL;
-  taca_params P = {0};
-  taca_model *tm = NULL;
-  feed *fd = NULL;
-  FILE *log = NULL;
-  float *f_local = NULL, *f_all = NULL, *img_all = NULL, *txt_all = NULL, *df = NULL;
-  double *work = NULL;
-  if (!be) return -1;
-  if (rank == 0 && mkdir(o->out, 0755) && errno != EEXIST) {
-    taca_fail(err, "--out %s: %s", o->out, strerror(errno));
-    goto done;
-  }
-  if (comm_any(comm, comm_nccl_init(&nccl, comm, be, err) != 0)) {
-    if (!err->msg[0]) taca_fail(err, "another rank failed to set up NCCL");
-    goto done;
-  }
-  if (!(m = clip_model_load(o->new_model, o->arch, be, err))) goto done;
+/* One rank's run: what the sections below share. */
+typedef struct taca_run {
+  const train_options *o;
+  const taca_comm *comm;
+  int rank, world, b, n, E; /* local and global batch, target width */
+  nn_backend *be;
+  taca_nccl *nccl;
+  clip_model *m;
+  taca_param_config pc;
+  taca_params P;
+  taca_model *tm;
+  feed *fd;
+  taca_model_desc target;
+  long start, latest, spe;
+  FILE *log;
+  taca_loss_config lc;
+  taca_adamw_config ac;
+  float *f_local, *f_all, *img_all, *txt_all, *df;
+  double *work;
+  double t_run;
+  /* What a checkpoint records, and what it must agree on to be resumed. */
+  char s_batch[32], s_world[32], s_seed[32], s_layers[64], s_peft[64], s_alpha[32];
+  const char *meta[17], *must[11];
+} taca_run;
 
-  /* The data first: the target model fixes the projector's output size. */
-  long start = 0;
-  feed_options fo = {.servers = o->servers, .targets = o->targets, .seed = o->seed, .rank = rank,
-                     .world = world, .local_batch = b, .image_size = m->cfg.image_size, .depth = 2};
+/* ---- Setup: the output folder and NCCL, agreed on by every rank before anything else. */
+static int setup_ranks(taca_run *r, taca_error *err) {
+  const train_options *o = r->o;
+  int setup_failed = train_fault(r->rank, "setup", err) != 0;
+  if (!setup_failed && r->rank == 0 && mkdir(o->out, 0755) && errno != EEXIST)
+    setup_failed = taca_fail(err, "--out %s: %s", o->out, strerror(errno)) != 0;
+  if (comm_any(r->comm, setup_failed)) {
+    if (!setup_failed) comm_fail_elsewhere(err, "another rank failed to set up");
+    return -1;
+  }
+  /* A rank's own NCCL failure ends the run at once: its peers may be waiting inside NCCL's
+   * initialisation (until TACA_NCCL_INIT_TIMEOUT_S), not in the agreement. */
+  const int nccl_failed = comm_nccl_init(&r->nccl, r->comm, r->be, err) != 0;
+  if (nccl_failed) comm_fail_fast(r->comm, NULL, err);
+  if (comm_any(r->comm, nccl_failed)) {
+    if (!err->msg[0]) comm_fail_elsewhere(err, "another rank failed to set up NCCL");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- The model, the data and the parameters (resumed, initialised or fresh). */
+static int setup_model(taca_run *r, taca_error *err) {
+  const train_options *o = r->o;
+  if (!(r->m = clip_model_load(o->new_model, o->arch, r->be, err))) return -1;
+  /* The data first: the target model fixes the projector's output size. The feed starts at the
+   * resumed step (the latest complete checkpoint, loaded below once the sizes are known). */
+  r->latest = o->resume ? checkpoint_latest(o->out) : -1;
+  r->start = r->latest > 0 ? r->latest : 0;
+  feed_options fo = {.servers = o->servers, .targets = o->targets, .seed = o->seed, .rank = r->rank,
+                     .world = r->world, .local_batch = r->b, .image_size = r->m->cfg.image_size, .depth = 2};
   fo.client.timeout_ms = o->timeout_ms;
   fo.client.retry_budget_ms = o->retry_budget_ms;
   fo.client.token = o->token;
-  fo.be = be;
-  /* Probe the target dimension with a feed at step 0; reopened below at the resume step. */
-  if (feed_open(&fd, &fo, err)) goto done;
-  const taca_model_desc target = *feed_target(fd);
-  const long spe = feed_steps_per_epoch(fd);
-  const int E = target.image_dim;
+  fo.be = r->be;
+  fo.start_step = r->start;
+  if (feed_open(&r->fd, &fo, err)) return -1;
+  r->target = *feed_target(r->fd);
+  r->spe = feed_steps_per_epoch(r->fd);
+  r->E = r->target.image_dim;
 
-  taca_param_config pc;
-  taca_param_config_default(&pc, &m->cfg, E);
-  pc.proj_hidden = o->projector_hidden;
-  if (o->bottleneck) pc.peft.bottleneck = o->bottleneck;
+  taca_param_config *pc = &r->pc;
+  taca_param_config_default(pc, &r->m->cfg, r->E);
+  pc->proj_hidden = o->projector_hidden;
+  if (o->bottleneck) pc->peft.bottleneck = o->bottleneck;
   if (!strcmp(o->peft, "lora")) {
-    pc.peft.kind = VIT_PEFT_LORA;
-    pc.peft.lora_rank = o->lora_rank;
-    pc.peft.lora_alpha = (float)o->lora_alpha;
+    pc->peft.kind = VIT_PEFT_LORA;
+    pc->peft.lora_rank = o->lora_rank;
+    pc->peft.lora_alpha = (float)o->lora_alpha;
   }
-  if (taca_parse_layer_range(o->adapter_layers, m->cfg.vision.layers, &pc.peft.first, &pc.peft.last, err))
-    goto done;
-  if (taca_params_create(&P, &pc, be, o->seed, err)) goto done;
+  if (taca_parse_layer_range(o->adapter_layers, r->m->cfg.vision.layers, &pc->peft.first, &pc->peft.last, err))
+    return -1;
+  if (taca_params_create(&r->P, pc, r->be, o->seed, err)) return -1;
 
-  /* What a checkpoint must agree on to be resumed. */
-  char s_batch[32], s_world[32], s_seed[32], s_layers[64], s_peft[64], s_alpha[32];
-  snprintf(s_batch, sizeof s_batch, "%d", o->batch_size);
-  snprintf(s_world, sizeof s_world, "%d", world);
-  snprintf(s_seed, sizeof s_seed, "%llu", (unsigned long long)o->seed);
-  snprintf(s_layers, sizeof s_layers, "%d-%d", pc.peft.first + 1, pc.peft.last + 1);
-  snprintf(s_peft, sizeof s_peft, "%s/%d", o->peft, pc.peft.kind == VIT_PEFT_LORA ? pc.peft.lora_rank : pc.peft.bottleneck);
-  snprintf(s_alpha, sizeof s_alpha, "%.9g", pc.peft.lora_alpha);
-  const char *meta[] = {"taca.lora_alpha", s_alpha, "taca.batch_size", s_batch, "taca.seed", s_seed, "taca.layers", s_layers,
-                        "taca.peft", s_peft, "taca.targets", target.name, "taca.new_model", o->new_model,
-                        "taca.world_size", s_world, NULL};
-  const char *must[] = {"taca.batch_size", s_batch, "taca.seed", s_seed, "taca.layers", s_layers,
-                        "taca.peft", s_peft, "taca.targets", target.name, NULL};
+  snprintf(r->s_batch, sizeof r->s_batch, "%d", o->batch_size);
+  snprintf(r->s_world, sizeof r->s_world, "%d", r->world);
+  snprintf(r->s_seed, sizeof r->s_seed, "%llu", (unsigned long long)o->seed);
+  snprintf(r->s_layers, sizeof r->s_layers, "%d-%d", pc->peft.first + 1, pc->peft.last + 1);
+  snprintf(r->s_peft, sizeof r->s_peft, "%s/%d", o->peft,
+           pc->peft.kind == VIT_PEFT_LORA ? pc->peft.lora_rank : pc->peft.bottleneck);
+  snprintf(r->s_alpha, sizeof r->s_alpha, "%.9g", pc->peft.lora_alpha);
+  const char *meta[] = {"taca.lora_alpha", r->s_alpha, "taca.batch_size", r->s_batch, "taca.seed", r->s_seed,
+                        "taca.layers", r->s_layers, "taca.peft", r->s_peft, "taca.targets", r->target.name,
+                        "taca.new_model", o->new_model, "taca.world_size", r->s_world, NULL};
+  const char *must[] = {"taca.batch_size", r->s_batch, "taca.seed", r->s_seed, "taca.layers", r->s_layers,
+                        "taca.peft", r->s_peft, "taca.targets", r->target.name, NULL};
+  _Static_assert(sizeof meta == sizeof r->meta && sizeof must == sizeof r->must, "metadata table sizes");
+  memcpy(r->meta, meta, sizeof meta);
+  memcpy(r->must, must, sizeof must);
   if (o->resume) {
-    long latest = checkpoint_latest(o->out);
-    if (latest >= 0) {
-      if (checkpoint_load(&P, o->out, latest, must, err)) goto done;
-      start = latest;
-      if (rank == 0) fprintf(stderr, "taca-train: resuming from %s/step-%06ld (update %ld of %ld)\n", o->out, latest, latest, o->steps);
+    if (r->latest >= 0) {
+      if (checkpoint_load(&r->P, o->out, r->latest, r->must, err)) return -1;
+      if (r->rank == 0)
+        fprintf(stderr, "taca-train: resuming from %s/step-%06ld (update %ld of %ld)\n", o->out, r->latest,
+                r->latest, o->steps);
     }
-  } else if (o->init && taca_params_load(&P, o->init, err)) {
-    goto done;
+  } else if (o->init && taca_params_load(&r->P, o->init, err)) {
+    return -1;
   }
-  if (start > 0) { /* position the data at the resumed step */
-    feed_close(fd);
-    fd = NULL;
-    fo.start_step = start;
-    if (feed_open(&fd, &fo, err)) goto done;
-  }
-  if (!(tm = taca_model_create(m, &P, b, o->recompute, err))) goto done;
+  if (!(r->tm = taca_model_create(r->m, &r->P, r->b, o->recompute, err))) return -1;
 
-  taca_loss_config lc = {.scale = taca_loss_scale(target.logit_scale), .w_contra = 1.f, .w_distill = (float)o->lambda};
-  if (o->loss == LOSS_CONTRASTIVE) lc.w_distill = 0;
-  if (o->loss == LOSS_DISTILL) lc.w_contra = 0;
-  taca_adamw_config ac = {.lr = o->lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = o->weight_decay};
-  const int n = b * world;
-  f_local = malloc(sizeof(float) * b * E);
-  f_all = malloc(sizeof(float) * n * E);
-  img_all = malloc(sizeof(float) * n * E);
-  txt_all = malloc(sizeof(float) * n * E);
-  df = malloc(sizeof(float) * b * E);
-  work = malloc(sizeof(double) * taca_loss_work_size(n, E));
-  if (!f_local || !f_all || !img_all || !txt_all || !df || !work) {
-    taca_fail(err, "out of memory");
-    goto done;
-  }
-  if (rank == 0) {
-    if (o->log_json && (train_trim_log(o->log_json, keep_before, &start, err) || !(log = fopen(o->log_json, "ab")))) {
-      if (!log && !err->msg[0]) taca_fail(err, "--log-json %s: %s", o->log_json, strerror(errno));
-      goto done;
-    }
-    fprintf(stderr,
-            "taca-train: %d rank(s) x batch %d, %ld steps/epoch over %llu samples; targets '%s' (dim %d, "
-            "scale %.2f); %zu trainable parameters; activations %.0f MiB per rank\n",
-            world, b, spe, (unsigned long long)feed_info(fd)->samples, target.name, E, lc.scale,
-            taca_param_count(&pc), taca_model_memory_bytes(tm) / 1048576.0);
-    if (start == 0 && o->save_every > 0 && checkpoint_save(&P, o->out, meta, err)) goto done;
-  }
+  r->lc = (taca_loss_config){.scale = taca_loss_scale(r->target.logit_scale), .w_contra = 1.f,
+                             .w_distill = (float)o->lambda};
+  if (o->loss == LOSS_CONTRASTIVE) r->lc.w_distill = 0;
+  if (o->loss == LOSS_DISTILL) r->lc.w_contra = 0;
+  r->ac = (taca_adamw_config){.lr = o->lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                              .weight_decay = o->weight_decay};
+  const size_t b = r->b, n = r->n, E = r->E;
+  r->f_local = malloc(sizeof(float) * b * E);
+  r->f_all = malloc(sizeof(float) * n * E);
+  r->img_all = malloc(sizeof(float) * n * E);
+  r->txt_all = malloc(sizeof(float) * n * E);
+  r->df = malloc(sizeof(float) * b * E);
+  r->work = malloc(sizeof(double) * taca_loss_work_size(r->n, r->E));
+  if (!r->f_local || !r->f_all || !r->img_all || !r->txt_all || !r->df || !r->work)
+    return taca_fail(err, "out of memory");
+  return 0;
+}
 
-  double t_run = train_now_s();
+/* ---- Rank 0: the --log-json file (a resumed run keeps the steps before its checkpoint), the
+ * summary line, the checkpoint of step 0. */
+static int open_log(taca_run *r, taca_error *err) {
+  const train_options *o = r->o;
+  if (r->rank != 0) return 0;
+  long keep = r->start;
+  if (o->log_json && (train_trim_log(o->log_json, keep_before, &keep, err) || !(r->log = fopen(o->log_json, "ab")))) {
+    if (!r->log && !err->msg[0]) taca_fail(err, "--log-json %s: %s", o->log_json, strerror(errno));
+    return -1;
+  }
+  fprintf(stderr,
+          "taca-train: %d rank(s) x batch %d, %ld steps/epoch over %llu samples; targets '%s' (dim %d, "
+          "scale %.2f); %zu trainable parameters; activations %.0f MiB per rank\n",
+          r->world, r->b, r->spe, (unsigned long long)feed_info(r->fd)->samples, r->target.name, r->E, r->lc.scale,
+          taca_param_count(&r->pc), taca_model_memory_bytes(r->tm) / 1048576.0);
+  if (r->start == 0 && o->save_every > 0 && checkpoint_save(&r->P, o->out, r->meta, err)) return -1;
+  return 0;
+}
+
+/* ---- One step: batch, forward, agreement, all-gathers, loss, backward, agreement, gradient
+ * all-reduce, AdamW. -1 ends the run (every rank knows, or this one fails fast). */
+static int train_step(taca_run *r, long step, taca_loss_terms *terms, double *wait, taca_error *err) {
+  const int b = r->b, E = r->E;
+  feed_batch *fb = NULL;
+  int failed = feed_next(r->fd, &fb, wait, err) != 0;
+  if (!failed && fb->step != step) failed = taca_fail(err, "batch for step %ld arrived at step %ld", fb->step, step) != 0;
+  if (!failed) {
+    taca_params_zero_grad(&r->P);
+    failed = train_fault(r->rank, "step", err) != 0 || taca_model_forward(r->tm, &r->P, fb->pixels, b, r->f_local, err) != 0;
+  }
+  if (comm_any(r->comm, failed)) {
+    if (!failed) comm_fail_elsewhere(err, "another rank failed at step %ld", step);
+    if (fb) feed_release(r->fd, fb);
+    return -1;
+  }
+  failed = comm_allgather(r->comm, r->f_local, (size_t)b * E, r->f_all, err) ||
+           comm_allgather(r->comm, fb->img, (size_t)b * E, r->img_all, err) ||
+           comm_allgather(r->comm, fb->txt, (size_t)b * E, r->txt_all, err);
+  feed_release(r->fd, fb);
+  if (failed) return -1;
+  failed = taca_loss(&r->lc, r->f_all, r->txt_all, r->img_all, r->n, E, r->rank * b, r->rank * b + b, terms, r->df,
+                     r->work, err) != 0;
+  if (!failed) failed = taca_model_backward(r->tm, &r->P, r->df, err) != 0;
+  if (comm_any(r->comm, failed)) {
+    if (!failed) comm_fail_elsewhere(err, "another rank failed at step %ld", step);
+    return -1;
+  }
+  if (train_fault(r->rank, "allreduce", err) || comm_grads_allreduce_sum(r->comm, r->nccl, r->be, r->P.flat_g, r->P.n, err) ||
+      nn_backend_cuda_check(r->be, err))
+    return -1;
+  r->ac.lr = train_lr_at(r->o, r->o->lr, step);
+  taca_params_adamw(&r->P, &r->ac);
+  return 0;
+}
+
+/* ---- After a step: the log line and progress (rank 0, with the mean data wait over ranks), the
+ * checkpoint when due, agreed on by every rank. */
+static int report_step(taca_run *r, long step, double dt, double wait, const taca_loss_terms *terms, taca_error *err) {
+  const train_options *o = r->o;
   int failed = 0;
-  for (long step = start; step < o->steps; step++) {
-    double t0 = train_now_s(), wait = 0;
-    feed_batch *fb = NULL;
-    taca_loss_terms terms = {0};
-    failed = feed_next(fd, &fb, &wait, err) != 0;
-    if (!failed && fb->step != step) failed = taca_fail(err, "batch for step %ld arrived at step %ld", fb->step, step) != 0;
-    if (!failed) {
-      taca_params_zero_grad(&P);
-      failed = taca_model_forward(tm, &P, fb->pixels, b, f_local, err) != 0;
+  double wait_sum = comm_sum(r->comm, wait); /* logged as the mean over ranks */
+  if (r->rank == 0) {
+    double sps = r->n / dt;
+    if (r->log) {
+      fprintf(r->log,
+              "{\"step\": %ld, \"loss\": %.9g, \"loss_contra\": %.9g, \"loss_distill\": %.9g, "
+              "\"samples_per_s\": %.4g, \"data_wait_s\": %.4g, \"step_s\": %.4g}\n",
+              step, terms->loss, terms->contra, terms->distill, sps, wait_sum / r->world, dt);
+      fflush(r->log);
     }
-    if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
-      if (fb) feed_release(fd, fb);
-      failed = 1;
-      break;
+    if (!o->quiet) {
+      char eta[32];
+      train_fmt_eta(eta, sizeof eta, (train_now_s() - r->t_run) / (step - r->start + 1) * (o->steps - step - 1));
+      fprintf(stderr, "step %ld/%ld  loss %.4f (contra %.4f, distill %.4f)  %.2f samples/s  data wait %.3f s  ETA %s\n",
+              step + 1, o->steps, terms->loss, terms->contra, terms->distill, sps, wait_sum / r->world, eta);
     }
-    if (comm_allgather(comm, f_local, (size_t)b * E, f_all, err) ||
-        comm_allgather(comm, fb->img, (size_t)b * E, img_all, err) ||
-        comm_allgather(comm, fb->txt, (size_t)b * E, txt_all, err)) {
-      failed = 1;
-      feed_release(fd, fb);
-      break;
-    }
-    feed_release(fd, fb);
-    failed = taca_loss(&lc, f_all, txt_all, img_all, n, E, rank * b, rank * b + b, &terms, df, work, err) != 0;
-    if (!failed) failed = taca_model_backward(tm, &P, df, err) != 0;
-    if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "another rank failed at step %ld", step);
-      failed = 1;
-      break;
-    }
-    if (comm_grads_allreduce_sum(comm, nccl, be, P.flat_g, P.n, err) || nn_backend_cuda_check(be, err)) {
-      failed = 1;
-      break;
-    }
-    ac.lr = train_lr_at(o, o->lr, step);
-    taca_params_adamw(&P, &ac);
-    double dt = train_now_s() - t0;
-    double wait_sum = comm_sum(comm, wait); /* logged as the mean over ranks */
-    if (rank == 0) {
-      double sps = n / dt;
-      if (log) {
-        fprintf(log,
-                "{\"step\": %ld, \"loss\": %.9g, \"loss_contra\": %.9g, \"loss_distill\": %.9g, "
-                "\"samples_per_s\": %.4g, \"data_wait_s\": %.4g, \"step_s\": %.4g}\n",
-                step, terms.loss, terms.contra, terms.distill, sps, wait_sum / world, dt);
-        fflush(log);
-      }
-      if (!o->quiet) {
-        char eta[32];
-        train_fmt_eta(eta, sizeof eta, (train_now_s() - t_run) / (step - start + 1) * (o->steps - step - 1));
-        fprintf(stderr, "step %ld/%ld  loss %.4f (contra %.4f, distill %.4f)  %.2f samples/s  data wait %.3f s  ETA %s\n",
-                step + 1, o->steps, terms.loss, terms.contra, terms.distill, sps, wait_sum / world, eta);
-      }
-      int last = step + 1 == o->steps;
-      if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || last) {
-        if (checkpoint_save(&P, o->out, meta, err)) {
-          failed = 1;
-        }
-      }
-    }
-    if (comm_any(comm, failed)) {
-      if (!failed) taca_fail(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
-      failed = 1;
-      break;
-    }
+    int last = step + 1 == o->steps;
+    if ((o->save_every > 0 && (step + 1) % o->save_every == 0) || last)
+      failed = train_fault(r->rank, "checkpoint", err) != 0 || checkpoint_save(&r->P, o->out, r->meta, err) != 0;
   }
-  rc = failed ? -1 : 0;
-  if (rc == 0 && rank == 0 && !o->quiet)
-    fprintf(stderr, "taca-train: done: %ld updates; parameters in %s/step-%06ld.safetensors\n", P.step, o->out, P.step);
+  if (comm_any(r->comm, failed)) {
+    if (!failed) comm_fail_elsewhere(err, "rank 0 failed to write a checkpoint at step %ld", step + 1);
+    return -1;
+  }
+  return 0;
+}
+
+int train_run(const train_options *o, const taca_comm *comm, taca_error *err) {
+  const int world = comm->size;
+  if (o->batch_size % world != 0)
+    return taca_fail(err, "--batch-size %d does not split evenly over %d ranks", o->batch_size, world);
+  char device[64];
+  if (comm_rank_device(comm, o->device, device, sizeof device, err)) return -1;
+  taca_run *r = calloc(1, sizeof *r);
+  if (!r) return taca_fail(err, "out of memory");
+  r->o = o, r->comm = comm, r->rank = comm->rank, r->world = world;
+  r->b = o->batch_size / world, r->n = r->b * world;
+  if (!(r->be = nn_backend_create(device, o->threads, err))) {
+    comm_fail_fast(comm, NULL, err);
+    free(r);
+    return -1;
+  }
+  int rc = -1;
+  if (setup_ranks(r, err) || setup_model(r, err) || open_log(r, err)) goto done;
+
+  r->t_run = train_now_s();
+  for (long step = r->start; step < o->steps; step++) {
+    double t0 = train_now_s(), wait = 0;
+    taca_loss_terms terms = {0};
+    if (train_step(r, step, &terms, &wait, err) || report_step(r, step, train_now_s() - t0, wait, &terms, err))
+      goto done;
+  }
+  rc = 0;
+  if (r->rank == 0 && !o->quiet)
+    fprintf(stderr, "taca-train: done: %ld updates; parameters in %s/step-%06ld.safetensors\n", r->P.step, o->out,
+            r->P.step);
 done:
-  if (log) fclose(log);
-  feed_close(fd);
-  taca_model_free(tm);
-  taca_params_free(&P);
-  clip_model_free(m);
-  be->synchronize(be);
-  comm_nccl_free(nccl);
-  nn_backend_destroy(be);
-  free(f_local), free(f_all), free(img_all), free(txt_all), free(df), free(work);
+  if (rc) comm_fail_fast(comm, r->nccl, err); /* returns only where the others know already */
+  if (r->log) fclose(r->log);
+  feed_close(r->fd);
+  taca_model_free(r->tm);
+  taca_params_free(&r->P);
+  clip_model_free(r->m);
+  r->be->synchronize(r->be);
+  comm_nccl_free(r->nccl);
+  nn_backend_destroy(r->be);
+  free(r->f_local), free(r->f_all), free(r->img_all), free(r->txt_all), free(r->df), free(r->work);
+  free(r);
   return rc;
 }

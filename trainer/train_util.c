@@ -1,7 +1,9 @@
-/* train_util.c: clock and ETA formatting for the training loops' progress lines. */
+/* train_util.c: clock, ETA formatting and log trimming for the training loops, and the test-only
+ * fault injection of train_util.h. */
 #include "trainer/train_util.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,4 +47,19 @@ int train_trim_log(const char *path, int (*keep)(json_t *line, void *arg), void 
   int rc = taca_write_file_atomic(path, &chunk, 1, err);
   free(kept);
   return rc;
+}
+
+int train_fault(int rank, const char *phase, taca_error *err) {
+  static int fired;
+  const char *spec = getenv("TACA_TRAIN_FAULT");
+  if (!spec || !*spec || fired) return 0;
+  char *end;
+  long r = strtol(spec, &end, 10);
+  if (end == spec || *end != ':' || r != rank) return 0;
+  const char *p = end + 1;
+  size_t len = strcspn(p, ":");
+  if (len != strlen(phase) || strncmp(p, phase, len) != 0) return 0;
+  fired = 1;
+  if (!strcmp(p + len, ":kill")) raise(SIGKILL);
+  return taca_fail(err, "injected fault at %s (TACA_TRAIN_FAULT)", phase);
 }

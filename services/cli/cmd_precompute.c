@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "services/cli/cli_util.h"
+#include "services/precompute/launcher.h"
 #include "services/precompute/precompute.h"
 
 static const char *USAGE =
@@ -19,6 +20,9 @@ static const char *USAGE =
     "options:\n"
     "  --name NAME          model name in the store (default: from the model path)\n"
     "  --shard I/N          take every N-th input file starting at I (0-based)\n"
+    "  --shard auto         I/N from the launcher: mpirun (OMPI_COMM_WORLD_RANK/SIZE), a Slurm array\n"
+    "                       (SLURM_ARRAY_TASK_ID/COUNT), a Kubernetes Indexed Job (JOB_COMPLETION_INDEX\n"
+    "                       with --shard-count N); --db may hold {shard}: one store per shard\n"
     "  --index-base N       first sample index of this shard (default: entries of lower shards)\n"
     "  --batch-size B       samples per batch and per commit (default 32)\n"
     "  --dtype f16|f32      stored embedding type (default f16)\n"
@@ -47,8 +51,9 @@ int cmd_precompute(int argc, char **argv) {
       {"pixel-codec", required_argument, 0, 'C'}, {"pixel-quality", required_argument, 0, 'Q'},
       {"threads", required_argument, 0, 'j'},  {"workers", required_argument, 0, 'w'},
       {"map-size", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
-      {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
-  int c, rc = 0, jpeg = 0, quality = 95;
+      {"shard-count", required_argument, 0, 'K'}, {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  int c, rc = 0, jpeg = 0, quality = 95, shard_auto = 0, shard_count = 0;
   cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
   optind = 1;
   opterr = 0;
@@ -64,11 +69,13 @@ int cmd_precompute(int argc, char **argv) {
       case 'D': o.db = optarg; break;
       case 's': {
         int i, n, k = 0;
-        if (sscanf(optarg, "%d/%d%n", &i, &n, &k) != 2 || optarg[k] || n < 1 || i < 0 || i >= n)
-          rc = cli_fail("precompute", 2, "--shard expects I/N with 0 <= I < N, got '%s'", optarg);
-        o.shard = i, o.nshards = n;
+        if (!strcmp(optarg, "auto")) shard_auto = 1;
+        else if (sscanf(optarg, "%d/%d%n", &i, &n, &k) != 2 || optarg[k] || n < 1 || i < 0 || i >= n)
+          rc = cli_fail("precompute", 2, "--shard expects I/N with 0 <= I < N, or auto, got '%s'", optarg);
+        else o.shard = i, o.nshards = n;
         break;
       }
+      case 'K': if (cli_parse_positive("precompute", "--shard-count", optarg, &shard_count)) rc = 2; break;
       case 'I': {
         char *end;
         long long v = strtoll(optarg, &end, 10);
@@ -109,6 +116,20 @@ int cmd_precompute(int argc, char **argv) {
   }
   if (rc == 0 && optind < argc) rc = cli_fail("precompute", 2, "unexpected argument '%s'", argv[optind]);
   if (rc == 0 && (!o.model_path || !o.db)) rc = cli_fail("precompute", 2, "--model and --db are required (see --help)");
+  if (rc == 0 && shard_count && !shard_auto) rc = cli_fail("precompute", 2, "--shard-count goes with --shard auto");
+  char db[4096];
+  if (rc == 0 && (shard_auto || strstr(o.db, "{shard}"))) {
+    taca_error err = {{0}};
+    const char *who = "--shard";
+    if (shard_auto && launcher_shard(shard_count, &o.shard, &o.nshards, &who, &err))
+      rc = cli_fail("precompute", 2, "%s", err.msg);
+    else if (launcher_expand(o.db, o.shard, o.nshards, db, sizeof db, &err))
+      rc = cli_fail("precompute", 2, "--db %s", err.msg);
+    else {
+      o.db = db;
+      if (!o.quiet) fprintf(stderr, "precompute: shard %d/%d (from %s) into %s\n", o.shard, o.nshards, who, o.db);
+    }
+  }
   if (rc == 0) {
     o.jpeg_quality = jpeg ? quality : 0;
     o.data = data;

@@ -20,6 +20,7 @@
 #include "services/cli/cli_util.h"
 #include "services/cli/pretrain_feed.h"
 #include "services/eval/metrics.h"
+#include "base/clock.h"
 
 static const char *USAGE =
     "usage: taca pretrain --arch CONFIG.json|NAME --out DIR [options]\n"
@@ -78,12 +79,6 @@ static int parse_ll(const char *opt, const char *s, long long lo, long long *out
     return cli_fail("pretrain", 2, "%s expects an integer >= %lld, got '%s'", opt, lo, s), -1;
   *out = v;
   return 0;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* open_clip's cosine_lr: linear warmup to lr over `warmup` steps, then half a cosine to 0. */
@@ -340,20 +335,20 @@ int cmd_pretrain(int argc, char **argv) {
     cli_fail("pretrain", 1, "%s", err.msg);
     goto done;
   }
-  const double t0 = now_s();
+  const double t0 = taca_now_s();
   double wait_total = 0, loss_tail = 0;
   int tail_n = 0;
   clip_train_optim opt = {o.lr, o.beta1, o.beta2, o.eps, o.wd};
   clip_loss_result r = {0};
   for (int step = 0; step < o.steps; step++) {
-    const double ts = now_s();
+    const double ts = taca_now_s();
     int failed;
     const pretrain_batch *b = pretrain_feed_next(feed, &failed, &err);
     if (!b) {
       cli_fail("pretrain", 1, "%s", failed ? err.msg : "the data feed ended early");
       goto done;
     }
-    const double tw = now_s();
+    const double tw = taca_now_s();
     wait_total += tw - ts;
     const float scale = clip_train_logit_scale(ct);
     clip_train_zero_grad(ct);
@@ -365,7 +360,7 @@ int cmd_pretrain(int argc, char **argv) {
     clip_train_update(ct, &opt);
     const int n = b->n;
     pretrain_feed_release(feed);
-    const double sps = n / (now_s() - ts);
+    const double sps = n / (taca_now_s() - ts);
     if (step >= o.steps - 10) loss_tail += r.loss, tail_n++;
     if (log)
       fprintf(log,
@@ -377,9 +372,9 @@ int cmd_pretrain(int argc, char **argv) {
               "step %6d/%d  loss %.4f  acc i->t %.3f t->i %.3f  lr %.2e  scale %.2f  %.0f "
               "samples/s  (%.0f s)\n",
               step + 1, o.steps, r.loss, r.acc_i2t, r.acc_t2i, opt.lr, exp(scale), sps,
-              now_s() - t0);
+              taca_now_s() - t0);
   }
-  const double train_s = now_s() - t0;
+  const double train_s = taca_now_s() - t0;
   pretrain_feed_stop(feed);
   feed = NULL;
   if (log && fclose(log)) {
@@ -402,7 +397,7 @@ int cmd_pretrain(int argc, char **argv) {
           train_s, o.steps * o.batch / train_s, wait_total);
   if (o.eval_n > 0) {
     eval_figures ef;
-    const double te = now_s();
+    const double te = taca_now_s();
     if (evaluate(ct, tok, &o, render_size, &ef, &err)) {
       json_decref(js);
       cli_fail("pretrain", 1, "evaluation: %s", err.msg);
@@ -423,7 +418,7 @@ int cmd_pretrain(int argc, char **argv) {
             "held-out %d samples from %lld (%.1f s): in-batch (of %d) i->t %.3f t->i %.3f, same "
             "attributes i->t %.3f t->i %.3f (chance %.3f); R@1 i->t %.3f t->i %.3f; R@1 same "
             "attributes (of all %d) i->t %.3f t->i %.3f; linear probe on %d labels %.3f\n",
-            ef.n, o.eval_start, now_s() - te, ef.batch, ef.ib_i2t, ef.ib_t2i, ef.ib_i2t_attr,
+            ef.n, o.eval_start, taca_now_s() - te, ef.batch, ef.ib_i2t, ef.ib_t2i, ef.ib_i2t_attr,
             ef.ib_t2i_attr, 1.0 / ef.batch, ef.r1_i2t, ef.r1_t2i, ef.n, ef.r1_i2t_attr,
             ef.r1_t2i_attr, ef.probe_classes, ef.probe_acc);
   }

@@ -22,14 +22,18 @@ static const char *USAGE_SERVER =
     "  The token may also come from TACA_TOKEN.\n"
     "commands:\n"
     "  info                      servers, index ranges, models and their embeddings, pixel format\n"
-    "  lookup KEY...             index, label, tokens, pixels and embeddings of each sample key\n"
+    "  keys [--from I] [--limit N]  keys with their indices, from index I, N per page (default 100)\n"
+    "  lookup KEY...             index, label, caption, metadata, tokens, pixels and embeddings of\n"
+    "                            each sample key\n"
     "  export --model NAME --modality image|text --out X.npy [--range A:B] [--dtype f32|stored]\n"
     "                            embeddings of indices A..B-1 (default: the whole data set) as\n"
     "                            [N, dim] .npy; fails naming a missing index\n"
-    "  search --model NAME [--modality image|text] (--vectors Q.npy | --caption TEXT...)\n"
-    "         [-k K] [--metric ip|cosine]\n"
+    "  search --model NAME [--modality image|text] (--vectors Q.npy | --caption TEXT... |\n"
+    "         --captions FILE)\n"
+    "         [-k K] [--metric ip|cosine] [--ann [--nprobe N]]\n"
     "                            exact top-K (default 10) for each row of Q or each caption (the\n"
-    "                            servers encode captions with the model's text tower)\n"
+    "                            servers encode captions with the model's text tower); --ann\n"
+    "                            through every shard's ANN index (taca index), rescored exactly\n"
     "  --json prints JSON (one object for info, one line per key or query otherwise).\n";
 
 static void print_json(json_t *j) {
@@ -112,7 +116,7 @@ static int q_lookup(taca_client *c, int json, int argc, char **argv) {
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--help")) return fputs(USAGE_SERVER, stdout), 0;
   const taca_dataset_info *in = taca_client_info(c);
-  taca_fields f = {.tokens = 1, .labels = 1, .pixels = in->has_pixels};
+  taca_fields f = {.tokens = 1, .labels = 1, .pixels = in->has_pixels, .captions = 1, .metadata = 1};
   for (int i = 0; i < in->n_models; i++)
     for (int m = 0; m < 2; m++) {
       int dim = m ? in->models[i].text_dim : in->models[i].image_dim;
@@ -156,15 +160,59 @@ static int q_lookup(taca_client *c, int json, int argc, char **argv) {
       for (int i = 0; i < TACA_CLIENT_CONTEXT_LEN; i++)
         json_array_append_new(t, json_integer(b.tokens[row * TACA_CLIENT_CONTEXT_LEN + i]));
       json_object_set_new(o, "tokens", t);
+      const char *cap = b.captions[row], *meta = b.metadata[row];
+      json_object_set_new(o, "caption", cap[0] ? json_string(cap) : json_null());
+      json_t *mj = meta[0] ? json_loads(meta, 0, NULL) : NULL;
+      json_object_set_new(o, "metadata", mj ? mj : json_null());
       print_json(o);
     } else {
       printf("%s\tindex %" PRIu64 "\tlabel %d\ttokens %d\tpixels %zu B\tembeddings%s\n", key, b.indices[row],
              b.labels[row], ntok, px, line[0] ? line : " none");
+      printf("  caption   %s%s%s\n  metadata  %s\n", b.captions[row][0] ? "\"" : "-", b.captions[row],
+             b.captions[row][0] ? "\"" : "", b.metadata[row][0] ? b.metadata[row] : "-");
     }
     row++;
   }
   taca_batch_free(&b);
   return status;
+}
+
+/* ---------- keys ---------- */
+
+static int q_keys(taca_client *c, int json, int argc, char **argv) {
+  uint64_t from = 0, limit = 100;
+  for (int i = 1; i < argc; i++) {
+    char *end;
+    uint64_t *dst = !strcmp(argv[i], "--from") ? &from : !strcmp(argv[i], "--limit") ? &limit : NULL;
+    if (!dst || i + 1 >= argc) return cli_fail(CMD, 2, "keys: unexpected or incomplete argument '%s' (--from I, --limit N)", argv[i]);
+    *dst = strtoull(argv[++i], &end, 10);
+    if (*end || !argv[i][0] || argv[i][0] == '-') return cli_fail(CMD, 2, "keys: '%s' is not a count", argv[i]);
+  }
+  const taca_dataset_info *in = taca_client_info(c);
+  if (from < in->begin) from = in->begin;
+  uint64_t to = limit && in->end - from > limit ? from + limit : in->end;
+  if (from >= in->end) {
+    fprintf(stderr, "taca query: no keys at index %" PRIu64 " or later\n", from);
+    return 0;
+  }
+  size_t n = (size_t)(to - from);
+  uint64_t *idx = malloc(n * sizeof *idx);
+  if (!idx) return cli_fail(CMD, 1, "out of memory");
+  for (size_t i = 0; i < n; i++) idx[i] = from + i;
+  taca_fields f = {.keys = 1};
+  taca_batch b;
+  taca_error err = {{0}};
+  int rc = taca_client_get_batch(c, idx, n, &f, &b, &err);
+  free(idx);
+  if (rc) return cli_fail(CMD, 1, "%s", err.msg);
+  for (size_t i = 0; i < b.n; i++) {
+    if (json) print_json(json_pack("{s:I, s:s}", "index", (json_int_t)b.indices[i], "key", b.keys[i]));
+    else printf("%" PRIu64 "\t%s\n", b.indices[i], b.keys[i]);
+  }
+  fprintf(stderr, "taca query: %zu keys, indices %" PRIu64 "..%" PRIu64 "%s%" PRIu64 "\n", b.n, from, to - 1,
+          to < in->end ? "; next page: --from " : "", to);
+  taca_batch_free(&b);
+  return 0;
 }
 
 /* ---------- export ---------- */
@@ -270,13 +318,17 @@ static int q_export(taca_client *c, int argc, char **argv) {
 /* ---------- search ---------- */
 
 static int q_search(taca_client *c, int json, int argc, char **argv) {
-  const char *model = NULL, *mod = "image", *vectors = NULL, *metric = "ip";
+  const char *model = NULL, *mod = "image", *vectors = NULL, *metric = "ip", *cap_file = NULL;
   const char **captions = calloc((size_t)argc + 1, sizeof *captions);
-  int ncap = 0, k = 10;
+  char **file_lines = NULL;
+  int ncap = 0, k = 10, nfile = 0;
+  taca_search_opts so = {0};
   if (!captions) return cli_fail(CMD, 1, "out of memory");
   static const struct option opts[] = {{"model", required_argument, 0, 'm'},   {"modality", required_argument, 0, 'M'},
                                        {"vectors", required_argument, 0, 'q'}, {"caption", required_argument, 0, 'c'},
+                                       {"captions", required_argument, 0, 'C'},
                                        {"metric", required_argument, 0, 'x'},  {"k", required_argument, 0, 'k'},
+                                       {"ann", no_argument, 0, 'a'},           {"nprobe", required_argument, 0, 'P'},
                                        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   int ch, rc = 0;
   optind = 1;
@@ -287,15 +339,32 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
       case 'M': mod = optarg; break;
       case 'q': vectors = optarg; break;
       case 'c': captions[ncap++] = optarg; break;
+      case 'C': cap_file = optarg; break;
       case 'x': metric = optarg; break;
       case 'k':
         if (cli_parse_positive(CMD, "-k", optarg, &k)) rc = 2;
+        break;
+      case 'a': so.ann = 1; break;
+      case 'P':
+        if (cli_parse_positive(CMD, "--nprobe", optarg, &so.nprobe)) rc = 2;
         break;
       case 'h': fputs(USAGE_SERVER, stdout); free(captions); return 0;
       default: rc = cli_fail(CMD, 2, "search: unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
     }
   }
   if (!rc && optind < argc) rc = cli_fail(CMD, 2, "search: unexpected argument '%s'", argv[optind]);
+  if (!rc && so.nprobe && !so.ann) rc = cli_fail(CMD, 2, "search: --nprobe goes with --ann");
+  if (!rc && cap_file) { /* --caption texts first, then the file's lines */
+    taca_error ferr = {{0}};
+    nfile = cli_read_lines(cap_file, &file_lines, &ferr);
+    const char **more = nfile < 0 ? NULL : realloc(captions, ((size_t)argc + (size_t)nfile + 1) * sizeof *captions);
+    if (nfile < 0) rc = cli_fail(CMD, 1, "--captions: %s", ferr.msg);
+    else if (!more) rc = cli_fail(CMD, 1, "out of memory");
+    else captions = more;
+    for (int i = 0; !rc && i < nfile; i++)
+      if (file_lines[i][0]) captions[ncap++] = file_lines[i];
+    if (!rc && !ncap) rc = cli_fail(CMD, 1, "--captions %s: no captions in it", cap_file);
+  }
   if (!rc && (!model || (!vectors == !ncap)))
     rc = cli_fail(CMD, 2, "search: --model and one of --vectors or --caption are required");
   taca_metric me = TACA_METRIC_IP;
@@ -304,6 +373,7 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   taca_modality m = TACA_IMAGE;
   if (!rc && parse_modality(mod, &m)) rc = 2;
   if (rc) {
+    if (file_lines) cli_free_lines(file_lines, nfile);
     free(captions);
     return rc;
   }
@@ -318,24 +388,46 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
     nq = (int)q.shape[0];
   }
   taca_search_result r;
-  if (taca_client_search(c, model, m, vectors ? q.data : NULL, vectors ? NULL : captions, nq, k, me, 1, &r, &err))
+  taca_batch hitb = {0};
+  if (taca_client_search_opts(c, model, m, vectors ? q.data : NULL, vectors ? NULL : captions, nq, k, me, 1, &so, &r,
+                              &err))
     rc = cli_fail(CMD, 1, "%s", err.msg);
+  /* the hits' captions: one GetBatch over every hit, rows in hit order */
+  size_t nhit = 0;
+  uint64_t *hidx = rc ? NULL : malloc(((size_t)nq * (size_t)k + 1) * sizeof *hidx);
+  for (int i = 0; !rc && hidx && i < nq; i++)
+    for (int j = 0; j < r.count[i]; j++) hidx[nhit++] = r.indices[(size_t)i * (size_t)k + (size_t)j];
+  taca_fields capf = {.captions = 1};
+  int have_caps = hidx && nhit <= (size_t)taca_client_info(c)->max_batch * 64 &&
+                  taca_client_get_batch(c, hidx, nhit, &capf, &hitb, &err) == 0;
+  free(hidx);
+  size_t hit = 0;
   for (int i = 0; !rc && i < nq; i++) {
     json_t *res = json ? json_array() : NULL;
     if (!json) printf("query %d%s%s%s\n", i, ncap ? " \"" : "", ncap ? captions[i] : "", ncap ? "\"" : "");
-    for (int j = 0; j < r.count[i]; j++) {
+    for (int j = 0; j < r.count[i]; j++, hit++) {
       size_t at = (size_t)i * (size_t)k + (size_t)j;
-      if (json)
-        json_array_append_new(res, json_pack("{s:I, s:f, s:s}", "index", (json_int_t)r.indices[at], "score",
-                                             (double)r.scores[at], "key", r.keys[at]));
-      else
-        printf("  %2d  index %" PRIu64 "  score %.6g  key %s\n", j + 1, r.indices[at], (double)r.scores[at],
-               r.keys[at][0] ? r.keys[at] : "-");
+      const char *cap = have_caps ? hitb.captions[hit] : "";
+      if (json) {
+        json_t *o = json_pack("{s:I, s:f, s:s}", "index", (json_int_t)r.indices[at], "score", (double)r.scores[at],
+                              "key", r.keys[at]);
+        json_object_set_new(o, "caption", cap[0] ? json_string(cap) : json_null());
+        json_array_append_new(res, o);
+      } else {
+        printf("  %2d  index %" PRIu64 "  score %.6g  key %s%s%s%s\n", j + 1, r.indices[at], (double)r.scores[at],
+               r.keys[at][0] ? r.keys[at] : "-", cap[0] ? "  caption \"" : "", cap, cap[0] ? "\"" : "");
+      }
     }
-    if (json) print_json(json_pack("{s:i, s:o}", "query", i, "results", res));
+    if (json) {
+      json_t *o = json_pack("{s:i, s:o}", "query", i, "results", res);
+      if (ncap) json_object_set_new(o, "caption", json_string(captions[i]));
+      print_json(o);
+    }
   }
   if (!rc) taca_search_result_free(&r);
+  if (have_caps) taca_batch_free(&hitb);
   npy_free(&q);
+  if (file_lines) cli_free_lines(file_lines, nfile);
   free(captions);
   return rc;
 }
@@ -362,14 +454,15 @@ int cmd_query_server(int argc, char **argv) {
     } else return cli_fail(CMD, 2, "unknown option '%s' (see --help)", a);
   }
   if (!server) return cli_fail(CMD, 2, "--server ADDR is required (see --help)");
-  if (i >= argc) return cli_fail(CMD, 2, "missing COMMAND: info, lookup, export or search (see --help)");
+  if (i >= argc) return cli_fail(CMD, 2, "missing COMMAND: info, keys, lookup, export or search (see --help)");
   const char *sub = argv[i];
   int sargc = argc - i;
   char **sargv = argv + i;
   for (int j = 1; j < sargc; j++)
     if (!strcmp(sargv[j], "--help") || !strcmp(sargv[j], "-h")) return fputs(USAGE_SERVER, stdout), 0;
-  if (strcmp(sub, "info") && strcmp(sub, "lookup") && strcmp(sub, "export") && strcmp(sub, "search"))
-    return cli_fail(CMD, 2, "unknown command '%s' (info, lookup, export, search)", sub);
+  if (strcmp(sub, "info") && strcmp(sub, "keys") && strcmp(sub, "lookup") && strcmp(sub, "export") &&
+      strcmp(sub, "search"))
+    return cli_fail(CMD, 2, "unknown command '%s' (info, keys, lookup, export, search)", sub);
   o.retry_budget_ms = 5000;
   taca_client *c;
   taca_error err = {{0}};
@@ -377,6 +470,7 @@ int cmd_query_server(int argc, char **argv) {
   int rc;
   if (!strcmp(sub, "info")) rc = q_info(c, json, sargc, sargv);
   else if (!strcmp(sub, "lookup")) rc = q_lookup(c, json, sargc, sargv);
+  else if (!strcmp(sub, "keys")) rc = q_keys(c, json, sargc, sargv);
   else if (!strcmp(sub, "export")) rc = q_export(c, sargc, sargv);
   else rc = q_search(c, json, sargc, sargv);
   taca_client_close(c);

@@ -18,6 +18,8 @@ static const command COMMANDS[] = {
     {"synth", cmd_synth, "write the synthetic captioned-shapes data set (tar shards or folder)"},
     {"pretrain", cmd_pretrain, "train a small CLIP model CLIP-style on the synthetic data set"},
     {"add-features", cmd_add_features, "store embeddings from a .npy, or random noise features, as a model (AFT)"},
+    {"import", cmd_import, "an embeddings-only store from .npy files computed elsewhere"},
+    {"index", cmd_index, "build an approximate (faiss) search index of a stored model"},
     {"precompute", cmd_precompute, "fill a feature store with a model's embeddings of a data set"},
     {"verify", cmd_verify, "check every record of a store (checksums, key table, counts, content hash)"},
     {"drop-model", cmd_drop_model, "remove one model and its embeddings from a store"},

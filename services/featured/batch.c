@@ -25,6 +25,8 @@ int fields_resolve(const featured_snapshot *s, const Taca__V1__Fields *in, field
   out->labels = in->labels;
   out->keys = in->keys;
   out->as_f32 = in->embeddings_as_f32;
+  out->captions = in->captions;
+  out->metadata = in->metadata;
   if (out->pixels && !s->info.has_pixel_format)
     return reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "this store holds no pixels: do not ask for fields.pixels");
   if (in->n_embeddings > FIELDS_MAX_EMB)
@@ -93,6 +95,33 @@ static int get_pixels(store_view *v, uint64_t index, const uint8_t **d, size_t *
   return rc ? reply_store_fail(r, &err) : 0;
 }
 
+int batch_annotations(store_view *v, const uint64_t *idx, size_t n, int captions, int metadata, arena *a,
+                      char ***caps_out, char ***meta_out, reply *r) {
+  char **caps = captions ? arena_alloc(a, (n ? n : 1) * sizeof *caps) : NULL;
+  char **meta = metadata ? arena_alloc(a, (n ? n : 1) * sizeof *meta) : NULL;
+  if ((captions && !caps) || (metadata && !meta)) return oom(r);
+  taca_error err;
+  for (size_t i = 0; i < n; i++)
+    for (int which = 0; which < 2; which++) {
+      char **dst = which ? meta : caps;
+      if (!dst) continue;
+      const char *t;
+      size_t len;
+      int found;
+      int rc = which ? store_get_metadata(v, idx[i], &t, &len, &found, &err)
+                     : store_get_caption(v, idx[i], &t, &len, &found, &err);
+      if (rc) return reply_store_fail(r, &err);
+      char *c = arena_alloc(a, found ? len + 1 : 1);
+      if (!c) return oom(r);
+      if (found) memcpy(c, t, len);
+      c[found ? len : 0] = '\0';
+      dst[i] = c;
+    }
+  *caps_out = caps;
+  *meta_out = meta;
+  return 0;
+}
+
 int batch_fill(store_view *v, const featured_snapshot *s, const field_sel *fs, const uint64_t *idx, size_t n,
                arena *a, Taca__V1__Batch *out, reply_tail *tail, reply *r) {
   taca__v1__batch__init(out);
@@ -132,6 +161,11 @@ int batch_fill(store_view *v, const featured_snapshot *s, const field_sel *fs, c
       out->keys = keys;
     }
   }
+  if ((fs->captions || fs->metadata) && batch_annotations(v, idx, n, fs->captions, fs->metadata, a, &out->captions,
+                                                          &out->metadata, r))
+    return -1;
+  if (fs->captions) out->n_captions = n;
+  if (fs->metadata) out->n_metadata = n;
   if (fs->pixels && tail) {
     tail->field = 2; /* Batch.pixels */
     tail->data = malloc((n ? n : 1) * sizeof *tail->data);

@@ -24,6 +24,7 @@ typedef struct field_emb {
 
 typedef struct field_sel {
   int pixels, tokens, labels, keys, as_f32;
+  int captions, metadata;
   int n_emb;
   field_emb emb[FIELDS_MAX_EMB];
 } field_sel;
@@ -44,6 +45,11 @@ int reply_store_fail(reply *r, const taca_error *e);
  * view's map: the caller hands the view to tail->owner); with tail NULL they are in out. */
 int batch_fill(store_view *v, const featured_snapshot *s, const field_sel *fs, const uint64_t *idx, size_t n,
                arena *a, Taca__V1__Batch *out, reply_tail *tail, reply *r);
+
+/* The captions and/or metadata of idx[0..n) as NUL-terminated strings ("" where none is stored),
+ * from a; NULL arrays for what is not asked for. */
+int batch_annotations(store_view *v, const uint64_t *idx, size_t n, int captions, int metadata, arena *a,
+                      char ***caps_out, char ***meta_out, reply *r);
 
 /* INVALID_ARGUMENT naming the served range when an index lies outside it. */
 int check_indices(const featured_snapshot *s, const uint64_t *idx, size_t n, reply *r);

@@ -59,16 +59,6 @@ void epoch_permute(uint32_t *perm, uint32_t n, uint64_t seed, uint64_t epoch) {
   }
 }
 
-uint64_t epoch_share_size(uint64_t n, uint32_t rank, uint32_t world) {
-  if (world == 0 || rank >= n) return 0;
-  return (n - rank + world - 1) / world;
-}
-
-uint64_t epoch_batch_count(uint64_t share, uint32_t batch_size, int drop_last) {
-  if (batch_size == 0) return 0;
-  return drop_last ? share / batch_size : (share + batch_size - 1) / batch_size;
-}
-
 /* ---- cache ---- */
 
 typedef struct entry {

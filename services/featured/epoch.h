@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/epoch_share.h"
 #include "base/error.h"
 
 typedef struct epoch_rng {
@@ -45,9 +46,5 @@ void epoch_cache_free(epoch_cache *c);
 /* Returns the permutation for (seed, epoch, n), computing it if not cached; release it after use. */
 const epoch_perm *epoch_cache_get(epoch_cache *c, uint64_t seed, uint64_t epoch, uint64_t n, taca_error *err);
 void epoch_cache_release(epoch_cache *c, const epoch_perm *p);
-
-/* Rank share arithmetic. */
-uint64_t epoch_share_size(uint64_t n, uint32_t rank, uint32_t world);
-uint64_t epoch_batch_count(uint64_t share, uint32_t batch_size, int drop_last);
 
 #endif

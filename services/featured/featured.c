@@ -1,10 +1,12 @@
 /* featured.c: opening the store for serving, and the periodically refreshed snapshot of its info. */
 #include "services/featured/featured.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "services/featured/epoch.h"
+#include "services/featured/log.h"
 #include "services/featured/metrics.h"
 #include "services/featured/textenc.h"
 
@@ -65,10 +67,39 @@ int featured_open(featured *f, const featured_config *cfg, taca_error *err) {
     featured_close(f);
     return -1;
   }
+  featured_load_ann(f);
   return 0;
 }
 
+void featured_load_ann(featured *f) {
+  const store_info *si = &f->snap.info;
+  for (int i = 0; i < si->n_models; i++)
+    for (int m = 0; m < 2; m++) {
+      const store_model *sm = &si->models[i];
+      if ((m == STORE_IMAGE ? sm->image_dim : sm->text_dim) <= 0) continue;
+      taca_error e = {{0}};
+      if (ann_open(f->store, sm->name, (store_modality)m, &f->ann[i][m], &e)) {
+        snprintf(f->ann_error[i][m], sizeof f->ann_error[i][m], "%s", e.msg);
+        log_msg(LOG_WARN, "ANN index not loaded, Search with ann will fail: %s", e.msg);
+      } else if (f->ann[i][m]) {
+        const ann_info *ai = ann_index_info(f->ann[i][m]);
+        log_msg(LOG_INFO, "ANN index of '%s' (%s): %s, %lld vectors, %s%s", sm->name,
+                store_modality_name((store_modality)m), ai->factory, (long long)ai->vectors, ai->metric,
+                ai->mapped ? ", memory-mapped" : "");
+      } else {
+        snprintf(f->ann_error[i][m], sizeof f->ann_error[i][m],
+                 "model '%s' has no %s ANN index on this server (build one with taca index --model %s, then restart)",
+                 sm->name, store_modality_name((store_modality)m), sm->name);
+      }
+    }
+}
+
 void featured_close(featured *f) {
+  for (int i = 0; i < STORE_MAX_MODELS; i++)
+    for (int m = 0; m < 2; m++) {
+      ann_close(f->ann[i][m]);
+      f->ann[i][m] = NULL;
+    }
   text_towers_free(f->towers);
   epoch_cache_free(f->epochs);
   metrics_free(f->metrics);

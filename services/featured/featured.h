@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
+#include "search/ann.h"
 #include "storage/store.h"
 
 #define FEATURED_VERSION "taca-featured 0.1.0"
@@ -59,6 +60,10 @@ typedef struct featured {
   pthread_rwlock_t snap_lock;
   featured_snapshot snap;
   text_towers *towers;      /* NULL when no --model was given */
+  /* The stored models' ANN indexes (taca index), loaded at start: NULL where there is none or it
+   * is stale (ann_error says why, for the FAILED_PRECONDITION of Search with ann). */
+  ann_index *ann[STORE_MAX_MODELS][2];
+  char ann_error[STORE_MAX_MODELS][2][sizeof(taca_error)];
   epoch_cache *epochs;
   featured_metrics *metrics;
   atomic_int shutting_down; /* set on SIGTERM/SIGINT: health NOT_SERVING, streams end at the next batch */
@@ -68,6 +73,9 @@ typedef struct featured {
 /* Opens the store read-only, takes the first snapshot and loads the --model text towers. */
 int featured_open(featured *f, const featured_config *cfg, taca_error *err);
 void featured_close(featured *f);
+/* Loads the ANN indexes of the snapshot's models (featured_open does); failures are recorded in
+ * ann_error, never fatal. */
+void featured_load_ann(featured *f);
 /* Re-reads the store info (new samples, models) into the snapshot. */
 int featured_refresh(featured *f, taca_error *err);
 /* Copies the current snapshot. */

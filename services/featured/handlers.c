@@ -75,6 +75,8 @@ void handle_info(featured *f, const uint8_t *req, size_t len, reply *r) {
     mi[i].text_count = si->n_embeddings[i][STORE_TEXT];
     mi[i].caption_search = text_towers_has(f->towers, m->name);
     mi[i].weights_xxh = (char *)m->weights_xxh;
+    mi[i].image_ann = f->ann[i][STORE_IMAGE] != NULL;
+    mi[i].text_ann = f->ann[i][STORE_TEXT] != NULL;
     mp[i] = &mi[i];
   }
   out.n_models = (size_t)si->n_models;
@@ -311,7 +313,23 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
   }
   if (view_begin(f, &v, r)) goto done;
   store_metric metric = in->metric == TACA__V1__METRIC__METRIC_COSINE ? STORE_METRIC_COSINE : STORE_METRIC_IP;
-  if (store_search(v, id, mod, q, (int)nq, (int)k, metric, hit, score, &err)) {
+  if (in->ann) {
+    const ann_index *ix = f->ann[id][mod];
+    if (!ix) {
+      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "%s", f->ann_error[id][mod]);
+      goto done;
+    }
+    if (strcmp(ann_index_info(ix)->metric, metric == STORE_METRIC_COSINE ? "cosine" : "ip")) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "the ANN index of model '%s' serves %s, the request asks for %s",
+                 m->name, ann_index_info(ix)->metric, metric == STORE_METRIC_COSINE ? "COSINE" : "INNER_PRODUCT");
+      goto done;
+    }
+    if (ann_search(ix, v, q, (int)nq, (int)k, metric, (int)(in->nprobe > 1u << 20 ? 1u << 20 : in->nprobe), 0, hit,
+                   score, &err)) {
+      reply_store_fail(r, &err);
+      goto done;
+    }
+  } else if (store_search(v, id, mod, q, (int)nq, (int)k, metric, hit, score, &err)) {
     reply_store_fail(r, &err);
     goto done;
   }
@@ -361,6 +379,13 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
         h->keys[j] = kc;
       }
       h->n_keys = cnt;
+    }
+    if ((in->with_captions || in->with_metadata) && cnt) {
+      if (batch_annotations(v, h->indices, cnt, in->with_captions, in->with_metadata, &a, &h->captions, &h->metadata,
+                            r))
+        goto done;
+      if (in->with_captions) h->n_captions = cnt;
+      if (in->with_metadata) h->n_metadata = cnt;
     }
     hp[i] = h;
   }

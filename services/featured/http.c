@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define HTTP_MAX_HEADER 8192
 #define HTTP_TIMEOUT_MS 10000
@@ -28,6 +29,11 @@ struct conn {
   size_t len;
   char *resp;
   int closing, open_handles, answered;
+  int working;            /* an app request is on the thread pool: freeing waits for it */
+  uv_work_t work;
+  char target[1024], auth[512];
+  int has_auth, head;
+  http_reply app;
   conn *prev, *next;
 };
 
@@ -37,7 +43,7 @@ static void maybe_free_server(http_server *s) {
 
 static void conn_handle_closed(uv_handle_t *h) {
   conn *c = h->data;
-  if (--c->open_handles) return;
+  if (--c->open_handles || c->working) return;
   http_server *s = c->srv;
   free(c->resp);
   free(c);
@@ -83,9 +89,63 @@ static void respond(conn *c, int code, const char *reason, const char *ctype, co
   if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written)) conn_close(c);
 }
 
+/* The value of header `name` (case-insensitive) in the request head, or 0. */
+static int header_value(const conn *c, const char *name, char *out, size_t cap) {
+  size_t nl = strlen(name);
+  const char *p = memchr(c->buf, '\n', c->len), *end = c->buf + c->len;
+  while (p && p + 1 < end) {
+    const char *line = p + 1;
+    const char *eol = memchr(line, '\n', (size_t)(end - line));
+    if (!eol) break;
+    if ((size_t)(eol - line) > nl && line[nl] == ':' && !strncasecmp(line, name, nl)) {
+      const char *v = line + nl + 1, *ve = eol;
+      while (v < ve && (*v == ' ' || *v == '\t')) v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ')) ve--;
+      if ((size_t)(ve - v) >= cap) return 0;
+      memcpy(out, v, (size_t)(ve - v));
+      out[ve - v] = '\0';
+      return 1;
+    }
+    p = eol;
+  }
+  return 0;
+}
+
+static void app_work(uv_work_t *w) {
+  conn *c = w->data;
+  http_server *s = c->srv;
+  s->h.app(s->h.arg, c->target, c->has_auth ? c->auth : NULL, &c->app);
+}
+
+static void app_done(uv_work_t *w, int status) {
+  conn *c = w->data;
+  c->working = 0;
+  if (c->closing) { /* stopped or timed out meanwhile: its handles are closed, free it here */
+    free(c->app.body);
+    if (c->open_handles == 0) {
+      http_server *s = c->srv;
+      free(c->resp);
+      free(c);
+      s->open_handles--;
+      maybe_free_server(s);
+    }
+    return;
+  }
+  if (status || !c->app.body) {
+    static const char msg[] = "internal error\n";
+    respond(c, 500, "Internal Server Error", "text/plain", msg, sizeof msg - 1, c->head);
+  } else {
+    const char *reason = c->app.code == 200 ? "OK" : c->app.code == 404 ? "Not Found" : c->app.code == 401 ? "Unauthorized"
+                         : c->app.code < 500 ? "Bad Request" : "Error";
+    respond(c, c->app.code, reason, c->app.ctype, c->app.body, c->app.len, c->head);
+  }
+  free(c->app.body);
+  c->app.body = NULL;
+}
+
 static void handle_request(conn *c) {
   /* Request line: METHOD SP TARGET SP VERSION */
-  char method[16], target[1024];
+  char method[16], target[1024], full[1024];
   const char *sp1 = memchr(c->buf, ' ', c->len);
   const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', c->len - (size_t)(sp1 + 1 - c->buf)) : NULL;
   const char *eol = memchr(c->buf, '\n', c->len);
@@ -99,6 +159,7 @@ static void handle_request(conn *c) {
   method[sp1 - c->buf] = '\0';
   memcpy(target, sp1 + 1, (size_t)(sp2 - sp1 - 1));
   target[sp2 - sp1 - 1] = '\0';
+  memcpy(full, target, sizeof full);
   char *q = strchr(target, '?');
   if (q) *q = '\0';
   int head = !strcmp(method, "HEAD");
@@ -121,6 +182,19 @@ static void handle_request(conn *c) {
   } else if (!strcmp(target, "/healthz")) {
     if (s->h.serving(s->h.arg)) respond(c, 200, "OK", "text/plain", "ok\n", 3, head);
     else respond(c, 503, "Service Unavailable", "text/plain", "shutting down\n", 14, head);
+  } else if (s->h.app) {
+    memcpy(c->target, full, sizeof c->target);
+    c->has_auth = header_value(c, "Authorization", c->auth, sizeof c->auth);
+    c->head = head;
+    c->working = 1;
+    c->work.data = c;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->timer);
+    if (uv_queue_work(c->tcp.loop, &c->work, app_work, app_done)) {
+      c->working = 0;
+      static const char msg[] = "cannot queue the request\n";
+      respond(c, 503, "Service Unavailable", "text/plain", msg, sizeof msg - 1, head);
+    }
   } else {
     static const char msg[] = "not found: try /metrics or /healthz\n";
     respond(c, 404, "Not Found", "text/plain", msg, sizeof msg - 1, head);

@@ -16,6 +16,7 @@
 #include "base/atomicfile.h"
 #include "services/featured/featured.h"
 #include "services/featured/http.h"
+#include "services/featured/web.h"
 #include "services/featured/log.h"
 #include "services/featured/metrics.h"
 #include "services/featured/options.h"
@@ -199,7 +200,7 @@ int main(int argc, char **argv) {
     goto out_early;
   }
   if (cfg.metrics_listen) {
-    http_handlers hh = {metrics_cb, serving_cb, &A.f};
+    http_handlers hh = {metrics_cb, serving_cb, &A.f, web_handle};
     if (http_start(&A.loop, cfg.metrics_listen, &hh, &A.http, &metrics_port, &err)) {
       log_msg(LOG_ERROR, "%s", err.msg);
       if (cfg.log_path) fprintf(stderr, "taca-featured: %s\n", err.msg);
@@ -247,7 +248,8 @@ int main(int argc, char **argv) {
       if (cfg.metrics_listen) {
         log_field fm[] = {LOG_STR("event", "metrics"), LOG_STR("listen", cfg.metrics_listen),
                           LOG_INT("port", metrics_port)};
-        log_event(LOG_INFO, fm, 3, "metrics on http://%s/metrics (port %d)", cfg.metrics_listen, metrics_port);
+        log_event(LOG_INFO, fm, 3, "metrics on http://%s/metrics (port %d); search page at /", cfg.metrics_listen,
+                  metrics_port);
       }
       if (cfg.token && !cfg.tls_cert)
         log_msg(LOG_WARN, "--token without TLS: the token travels in clear text; use --tls-cert off loopback");

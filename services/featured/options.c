@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 const char *FEATURED_USAGE =
-    "usage: taca-featured --db DIR [--listen HOST:PORT] [--metrics HOST:PORT]\n"
+    "usage: taca-featured --db DIR [--listen HOST:PORT] [--http HOST:PORT]\n"
     "                     [--model NAME=PATH[:ARCH]]... [--threads N] [--max-batch N]\n"
     "                     [--max-streams N] [--max-message BYTES] [--max-k K] [--grace SECONDS]\n"
     "                     [--port-file FILE] [--log FILE] [--log-format text|json]\n"
@@ -22,7 +22,8 @@ const char *FEATURED_USAGE =
     "  StreamEpoch, Lookup, Search) and grpc.health.v1.Health.\n"
     "  --db DIR            the store (one LMDB environment, e.g. one shard)\n"
     "  --listen HOST:PORT  gRPC address (default 127.0.0.1:50051; port 0 picks a free one)\n"
-    "  --metrics HOST:PORT HTTP endpoint with /metrics (Prometheus text) and /healthz\n"
+    "  --http HOST:PORT    HTTP endpoint (also --metrics): the search page at /, its JSON API\n"
+    "                      (/api/info, /api/search, /thumb), /metrics (Prometheus text), /healthz\n"
     "  --model NAME=PATH[:ARCH]  load the text tower of the store's model NAME for Search by\n"
     "                      caption: PATH is a HF CLIP directory, or an open_clip .safetensors\n"
     "                      with ARCH (built-in name or open_clip config JSON); repeatable\n"
@@ -86,6 +87,7 @@ static const struct option LONG[] = {
     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, O_LISTEN},
     {"metrics", required_argument, 0, O_METRICS},
+    {"http", required_argument, 0, O_METRICS},  /* the clearer name: it also serves the search page */
     {"model", required_argument, 0, O_MODEL},
     {"threads", required_argument, 0, O_THREADS},
     {"max-batch", required_argument, 0, O_MAX_BATCH},

@@ -292,12 +292,15 @@ static int tar_next_sample(data_source *ds, const char *path, ds_sample *out, in
     split_member(ds->pending_path, k2, sizeof k2, &ext);
     if (strcmp(k2, key) != 0) break; /* next sample begins: stays pending */
     ds->pending = 0;
-    int want = with_data && (is_image_ext(ext) || !strcasecmp(ext, "txt") || !strcasecmp(ext, "cls"));
+    int want = with_data && (is_image_ext(ext) || !strcasecmp(ext, "txt") || !strcasecmp(ext, "cls") ||
+                             !strcasecmp(ext, "json"));
     if (want) {
       uint8_t *buf;
       size_t len;
       if (tar_read_member(ds, path, &buf, &len, err)) return -1;
-      if (!buf) oversize = 1;
+      if (!buf && !strcasecmp(ext, "json")) out->metadata_oversize = 1; /* metadata is never fatal */
+      else if (!buf) oversize = 1;
+      else if (!strcasecmp(ext, "json") && !out->metadata) out->metadata = (char *)buf, out->metadata_len = len;
       else if (is_image_ext(ext) && !out->image) out->image = buf, out->image_len = len;
       else if (!strcasecmp(ext, "txt") && !out->caption) {
         if (memchr(buf, 0, len)) bad_caption = 1;
@@ -613,5 +616,6 @@ void ds_sample_free(ds_sample *s) {
   free(s->key);
   free(s->image);
   free(s->caption);
+  free(s->metadata);
   memset(s, 0, sizeof *s);
 }

@@ -1,5 +1,5 @@
 /* data_source.h: the image-caption inputs of precompute: WebDataset tar shards (KEY.jpg|jpeg|png|webp
- * + KEY.txt + optional KEY.cls, grouped by key in archive order, as img2dataset writes them) and
+ * + KEY.txt + optional KEY.cls and KEY.json (img2dataset's metadata), grouped by key in archive order, as img2dataset writes them) and
  * folders with a captions.tsv (relative/path<TAB>caption[<TAB>label]).
  *
  * A SPEC is a tar path (brace ranges like shards/{00000..00099}.tar and lists like {a,b} expand,
@@ -35,6 +35,9 @@ typedef struct ds_sample {
   uint8_t *image;
   size_t image_len;
   char *caption;
+  char *metadata;        /* KEY.json bytes (NUL-terminated; unparsed), or NULL */
+  size_t metadata_len;
+  int metadata_oversize; /* a KEY.json over the member limit was skipped (the sample is kept) */
   int has_label;
   int32_t label;
   const char *problem;   /* static reason string, or NULL */

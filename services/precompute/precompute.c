@@ -34,6 +34,9 @@ typedef struct prepared {
   uint8_t *store; /* the crop stored in the store (at the store's pixel size), or NULL: = pix */
   uint8_t *jpeg;  /* the stored crop encoded (JPEG codec), or NULL */
   size_t jpeg_len;
+  char *caption;  /* the caption text as read (stored in `captions`) */
+  char *metadata; /* KEY.json as compact JSON with sorted keys, or NULL */
+  const char *metadata_problem; /* why a KEY.json was not kept (counted, never fatal), or NULL */
 } prepared;
 
 typedef struct reject {
@@ -58,7 +61,8 @@ typedef struct batch {
 static void batch_free(batch *b) {
   if (!b) return;
   for (int i = 0; i < b->n; i++)
-    free(b->items[i].key), free(b->items[i].pix), free(b->items[i].store), free(b->items[i].jpeg);
+    free(b->items[i].key), free(b->items[i].pix), free(b->items[i].store), free(b->items[i].jpeg),
+        free(b->items[i].caption), free(b->items[i].metadata);
   for (int i = 0; i < b->n_rej; i++) free(b->rejects[i].key);
   free(b->items);
   free(b->rejects);
@@ -79,6 +83,28 @@ typedef struct reader {
   int qn, stop;
   pthread_t thread;
 } reader;
+
+/* The sample's KEY.json as canonical JSON (compact, sorted keys: equal content, equal bytes), or the
+ * reason it is not kept. */
+static void keep_metadata(const ds_sample *s, prepared *p) {
+  if (s->metadata_oversize) {
+    p->metadata_problem = "metadata (.json) too large";
+    return;
+  }
+  if (!s->metadata) return;
+  json_t *j = json_loadb(s->metadata, s->metadata_len, 0, NULL);
+  if (!json_is_object(j)) {
+    p->metadata_problem = "metadata (.json) not a valid JSON object";
+  } else {
+    p->metadata = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    if (p->metadata && strlen(p->metadata) > STORE_MAX_METADATA) {
+      free(p->metadata);
+      p->metadata = NULL;
+      p->metadata_problem = "metadata (.json) too large";
+    }
+  }
+  json_decref(j);
+}
 
 static batch *read_batch(reader *r) {
   batch *b = calloc(1, sizeof *b);
@@ -180,6 +206,9 @@ static batch *read_batch(reader *r) {
     p->jpeg = jpg[i];
     p->jpeg_len = jlen[i];
     jpg[i] = NULL;
+    p->caption = raw[i].caption;
+    raw[i].caption = NULL;
+    keep_metadata(&raw[i], p);
   }
   for (int i = 0; i < n; i++) free(jpg[i]);
   for (int i = 0; i < r->batch; i++) ds_sample_free(&raw[i]);
@@ -358,6 +387,8 @@ static int drop_stored_keys(store_view *view, batch *b, taca_error *err) {
       free(b->items[i].pix);
       free(b->items[i].store);
       free(b->items[i].jpeg);
+      free(b->items[i].caption);
+      free(b->items[i].metadata);
     } else {
       b->items[keep++] = b->items[i];
     }
@@ -367,13 +398,21 @@ static int drop_stored_keys(store_view *view, batch *b, taca_error *err) {
 }
 
 /* The batch's samples and embeddings into t at indices next.. */
-static int write_batch(job *J, store_txn *t, const batch *b, uint64_t next, int SP, taca_error *err) {
+static int write_batch(job *J, store_txn *t, const batch *b, uint64_t next, int SP, json_t *meta_problems,
+                       taca_error *err) {
   const precompute_opts *o = J->o;
   for (int i = 0; i < b->n; i++) {
     const prepared *p = &b->items[i];
     const void *px = !o->store_pixels ? NULL : p->jpeg ? (const void *)p->jpeg : p->store ? p->store : p->pix;
     const size_t plen = !o->store_pixels ? 0 : p->jpeg ? p->jpeg_len : (size_t)3 * SP * SP;
-    if (store_put_sample(t, next + i, p->key, strlen(p->key), p->label, p->tokens, px, plen, err)) return -1;
+    if (store_put_sample(t, next + i, p->key, strlen(p->key), p->label, p->tokens, px, plen, err) ||
+        store_put_annotations(t, next + i, p->caption, p->caption ? strlen(p->caption) : 0, p->metadata,
+                              p->metadata ? strlen(p->metadata) : 0, err))
+      return -1;
+    if (p->metadata_problem) {
+      json_t *c = json_object_get(meta_problems, p->metadata_problem);
+      json_object_set_new(meta_problems, p->metadata_problem, json_integer((c ? json_integer_value(c) : 0) + 1));
+    }
   }
   if (b->n && store_put_embeddings(t, J->model_id, STORE_IMAGE, next, b->n, J->img, err)) return -1;
   if (b->n && J->m->cfg.has_text && store_put_embeddings(t, J->model_id, STORE_TEXT, next, b->n, J->txt, err))
@@ -449,6 +488,12 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
   uint64_t e0 = jget_u64(prog, "entry"), next = jget_u64(prog, "next_index");
   uint64_t accepted = jget_u64(prog, "accepted"), rejected = jget_u64(prog, "rejected");
   json_t *reasons = json_object_get(prog, "reasons");
+  /* KEY.json files not kept, by reason (the samples themselves are stored without metadata) */
+  json_t *meta_problems = json_object_get(prog, "metadata_problems");
+  if (!json_is_object(meta_problems)) {
+    json_object_set_new(prog, "metadata_problems", json_object());
+    meta_problems = json_object_get(prog, "metadata_problems");
+  }
   uint64_t consumed = 0;
   for (int i = 0; i < in0 && i < ds_num_inputs(ds); i++) consumed += ds_get_input(ds, i)->entries;
   consumed += e0;
@@ -496,7 +541,7 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
       break;
     }
     store_txn *t;
-    int ok = store_txn_begin(J->store, &t, err) == 0 && write_batch(J, t, b, next, SP, err) == 0;
+    int ok = store_txn_begin(J->store, &t, err) == 0 && write_batch(J, t, b, next, SP, meta_problems, err) == 0;
     advance_progress(prog, ds, b, next, accepted, rejected);
     if (b->last) {
       json_object_set_new(prog, "done", json_true());
@@ -505,6 +550,7 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
                               (json_int_t)ds_total_entries(ds), "stored", (json_int_t)(accepted + b->n),
                               "rejected", (json_int_t)(rejected + b->n_rej), "rejected_by_reason", reasons,
                               "damaged_inputs", damaged, "preprocessing", PREPROCESSING);
+      if (json_object_size(meta_problems)) json_object_set(dsj, "metadata_problems", meta_problems);
       ok = ok && store_set_range(t, &range, err) == 0 && put_json_meta(t, "dataset", dsj, err) == 0;
       json_decref(dsj);
     }
@@ -554,6 +600,10 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
     print_reasons(reasons);
     if (json_array_size(damaged)) fprintf(stderr, "; %zu damaged inputs read in part", json_array_size(damaged));
     fputc('\n', stderr);
+    const char *k;
+    json_t *v;
+    json_object_foreach(meta_problems, k, v)
+      fprintf(stderr, "precompute: %lld samples stored without metadata: %s\n", (long long)json_integer_value(v), k);
   }
   st->stored = accepted;
   st->rejected = rejected;

@@ -1,17 +1,12 @@
 /* progress.c: terminal progress bar or periodic log lines, with rate and ETA. */
 #include "services/precompute/progress.h"
+#include "base/clock.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void fmt_eta(char *buf, size_t n, double s) {
   if (s < 0 || s > 1e7) snprintf(buf, n, "--");
@@ -28,11 +23,11 @@ void progress_init(progress *p, FILE *out, const char *what, uint64_t total, uin
   p->json = !p->tty && fmt && !strcmp(fmt, "json");
   p->total = total;
   p->start_done = start_done;
-  p->t0 = p->last = now_s();
+  p->t0 = p->last = taca_now_s();
 }
 
 void progress_update(progress *p, uint64_t done, uint64_t rejected, int force) {
-  double t = now_s();
+  double t = taca_now_s();
   if (!force && t - p->last < (p->tty ? 0.2 : 5.0)) return;
   p->last = t;
   double el = t - p->t0, rate = el > 0 ? (double)(done - p->start_done) / el : 0;

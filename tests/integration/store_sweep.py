@@ -42,7 +42,8 @@ def answer(argv, outfile):
     rc, so, se = run(argv)
     data = so + (open(outfile, "rb").read() if outfile and rc == 0 and os.path.exists(outfile) else b"")
     db = argv[argv.index("--db") + 1]
-    return rc, data.replace(db.encode(), b"STORE"), se
+    data = data.replace(db.encode(), b"STORE")
+    return rc, data.replace(outfile.encode(), b"OUT") if outfile else data, se
 
 
 def judge(what, rc, data, se, clean):

@@ -194,7 +194,11 @@ proj = hid @ P['projector.fc2.weight'].T.astype(np.float64) + P['projector.fc2.b
 rel = np.abs(f0['test_adapted'] - proj).max() / np.abs(proj).max()
 print(f"  step 0: adapted vs NumPy projector(new): max rel. error {rel:.2g}")
 assert rel < 1e-5
-assert np.array_equal(f0['test_new'], f['test_new']), "batch 7 and batch 32 give different new features"
+# The batch size must not change the features beyond float rounding. Not bit for bit: OpenBLAS's
+# sgemm takes other kernels for other row counts on some CPUs (its Zen kernels do), which rounds
+# differently.
+bd = np.abs(f0['test_new'] - f['test_new']).max() / np.abs(f['test_new']).max()
+assert bd < 1e-5, f"batch 7 and batch 32 give different new features (max rel. difference {bd:.2g})"
 assert e0['checkpoint']['step'] == 0 and e['checkpoint']['step'] == 12
 assert not e0['accuracy']['new_head_new']['applicable'] and 'no-new-head' in e0['accuracy']['new_head_new']['reason']
 # training moved the adapted features towards the old ones (the distillation term)

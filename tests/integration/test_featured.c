@@ -1057,6 +1057,36 @@ START_TEST(test_shards) {
   for (size_t i = 0; i < na; i++) seen[a[i]]++;
   for (size_t i = 0; i < nb; i++) seen[bb[i]]++;
   for (int i = 0; i < 100; i++) ck_assert_int_eq(seen[i], 1);
+  /* start_batch over both shards (shares of unequal sizes): the batches from k on, as a full
+   * epoch delivers them, without the first k streamed */
+  taca_epoch_options eo = {.seed = 77, .epoch = 1, .rank = 0, .world_size = 1, .batch_size = 7, .drop_last = 1};
+  uint64_t full[100];
+  size_t nfull = 0, nbat = 0;
+  taca_epoch *ep;
+  ck_assert_msg(taca_epoch_open(c, &eo, &ep, &err) == 0, "%s", err.msg);
+  const uint64_t total = taca_epoch_batch_count(ep);
+  for (taca_batch tb; taca_epoch_next(ep, &tb, &err) == 1; taca_batch_free(&tb), nbat++)
+    for (size_t i = 0; i < tb.n; i++) full[nfull++] = tb.indices[i];
+  taca_epoch_close(ep);
+  ck_assert_uint_eq(nbat, total);
+  ck_assert_uint_ge(nbat, 10);
+  for (uint64_t k = 0; k <= nbat + 1; k++) {
+    eo.start_batch = k;
+    ck_assert_msg(taca_epoch_open(c, &eo, &ep, &err) == 0, "start_batch %llu: %s", (unsigned long long)k, err.msg);
+    size_t pos = (size_t)(k < nbat ? k : nbat) * 7;
+    taca_batch tb;
+    int got;
+    while ((got = taca_epoch_next(ep, &tb, &err)) == 1) {
+      for (size_t i = 0; i < tb.n; i++, pos++) {
+        ck_assert_uint_lt(pos, nfull);
+        ck_assert_uint_eq(tb.indices[i], full[pos]);
+      }
+      taca_batch_free(&tb);
+    }
+    ck_assert_msg(got == 0, "start_batch %llu: %s", (unsigned long long)k, err.msg);
+    ck_assert_uint_eq(pos, nfull);
+    taca_epoch_close(ep);
+  }
   taca_client_close(c);
   /* overlapping ranges are refused */
   snprintf(addrs, sizeof addrs, "127.0.0.1:%d,127.0.0.1:%d", D_full.port, D_s0.port);

@@ -4,7 +4,9 @@
  * torch.optim.AdamW; plus accumulation, row strides, scatter and the memory helpers.
  *
  * Tolerance: max |C - torch| <= 1e-5 * max |torch| per tensor (measured: <= 1e-6 for the GEMM-based
- * ops, ~3e-7 for the activations with the vectorised erf/exp; AdamW parameters <= 1e-6). */
+ * ops, ~3e-7 for the activations with the vectorised erf/exp; AdamW parameters <= 1e-6). Every
+ * test runs twice: on the CPU backend this CPU dispatches to, and on the portable baseline
+ * (TACA_CPU_ISA=baseline; nn/backend_cpu_dispatch.c). */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +23,12 @@ static void setup(void) {
   be = nn_backend_cpu_create(0);
   taca_error err;
   ck_assert_msg(st_open(&ops, TACA_FIXTURES_DIR "/taca/ops.safetensors", &err) == 0, "%s", err.msg);
+}
+
+static void setup_baseline(void) {
+  setenv("TACA_CPU_ISA", "baseline", 1);
+  setup();
+  unsetenv("TACA_CPU_ISA");
 }
 
 static void teardown(void) {
@@ -258,18 +266,21 @@ END_TEST
 
 int main(void) {
   Suite *s = suite_create("backward_ops");
-  TCase *tc = tcase_create("ops");
-  tcase_add_checked_fixture(tc, setup, teardown);
-  tcase_add_test(tc, linear);
-  tcase_add_test(tc, linear_split);
-  tcase_add_test(tc, layernorm);
-  tcase_add_test(tc, attention_full);
-  tcase_add_test(tc, attention_causal);
-  tcase_add_test(tc, gelu);
-  tcase_add_test(tc, quick_gelu);
-  tcase_add_test(tc, adamw);
-  tcase_add_test(tc, helpers);
-  suite_add_tcase(s, tc);
+  printf("backward_ops: this CPU's backend: %s\n", nn_backend_cpu_isa());
+  for (int isa = 0; isa < 2; isa++) {
+    TCase *tc = tcase_create(isa ? "ops_baseline" : "ops");
+    tcase_add_checked_fixture(tc, isa ? setup_baseline : setup, teardown);
+    tcase_add_test(tc, linear);
+    tcase_add_test(tc, linear_split);
+    tcase_add_test(tc, layernorm);
+    tcase_add_test(tc, attention_full);
+    tcase_add_test(tc, attention_causal);
+    tcase_add_test(tc, gelu);
+    tcase_add_test(tc, quick_gelu);
+    tcase_add_test(tc, adamw);
+    tcase_add_test(tc, helpers);
+    suite_add_tcase(s, tc);
+  }
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
   int failed = srunner_ntests_failed(sr);

@@ -3,10 +3,16 @@
  * optional outputs, aliasing where the contract allows it), the memory paths (staged, large and
  * page-locked uploads, the caching allocator, the sticky error), CLIP image and text embeddings, a
  * CLIP pretraining step, and whole TaCA training steps (adapters and LoRA, with and without
- * recomputation, page-locked batches) with three AdamW updates. Each runs in the three math modes.
+ * recomputation, page-locked batches) with three AdamW updates; AFT's downstream models (linear:D
+ * and a ViT) over several steps, and the linear model's page-locked uploads against the same run
+ * under TACA_CUDA_SYNC=1 (bit-identical, else a stream race); odd and large shapes whose grids
+ * need a second grid-stride pass; cuda:1 when two GPUs exist; a deliberate CUDA error (sticky,
+ * reported by the next backward). Each runs in the three math modes; every backend slot is set.
  *
- * Skips (exit 77, CTest's skip code) when the build has no CUDA backend or no GPU is usable (the
- * reason is printed: no module, no driver, no device).
+ * Skips (exit 77, CTest's skip code) only when no GPU is present: the build has no CUDA backend, or
+ * the machine has no NVIDIA device nodes (/dev/nvidia[0-9]*, /dev/dxg) and the runtime finds no
+ * GPU. A machine with a GPU whose module, driver or runtime fails is a FAILURE (exit 1), so that a
+ * broken setup never reads as "no GPU".
  *
  * Tolerances: max |cuda - cpu| <= tol * max |cpu|, per tensor:
  *                           f32     tf32    bf16
@@ -21,6 +27,7 @@
  * 1e-5 for the rest; the tf32/bf16 bounds follow from the unit roundoffs above with margin. None was
  * measured yet: this machine has no GPU. Each check prints its error, to tighten them on one. */
 #include <check.h>
+#include <glob.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,8 +38,10 @@
 #include "nn/backend_cuda.h"
 #include "nn/clip.h"
 #include "nn/clip_train.h"
+#include "nn/cross_entropy.h"
 #include "base/npy.h"
 #include "base/safetensors.h"
+#include "methods/aft_model.h"
 #include "methods/taca_loss.h"
 #include "methods/taca_params.h"
 #include "methods/taca_step.h"
@@ -735,6 +744,218 @@ END_TEST
 START_TEST(taca_lora) { taca_case("quickgelu", "lora_all", 0); }
 END_TEST
 
+
+/* ---- Every slot of both backends is set (their static const tables). */
+
+START_TEST(ops_complete) {
+  const char *missing = nn_backend_missing_op(gpu);
+  ck_assert_msg(missing == NULL, "the CUDA backend has no '%s'", missing);
+  missing = nn_backend_missing_op(cpu);
+  ck_assert_msg(missing == NULL, "the CPU backend has no '%s'", missing);
+}
+END_TEST
+
+/* ---- A deliberate CUDA error: an invalid device pointer. Sticky, and the next backward of a
+ * model reports it (before the ranks' agreement in the trainer). */
+
+START_TEST(injected_cuda_error) {
+  taca_error err = {{0}};
+  nn_backend *bad = nn_backend_cuda_create_math(0, math_mode, &err);
+  ck_assert_msg(bad != NULL, "%s", err.msg);
+  aft_model *am = aft_model_create("linear:8", 8, 3, bad, 4, 1, &err);
+  ck_assert_msg(am != NULL, "%s", err.msg);
+  float *pix = host_rand(4 * 3 * 8 * 8, -1, 1), logits[4 * 3], dl[4 * 3];
+  ck_assert_int_eq(aft_model_forward(am, pix, 4, NULL, logits, &err), 0);
+  for (int i = 0; i < 12; i++) dl[i] = 0.1f;
+  ck_assert_int_eq(nn_backend_cuda_check(bad, &err), 0);
+  float *d = bad->alloc(bad, 1024);
+  bad->copy(bad, d, (const void *)(uintptr_t)0x10, 1024); /* not a device pointer */
+  bad->synchronize(bad);
+  ck_assert_int_eq(nn_backend_cuda_check(bad, &err), -1);
+  printf("  [%s] injected error: %s\n", nn_cuda_math_name(math_mode), err.msg);
+  memset(&err, 0, sizeof err);
+  ck_assert_int_eq(aft_model_backward(am, NULL, dl, &err), -1);
+  ck_assert_msg(err.msg[0], "the backward after a CUDA error gave no reason");
+  aft_model_free(am);
+  nn_backend_destroy(bad);
+  free(pix);
+}
+END_TEST
+
+/* ---- Odd, large shapes: more elements / rows than one pass of a grid-stride grid covers (grids
+ * are capped at 32 blocks per multiprocessor: ~4k blocks on a 132-SM GPU), so every kernel's
+ * second and later passes run. */
+
+START_TEST(large_shapes) {
+  const int N = 9001, C = 771; /* 6.9M elements, 9001 rows: past 132 * 32 * 256 and 132 * 32 */
+  const size_t n = (size_t)N * C;
+  float *x = host_rand(n, -3, 3), *w = host_rand(C, 0.5f, 1.5f), *b = host_rand(C, -0.5f, 0.5f);
+  float *dx = dev(x, n), *dw = dev(w, C), *db = dev(b, C), *dout = dev(NULL, n);
+  float *ref = malloc(sizeof(float) * n), *mean = malloc(sizeof(float) * N), *rstd = malloc(sizeof(float) * N);
+  ck_assert(ref && mean && rstd);
+  float *dmean = dev(NULL, N), *drstd = dev(NULL, N);
+  /* LayerNorm over 9001 rows */
+  cpu->layernorm_forward(cpu, ref, mean, rstd, x, w, b, N, C);
+  gpu->layernorm_forward(gpu, dout, dmean, drstd, dx, dw, db, N, C);
+  check_dev(dout, ref, n, TOL_ELEM, "large layernorm_forward (9001 x 771)");
+  check_dev(drstd, rstd, N, TOL_ELEM, "large layernorm rstd");
+  /* GELU in place over 6.9M elements */
+  memcpy(ref, x, sizeof(float) * n);
+  cpu->bias_act_forward(cpu, ref, b, n / C, C, NN_ACT_GELU);
+  gpu->copy(gpu, dout, dx, sizeof(float) * n);
+  gpu->bias_act_forward(gpu, dout, db, n / C, C, NN_ACT_GELU);
+  check_dev(dout, ref, n, TOL_ELEM, "large bias_act_forward gelu (6.9M)");
+  /* scale and AdamW over an odd count */
+  const size_t m = n - 5;
+  memcpy(ref, x, sizeof(float) * m);
+  cpu->scale(cpu, ref, m, 0.37f);
+  gpu->copy(gpu, dout, dx, sizeof(float) * m);
+  gpu->scale(gpu, dout, m, 0.37f);
+  check_dev(dout, ref, m, TOL_ELEM, "large scale (6.9M - 5)");
+  float *g = host_rand(m, -1, 1), *mo = calloc(m, sizeof(float)), *v = calloc(m, sizeof(float));
+  ck_assert(g && mo && v);
+  float *dg = dev(g, m), *dm = dev(mo, m), *dv = dev(v, m);
+  memcpy(ref, x, sizeof(float) * m);
+  gpu->copy(gpu, dout, dx, sizeof(float) * m);
+  for (long t = 1; t <= 2; t++) {
+    cpu->adamw_update(cpu, ref, g, mo, v, m, 1e-3, 0.9, 0.999, 1e-8, 0.01, t);
+    gpu->adamw_update(gpu, dout, dg, dm, dv, m, 1e-3, 0.9, 0.999, 1e-8, 0.01, t);
+  }
+  check_dev(dout, ref, m, TOL_ELEM, "large adamw_update (6.9M - 5, 2 steps)");
+  check_dev(dv, v, m, TOL_ELEM, "large adamw second moment");
+  gpu->free(gpu, dx), gpu->free(gpu, dw), gpu->free(gpu, db), gpu->free(gpu, dout);
+  gpu->free(gpu, dmean), gpu->free(gpu, drstd), gpu->free(gpu, dg), gpu->free(gpu, dm), gpu->free(gpu, dv);
+  free(x), free(w), free(b), free(ref), free(mean), free(rstd), free(g), free(mo), free(v);
+  gpu_ok();
+}
+END_TEST
+
+/* ---- cuda:1 (only where two GPUs exist): a backend on the second GPU computes what the CPU does. */
+
+START_TEST(second_gpu) {
+  taca_error err = {{0}};
+  if (nn_cuda_device_count(&err) < 2) {
+    printf("  [%s] cuda:1: one GPU only, not run\n", nn_cuda_math_name(math_mode));
+    return;
+  }
+  nn_backend *g1 = nn_backend_create("cuda:1", 0, &err);
+  ck_assert_msg(g1 != NULL, "%s", err.msg);
+  ck_assert_int_eq(nn_backend_cuda_device(g1), 1);
+  const int N = 33, C = 47, OC = 19;
+  float *x = host_rand((size_t)N * C, -1, 1), *w = host_rand((size_t)OC * C, -1, 1), *bias = host_rand(OC, -1, 1);
+  float *ref = malloc(sizeof(float) * N * OC), *got = malloc(sizeof(float) * N * OC);
+  ck_assert(ref && got);
+  cpu->linear_forward(cpu, ref, OC, x, C, w, bias, N, C, OC, 0);
+  float *dx = g1->alloc(g1, sizeof(float) * N * C), *dw = g1->alloc(g1, sizeof(float) * OC * C);
+  float *db = g1->alloc(g1, sizeof(float) * OC), *dy = g1->alloc(g1, sizeof(float) * N * OC);
+  g1->upload(g1, dx, x, sizeof(float) * N * C), g1->upload(g1, dw, w, sizeof(float) * OC * C);
+  g1->upload(g1, db, bias, sizeof(float) * OC);
+  g1->linear_forward(g1, dy, OC, dx, C, dw, db, N, C, OC, 0);
+  g1->download(g1, got, dy, sizeof(float) * N * OC);
+  ck_assert_int_eq(nn_backend_cuda_check(g1, &err), 0);
+  check_host(got, ref, (size_t)N * OC, tol_gemm, "cuda:1 linear_forward");
+  g1->free(g1, dx), g1->free(g1, dw), g1->free(g1, db), g1->free(g1, dy);
+  nn_backend_destroy(g1);
+  free(x), free(w), free(bias), free(ref), free(got);
+}
+END_TEST
+
+/* ---- AFT downstream models: steps of forward, cross-entropy, backward and AdamW on both backends. */
+
+/* Runs `steps` AFT steps of arch on be from page-locked (pinned) or plain batches without a host
+ * sync between a step's backward and the next upload (as the trainer does); params receives the
+ * final parameters (n floats), logits the last step's logits. */
+static void aft_steps(nn_backend *be, const char *arch, int S, int B, int steps, int pinned, float *params,
+                      size_t *n_params, float *logits_out) {
+  const int C = 5;
+  taca_error err = {{0}};
+  aft_model *am = aft_model_create(arch, S, C, be, B, 7, &err);
+  ck_assert_msg(am != NULL, "%s", err.msg);
+  const size_t npix = (size_t)B * 3 * S * S;
+  float *pix = pinned ? nn_host_alloc(be, sizeof(float) * npix) : malloc(sizeof(float) * npix);
+  float *logits = malloc(sizeof(float) * B * C), *dl = malloc(sizeof(float) * B * C);
+  int *labels = malloc(sizeof(int) * B);
+  ck_assert(pix && logits && dl && labels);
+  uint64_t saved = rng;
+  rng = 12345; /* the same batches on every backend */
+  for (int step = 0; step < steps; step++) {
+    for (size_t i = 0; i < npix; i++) pix[i] = urand(-1, 1);
+    for (int i = 0; i < B; i++) labels[i] = (i * 7 + step) % C;
+    aft_model_zero_grad(am);
+    ck_assert_int_eq(aft_model_forward(am, pix, B, NULL, logits, &err), 0);
+    ce_result ce;
+    ck_assert_msg(cross_entropy(logits, labels, B, C, 1.0 / B, dl, &ce, &err) == 0, "%s", err.msg);
+    ck_assert_msg(aft_model_backward(am, NULL, dl, &err) == 0, "%s", err.msg);
+    aft_model_update(am, 1e-3, 0.01); /* asynchronous: the next upload may overlap it */
+  }
+  rng = saved;
+  memcpy(logits_out, logits, sizeof(float) * B * C);
+  *n_params = am->n;
+  be->download(be, params, am->p, sizeof(float) * am->n);
+  aft_model_free(am);
+  if (pinned) nn_host_free(be, pix);
+  else free(pix);
+  free(logits), free(dl), free(labels);
+}
+
+static void aft_case(const char *arch, int S, int B, int steps) {
+  const size_t cap = (size_t)4 << 20;
+  float *pc = malloc(sizeof(float) * cap), *pg = malloc(sizeof(float) * cap);
+  float lc[64 * 5], lg[64 * 5];
+  size_t nc = 0, ng = 0;
+  ck_assert(pc && pg && B <= 64);
+  aft_steps(cpu, arch, S, B, steps, 0, pc, &nc, lc);
+  aft_steps(gpu, arch, S, B, steps, 1, pg, &ng, lg);
+  ck_assert_uint_eq(nc, ng);
+  ck_assert_uint_le(nc, cap);
+  gpu_ok();
+  char what[96];
+  snprintf(what, sizeof what, "aft %s: last logits (%d steps)", arch, steps);
+  check_host(lg, lc, (size_t)B * 5, tol_gemm * 10, what);
+  snprintf(what, sizeof what, "aft %s: parameters after %d AdamW steps", arch, steps);
+  /* AdamW's first steps move parameters by ~lr sign(g): compare the moves, f32 only (as taca_case) */
+  if (math_mode == NN_CUDA_MATH_F32) check_host(pg, pc, nc, tol_grad, what);
+  free(pc), free(pg);
+}
+
+START_TEST(aft_linear) { aft_case("linear:16", 24, 12, 3); }
+END_TEST
+
+START_TEST(aft_vit) { aft_case(TACA_FIXTURES_DIR "/clip_train/init/config.json", 16, 6, 3); }
+END_TEST
+
+/* The stream contract, checked: AFT's linear model uploads each batch from page-locked memory on
+ * the copy stream while the previous step's weight-gradient GEMM may still run; the run must equal,
+ * bit for bit, the same run with every op synchronised (TACA_CUDA_SYNC=1). Large images and batch
+ * so that the GEMM is long enough for an overlap to happen. */
+START_TEST(aft_stream_contract) {
+  const int S = 160, B = 48, steps = 6;
+  const size_t cap = (size_t)16 << 20;
+  float *pa = malloc(sizeof(float) * cap), *pb = malloc(sizeof(float) * cap);
+  float la[64 * 5], lb[64 * 5];
+  size_t na = 0, nb = 0;
+  ck_assert(pa && pb);
+  taca_error err = {{0}};
+  aft_steps(gpu, "linear:64", S, B, steps, 1, pa, &na, la);
+  setenv("TACA_CUDA_SYNC", "1", 1);
+  nn_backend *synced = nn_backend_cuda_create_math(0, math_mode, &err);
+  unsetenv("TACA_CUDA_SYNC");
+  ck_assert_msg(synced != NULL, "%s", err.msg);
+  aft_steps(synced, "linear:64", S, B, steps, 1, pb, &nb, lb);
+  ck_assert_int_eq(nn_backend_cuda_check(synced, &err), 0);
+  nn_backend_destroy(synced);
+  gpu_ok();
+  ck_assert_uint_eq(na, nb);
+  size_t differ = 0;
+  for (size_t i = 0; i < na; i++) differ += memcmp(&pa[i], &pb[i], sizeof(float)) != 0;
+  printf("  [%s] aft linear:64 overlapped vs TACA_CUDA_SYNC=1: %zu of %zu parameters differ\n",
+         nn_cuda_math_name(math_mode), differ, na);
+  ck_assert_msg(differ == 0, "a stream race: %zu of %zu parameters differ from the synchronised run", differ, na);
+  ck_assert_int_eq(memcmp(la, lb, sizeof(float) * B * 5), 0);
+  free(pa), free(pb);
+}
+END_TEST
+
 static TCase *mode_case(const char *name, void (*setup)(void)) {
   TCase *tc = tcase_create(name);
   tcase_add_checked_fixture(tc, setup, teardown);
@@ -752,15 +973,50 @@ static TCase *mode_case(const char *name, void (*setup)(void)) {
   tcase_add_test(tc, taca_adapter_all);
   tcase_add_test(tc, taca_adapter_range_recompute);
   tcase_add_test(tc, taca_lora);
+  tcase_add_test(tc, ops_complete);
+  tcase_add_test(tc, injected_cuda_error);
+  tcase_add_test(tc, large_shapes);
+  tcase_add_test(tc, second_gpu);
+  tcase_add_test(tc, aft_linear);
+  tcase_add_test(tc, aft_vit);
+  tcase_add_test(tc, aft_stream_contract);
   return tc;
+}
+
+/* An NVIDIA GPU is present: its device nodes exist (bare metal, containers with the toolkit, WSL). */
+static int gpu_present(char *which, size_t n) {
+  const char *patterns[] = {"/dev/nvidia[0-9]*", "/dev/dxg"};
+  for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
+    glob_t g;
+    int found = glob(patterns[i], 0, NULL, &g) == 0 && g.gl_pathc > 0;
+    if (found) snprintf(which, n, "%s", g.gl_pathv[0]);
+    globfree(&g);
+    if (found) return 1;
+  }
+  return 0;
 }
 
 int main(void) {
   taca_error err = {{0}};
-  if (nn_cuda_device_count(&err) <= 0) {
-    printf("test_cuda_parity: skipped: %s\n", err.msg);
-    return 77;
+#ifndef TACA_HAVE_CUDA
+  printf("test_cuda_parity: skipped: this build has no CUDA backend\n");
+  return 77;
+#endif
+  char node[256] = "";
+  const int present = gpu_present(node, sizeof node);
+  const int count = nn_cuda_device_count(&err);
+  if (count <= 0) {
+    /* No device nodes, or the runtime says there is no device: no GPU. Anything else with a GPU
+     * present (the module does not load, the driver is too old, initialisation fails) is broken. */
+    if (!present || strstr(err.msg, "cudaErrorNoDevice")) {
+      printf("test_cuda_parity: skipped: no GPU (%s)\n", err.msg);
+      return 77;
+    }
+    printf("test_cuda_parity: FAILED: a GPU is present (%s) but the CUDA backend cannot use it: %s\n", node,
+           err.msg);
+    return 1;
   }
+  printf("test_cuda_parity: %d GPU(s)%s%s\n", count, present ? ", device node " : "", node);
   Suite *s = suite_create("cuda_parity");
   suite_add_tcase(s, mode_case("f32", setup_f32));
   suite_add_tcase(s, mode_case("tf32", setup_tf32));

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "text/text_fix.h"
+#include "base/clock.h"
 
 /* Runs one fix (step < 0: the whole text_fix) and compares with want. Returns 1 on mismatch. */
 static int check_fix(int step, const char *in, size_t in_len, const char *want, size_t want_len,
@@ -307,16 +308,10 @@ START_TEST(errors) {
 }
 END_TEST
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Hostile input stays cheap: deep "&amp;" nesting (a bounded number of rounds), 1 MB of
  * mojibake-like text in one segment, and a long run of what UTF8_DETECTOR_RE matches. */
 START_TEST(hostile_input_is_bounded) {
-  double t0 = now_s();
+  double t0 = taca_now_s();
   size_t layers = 2000;
   char *s = malloc(5 * layers + 8);
   strcpy(s, "&");
@@ -356,7 +351,7 @@ START_TEST(hostile_input_is_bounded) {
   ck_assert_int_eq(text_fix(s, o, &out, &n, &err), 0);
   free(out);
   free(s);
-  double dt = now_s() - t0;
+  double dt = taca_now_s() - t0;
   fprintf(stderr, "text_fix: hostile inputs in %.0f ms\n", dt * 1e3);
 }
 END_TEST

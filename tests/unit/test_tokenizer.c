@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "text/tokenizer.h"
+#include "base/clock.h"
 
 #define VOCAB_GZ TACA_FIXTURES_DIR "/../../data/bpe_simple_vocab_16e6.txt.gz"
 
@@ -79,17 +80,11 @@ static int check_all(const clip_tokenizer *tok, int report) {
   return bad;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 START_TEST(fixture_ids_embedded) {
   taca_error err = {{0}};
-  double t0 = now_s();
+  double t0 = taca_now_s();
   clip_tokenizer *tok = clip_tokenizer_load(NULL, &err);
-  double dt = now_s() - t0;
+  double dt = taca_now_s() - t0;
   ck_assert_msg(tok, "load: %s", err.msg);
   fprintf(stderr, "tokenizer: embedded vocabulary loaded in %.1f ms\n", dt * 1e3);
   load_cases();
@@ -295,11 +290,11 @@ START_TEST(huge_input_is_bounded) {
   }
   s[n] = 0;
   int32_t out[CLIP_CONTEXT_LEN];
-  double t0 = now_s();
+  double t0 = taca_now_s();
   ck_assert_int_eq(clip_tokenize(tok, s, out, CLIP_CONTEXT_LEN, &err), 0);
   for (size_t i = 0; i < n; i++) s[i] = " a&;#1<|'\t"[(i * 7919) % 10];
   ck_assert_int_eq(clip_tokenize(tok, s, out, CLIP_CONTEXT_LEN, &err), 0);
-  double dt = now_s() - t0;
+  double dt = taca_now_s() - t0;
   fprintf(stderr, "tokenizer: two 1 MB captions in %.0f ms\n", dt * 1e3);
   ck_assert_int_eq(out[0], CLIP_SOT_ID);
   ck_assert_int_eq(out[CLIP_CONTEXT_LEN - 1], CLIP_EOT_ID);

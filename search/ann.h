@@ -1,0 +1,68 @@
+/* ann.h: approximate top-k search over one model's stored embeddings, through a faiss index kept in
+ * the store's directory beside data.mdb.
+ *
+ *   building:  ann_build(store, model, modality, params)  ->  DIR/index-MODEL-MODALITY.faiss, written
+ *              to a temporary file and renamed (atomic: a crash leaves the old index or none), then
+ *              recorded in the store's meta "index/MODEL/MODALITY" (JSON: kind, factory, nlist, pq, metric,
+ *              vectors, dim, the content hash of the store it was built from, the LMDB transaction
+ *              that recorded it). "index/..." records are left out of the content hash.
+ *   serving:   ann_open(store, model, modality) maps the index (where faiss can) and refuses a stale
+ *              one: the store must be unchanged since (same last transaction, or else the same
+ *              content hash). ann_search then takes k x refine candidates from faiss and rescores
+ *              them exactly from the stored vectors, so scores are exact inner products / cosines of
+ *              the stored rows and ordered as store_search orders them (score descending, then
+ *              index ascending). A handle is read-only and may be searched from several threads.
+ *
+ * Kinds: "ivfflat" (IVF lists of the vectors; default), "ivfpq" (IVF + product quantisation, M
+ * sub-quantisers of 8 bits: 2*dim/M times smaller than F16; the rescoring restores exact scores), "hnsw"
+ * (a graph; no training; nprobe is then efSearch). Metric: the index is built for one metric;
+ * cosine indexes hold normalised vectors. */
+#ifndef TACA_SEARCH_ANN_H
+#define TACA_SEARCH_ANN_H
+
+#include <stdint.h>
+
+#include "base/error.h"
+#include "storage/store.h"
+
+typedef enum ann_kind { ANN_IVFFLAT = 0, ANN_IVFPQ = 1, ANN_HNSW = 2 } ann_kind;
+
+typedef struct ann_params {
+  ann_kind kind;
+  store_metric metric;     /* the metric the index serves */
+  int nlist;               /* IVF lists; 0 = the power of two nearest sqrt(n), at most n/39 */
+  int pq_m;                /* ivfpq sub-quantisers of 8 bits; 0 = dim/4 (it must divide dim) */
+  int hnsw_m;              /* hnsw neighbours per node; 0 = 32 */
+  int64_t train_samples;   /* vectors to train on, spread evenly over the store; 0 = min(n, 50 x nlist) */
+  int default_nprobe;      /* recorded for ann_search's nprobe 0; 0 = nlist/16 (at least 8) */
+  int quiet;               /* no progress bar on stderr */
+} ann_params;
+
+typedef struct ann_info {
+  char kind[16], factory[64], metric[8], content_hash[33];
+  int nlist, pq_m, dim, default_nprobe, mapped;
+  int64_t vectors;
+} ann_info;
+
+typedef struct ann_index ann_index;
+
+const char *ann_kind_name(ann_kind k);
+int ann_kind_parse(const char *s, ann_kind *out);
+
+/* The index file of (model, modality) in the store's directory. */
+void ann_index_path(const taca_store *s, const char *model, store_modality m, char *out, size_t cap);
+
+int ann_build(taca_store *s, const char *model, store_modality m, const ann_params *p, ann_info *out,
+              taca_error *err);
+/* *out = NULL and 0 when the model has no index of that modality; -1 for a stale or unreadable one. */
+int ann_open(taca_store *s, const char *model, store_modality m, ann_index **out, taca_error *err);
+void ann_close(ann_index *ix);
+const ann_info *ann_index_info(const ann_index *ix);
+
+/* Top-k of nq queries (nq x dim F32) for `metric` (must be the index's). nprobe 0 = the recorded
+ * default; refine 0 = 4, 10 for ivfpq (candidates = k x refine, rescored exactly). Output as
+ * store_search. */
+int ann_search(const ann_index *ix, store_view *v, const float *queries, int nq, int k, store_metric metric,
+               int nprobe, int refine, int64_t *out_index, float *out_score, taca_error *err);
+
+#endif
