@@ -1,5 +1,5 @@
-/* taca_params.c: TaCA's trainable tensors in one allocation, their initialisation, AdamW update and
- * safetensors checkpoints (see taca_params.h). */
+/* taca_params.c: TaCA's trainable tensors in one allocation, their initialisation and AdamW update
+ * (see taca_params.h; their files are methods/taca_checkpoint.c). */
 #include "methods/taca_params.h"
 
 #include <errno.h>
@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "base/rng.h"
-#include "base/safetensors.h"
 
 void taca_param_config_default(taca_param_config *c, const clip_config *new_cfg, int e_old) {
   memset(c, 0, sizeof *c);
@@ -150,15 +149,6 @@ size_t taca_param_count(const taca_param_config *c) {
   return w.numel;
 }
 
-/* Host copy of a region of backend memory (the region itself on host backends). */
-static const float *host_view(const taca_params *P, const float *dev, size_t n, float **owned) {
-  *owned = NULL;
-  if (P->be->host_memory) return dev;
-  if (!(*owned = malloc(sizeof(float) * (n ? n : 1)))) return NULL;
-  P->be->download(P->be, *owned, dev, sizeof(float) * n);
-  return *owned;
-}
-
 int taca_params_create(taca_params *P, const taca_param_config *cfg, nn_backend *be, uint64_t seed,
                        taca_error *err) {
   memset(P, 0, sizeof *P);
@@ -219,154 +209,4 @@ void taca_params_adamw(taca_params *P, const taca_adamw_config *c) {
   P->step++;
   P->be->adamw_update(P->be, P->flat_p, P->flat_g, P->flat_m, P->flat_v, P->n, c->lr, c->beta1,
                       c->beta2, c->eps, c->weight_decay, P->step);
-}
-
-/* ---- Checkpoints. */
-
-static int add_meta(st_writer *w, const taca_params *P, const char *const *meta, taca_error *err) {
-  char step[32], blocks[32];
-  snprintf(step, sizeof step, "%ld", P->step);
-  snprintf(blocks, sizeof blocks, "%d-%d", P->cfg.peft.first + 1, P->cfg.peft.last + 1);
-  if (st_writer_meta(w, "format", "pt", err) || st_writer_meta(w, "step", step, err) ||
-      st_writer_meta(w, "peft", P->cfg.peft.kind == VIT_PEFT_LORA ? "lora" : "adapter", err) ||
-      st_writer_meta(w, "blocks", blocks, err))
-    return -1;
-  for (int i = 0; meta && meta[i]; i += 2) {
-    if (!meta[i + 1]) return taca_fail(err, "metadata key '%s' has no value", meta[i]);
-    if (st_writer_meta(w, meta[i], meta[i + 1], err)) return -1;
-  }
-  return 0;
-}
-
-/* Writes the tensors of the flat buffers bufs[0..nb) with name suffixes sfx[0..nb). */
-static int save_flat(const taca_params *P, const char *path, const float *const *bufs,
-                     const char *const *sfx, int nb, const char *const *meta, taca_error *err) {
-  float *owned[2] = {NULL, NULL};
-  const float *host[2];
-  int rc = -1;
-  st_writer *w = st_writer_new();
-  if (!w) return taca_fail(err, "%s: out of memory", path);
-  for (int b = 0; b < nb; b++)
-    if (!(host[b] = host_view(P, bufs[b], P->n, &owned[b]))) {
-      taca_fail(err, "%s: out of memory", path);
-      goto done;
-    }
-  if (add_meta(w, P, meta, err)) goto done;
-  for (int i = 0; i < P->n_tensors; i++) {
-    const taca_tensor_info *t = &P->info[i];
-    for (int b = 0; b < nb; b++) {
-      char name[64];
-      snprintf(name, sizeof name, "%s%s", t->name, sfx[b]);
-      if (st_writer_add(w, name, TACA_DT_F32, t->ndim, t->shape, host[b] + t->offset, err))
-        goto done;
-    }
-  }
-  rc = st_writer_save(w, path, err);
-done:
-  st_writer_free(w);
-  free(owned[0]), free(owned[1]);
-  return rc;
-}
-
-/* Reads every tensor of the table (with suffixes sfx) from path into host staging (nb * n floats);
- * strict about missing, mis-shaped and unexpected tensors. */
-static int load_flat(const taca_params *P, const char *path, float *stage, const char *const *sfx,
-                     int nb, st_file *f, taca_error *err) {
-  if (st_open(f, path, err)) return -1;
-  int matched = 0;
-  for (int i = 0; i < P->n_tensors; i++) {
-    const taca_tensor_info *t = &P->info[i];
-    for (int b = 0; b < nb; b++) {
-      char name[64];
-      snprintf(name, sizeof name, "%s%s", t->name, sfx[b]);
-      const st_tensor *s = st_find(f, name);
-      if (!s)
-        return taca_fail(err, "%s: missing tensor '%s' (the checkpoint does not match this "
-                              "configuration: %s in blocks %d-%d)",
-                         path, name, P->cfg.peft.kind == VIT_PEFT_LORA ? "LoRA" : "adapters",
-                         P->cfg.peft.first + 1, P->cfg.peft.last + 1);
-      int ok = s->ndim == t->ndim && s->shape[0] == t->shape[0] &&
-               (t->ndim == 1 || s->shape[1] == t->shape[1]);
-      if (!ok) {
-        char got[96] = "[", want[48];
-        for (int d = 0; d < s->ndim && d < 4; d++)
-          snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
-                   (long long)s->shape[d]);
-        snprintf(got + strlen(got), sizeof got - strlen(got), "%s]", s->ndim > 4 ? ", ..." : "");
-        if (t->ndim == 2)
-          snprintf(want, sizeof want, "[%lld, %lld]", (long long)t->shape[0], (long long)t->shape[1]);
-        else
-          snprintf(want, sizeof want, "[%lld]", (long long)t->shape[0]);
-        return taca_fail(err, "%s: tensor '%s' has shape %s, expected %s", path, name, got, want);
-      }
-      if (!taca_dtype_is_float(s->dtype))
-        return taca_fail(err, "%s: tensor '%s' has dtype %s, expected F32, F16 or BF16", path, name,
-                         taca_dtype_name(s->dtype));
-      if (st_to_f32(s, stage + (size_t)b * P->n + t->offset, err))
-        return taca_error_prefix(err, "%s: tensor '%s'", path, name);
-      matched++;
-    }
-  }
-  if (matched != f->n) {
-    for (int j = 0; j < f->n; j++) {
-      int known = 0;
-      for (int i = 0; i < P->n_tensors && !known; i++)
-        for (int b = 0; b < nb && !known; b++) {
-          size_t k = strlen(P->info[i].name);
-          known = !strncmp(f->tensors[j].name, P->info[i].name, k) &&
-                  !strcmp(f->tensors[j].name + k, sfx[b]);
-        }
-      if (!known)
-        return taca_fail(err, "%s: unexpected tensor '%s' (not part of this configuration: %s in "
-                              "blocks %d-%d)",
-                         path, f->tensors[j].name,
-                         P->cfg.peft.kind == VIT_PEFT_LORA ? "LoRA" : "adapters",
-                         P->cfg.peft.first + 1, P->cfg.peft.last + 1);
-    }
-  }
-  return 0;
-}
-
-int taca_params_save(const taca_params *P, const char *path, const char *const *meta,
-                     taca_error *err) {
-  const float *bufs[1] = {P->flat_p};
-  const char *sfx[1] = {""};
-  return save_flat(P, path, bufs, sfx, 1, meta, err);
-}
-
-int taca_params_load(taca_params *P, const char *path, taca_error *err) {
-  float *stage = calloc(P->n ? P->n : 1, sizeof(float));
-  if (!stage) return taca_fail(err, "%s: out of memory", path);
-  st_file f = {0};
-  const char *sfx[1] = {""};
-  int rc = load_flat(P, path, stage, sfx, 1, &f, err);
-  if (rc == 0) P->be->upload(P->be, P->flat_p, stage, sizeof(float) * P->n);
-  st_close(&f);
-  free(stage);
-  return rc;
-}
-
-int taca_optim_save(const taca_params *P, const char *path, const char *const *meta,
-                    taca_error *err) {
-  const float *bufs[2] = {P->flat_m, P->flat_v};
-  const char *sfx[2] = {".m", ".v"};
-  return save_flat(P, path, bufs, sfx, 2, meta, err);
-}
-
-int taca_optim_load(taca_params *P, const char *path, taca_error *err) {
-  float *stage = calloc(2 * P->n + 1, sizeof(float));
-  if (!stage) return taca_fail(err, "%s: out of memory", path);
-  st_file f = {0};
-  const char *sfx[2] = {".m", ".v"};
-  int rc = load_flat(P, path, stage, sfx, 2, &f, err);
-  long step = 0;
-  if (rc == 0 && st_meta_count(&f, "step", &step, err)) rc = taca_error_prefix(err, "%s", path);
-  if (rc == 0) {
-    P->be->upload(P->be, P->flat_m, stage, sizeof(float) * P->n);
-    P->be->upload(P->be, P->flat_v, stage + P->n, sizeof(float) * P->n);
-    P->step = step;
-  }
-  st_close(&f);
-  free(stage);
-  return rc;
 }

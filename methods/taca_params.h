@@ -4,12 +4,7 @@
  * pointers into each. The gradient buffer is contiguous, so data-parallel ranks all-reduce it in one
  * call (SUM; see methods/taca_loss.h for why SUM is exact).
  *
- * Checkpoints are safetensors with DESIGN.md's names and nn.Linear layouts ([out, in]):
- *   adapter.L.down.weight [k, W]   adapter.L.down.bias [k]   adapter.L.up.weight [W, k]   adapter.L.up.bias [W]
- *   lora.L.q.A [r, W]   lora.L.q.B [W, r]   lora.L.v.A [r, W]   lora.L.v.B [W, r]      (--peft lora)
- *   projector.fc1.weight [H, E_new]   projector.fc1.bias [H]   projector.fc2.weight [E_old, H]   projector.fc2.bias [E_old]
- * L is the 0-based block index of the new tower. The optimizer state is a separate safetensors file
- * with "NAME.m" and "NAME.v" for every tensor and the step count in its metadata ("step").
+ * Their files (names, layouts, metadata) are methods/taca_checkpoint.h.
  *
  * Initialisation (seeded, deterministic): like nn.Linear's default, weight and bias ~ U(-1/sqrt(in),
  * 1/sqrt(in)) (kaiming-uniform with a = sqrt 5), for adapter down and both projector layers; adapter
@@ -87,19 +82,5 @@ void taca_params_free(taca_params *P);
 void taca_params_zero_grad(taca_params *P);
 /* One AdamW update of every parameter from the gradient buffer; increments P->step first. */
 void taca_params_adamw(taca_params *P, const taca_adamw_config *c);
-
-/* Parameters as safetensors (F32), atomically. meta: NULL, or NULL-terminated key, value pairs
- * added to __metadata__ (besides "format": "pt" and "step"). */
-int taca_params_save(const taca_params *P, const char *path, const char *const *meta,
-                     taca_error *err);
-/* Loads parameters (F32, F16 or BF16) saved by taca_params_save or written by PyTorch. Strict:
- * every tensor of this configuration must be present with its shape, and no other tensor. Does not
- * touch gradients, moments or step. */
-int taca_params_load(taca_params *P, const char *path, taca_error *err);
-
-/* AdamW state (NAME.m, NAME.v, metadata "step"), atomically; and its strict loader for --resume. */
-int taca_optim_save(const taca_params *P, const char *path, const char *const *meta,
-                    taca_error *err);
-int taca_optim_load(taca_params *P, const char *path, taca_error *err);
 
 #endif

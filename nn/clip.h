@@ -52,6 +52,7 @@ typedef struct clip_model {
   clip_vision_weights vision;
   clip_text_weights text;   /* valid when cfg.has_text */
   float logit_scale;        /* as stored (log of the scale); 0 when absent */
+  int has_vision;           /* 0 only for text-only models from clip_model_load_towers */
   nn_backend *be;
   st_file st;
   void **owned;             /* backend buffers this model allocated */
@@ -65,6 +66,17 @@ typedef struct clip_model {
  * *.position_ids) or mis-shaped tensors are errors naming the tensor. */
 clip_model *clip_model_load(const char *path, const char *arch, nn_backend *be, taca_error *err);
 void clip_model_free(clip_model *m);
+
+/* Which towers clip_model_load_towers loads. */
+#define CLIP_TOWER_VISION 1u
+#define CLIP_TOWER_TEXT 2u
+/* Loads some towers of a HF-layout safetensors file holding other tensors too (an exported adapted
+ * model: methods/encoder.h) with the given architecture (cfg->embed_dim is the width of the loaded
+ * towers' projections). Tensors under a loaded tower's prefixes (vision_model., visual_projection.;
+ * text_model., text_projection.) must all belong to it; others are left to the caller. A model
+ * without the vision tower fails clip_encode_image. */
+clip_model *clip_model_load_towers(const char *file, const clip_config *cfg, unsigned towers, nn_backend *be,
+                                   taca_error *err);
 
 /* Image features [B, E] (unnormalised, as HF get_image_features) from normalised pixels
  * [B, 3, S, S] (host memory). Workspace grows to the largest B seen. */

@@ -74,6 +74,7 @@ void clip_block_forward(nn_backend *be, const clip_block *blk, const clip_tower_
 
 int clip_encode_image(clip_model *m, const float *pixels, int B, float *out, taca_error *err) {
   if (B <= 0) return 0;
+  if (!m->has_vision) return taca_fail(err, "this model has no vision tower");
   const clip_config *c = &m->cfg;
   const int W = c->vision.width, S = c->image_size, P = c->patch_size, G = S / P, T = G * G + 1;
   const int E = c->embed_dim;

@@ -210,6 +210,45 @@ static int load_text(loader *L, clip_model *m) {
   return 0;
 }
 
+/* Loads the towers of m->cfg that `towers` names from m->st (layout m->layout). strict: every tensor
+ * of the file must be used (else only those under a loaded tower's prefixes must be). */
+static int load_tensors(clip_model *m, unsigned towers, int strict, taca_error *err) {
+  loader L = {m, calloc(m->st.n ? m->st.n : 1, 1), err};
+  if (!L.used) return taca_fail(err, "out of memory");
+  int rc = -1;
+  if ((towers & CLIP_TOWER_VISION) && load_vision(&L, m)) goto done;
+  if ((towers & CLIP_TOWER_TEXT) && m->cfg.has_text && load_text(&L, m)) goto done;
+  const st_tensor *ls = st_find(&m->st, "logit_scale");
+  if (ls) {
+    L.used[ls - m->st.tensors] = 1;
+    float v;
+    if (ls->numel != 1 || st_to_f32(ls, &v, err)) {
+      taca_fail(err, "tensor 'logit_scale' must be one float");
+      goto done;
+    }
+    m->logit_scale = v;
+  }
+  static const char *const VISION_PREFIX[] = {"vision_model.", "visual_projection.", NULL};
+  static const char *const TEXT_PREFIX[] = {"text_model.", "text_projection.", NULL};
+  for (int i = 0; i < m->st.n; i++) {
+    const char *name = m->st.tensors[i].name;
+    if (L.used[i] || ends_with(name, "position_ids")) continue;
+    int ours = strict;
+    for (int k = 0; !ours && VISION_PREFIX[k]; k++)
+      ours = (towers & CLIP_TOWER_VISION) && !strncmp(name, VISION_PREFIX[k], strlen(VISION_PREFIX[k]));
+    for (int k = 0; !ours && TEXT_PREFIX[k]; k++)
+      ours = (towers & CLIP_TOWER_TEXT) && !strncmp(name, TEXT_PREFIX[k], strlen(TEXT_PREFIX[k]));
+    if (!ours) continue;
+    taca_fail(err, "unexpected tensor '%s' (not part of a %s CLIP model of this architecture)", name,
+              m->layout == CLIP_LAYOUT_HF ? "HF" : "open_clip");
+    goto done;
+  }
+  rc = 0;
+done:
+  free(L.used);
+  return rc;
+}
+
 clip_model *clip_model_load(const char *path, const char *arch, nn_backend *be, taca_error *err) {
   clip_model *m = calloc(1, sizeof *m);
   if (!m) {
@@ -252,36 +291,37 @@ clip_model *clip_model_load(const char *path, const char *arch, nn_backend *be, 
   m->cfg.has_text = st_find(&m->st, m->layout == CLIP_LAYOUT_HF
                                         ? "text_model.embeddings.token_embedding.weight"
                                         : "token_embedding.weight") != NULL;
-  loader L = {m, calloc(m->st.n ? m->st.n : 1, 1), err};
-  if (!L.used) {
-    taca_fail(err, "out of memory");
-    goto fail;
+  m->has_vision = 1;
+  if (load_tensors(m, CLIP_TOWER_VISION | CLIP_TOWER_TEXT, 1, err)) {
+    taca_error_prefix(err, "%s", file);
+    clip_model_free(m);
+    return NULL;
   }
-  if (load_vision(&L, m)) goto fail;
-  if (m->cfg.has_text && load_text(&L, m)) goto fail;
-  const st_tensor *ls = st_find(&m->st, "logit_scale");
-  if (ls) {
-    L.used[ls - m->st.tensors] = 1;
-    float v;
-    if (ls->numel != 1 || st_to_f32(ls, &v, err)) {
-      taca_fail(err, "tensor 'logit_scale' must be one float");
-      goto fail;
-    }
-    m->logit_scale = v;
-  }
-  for (int i = 0; i < m->st.n; i++) {
-    if (L.used[i] || ends_with(m->st.tensors[i].name, "position_ids")) continue;
-    taca_fail(err, "unexpected tensor '%s' (not part of a %s CLIP model of this architecture)",
-              m->st.tensors[i].name, m->layout == CLIP_LAYOUT_HF ? "HF" : "open_clip");
-    goto fail;
-  }
-  free(L.used);
   return m;
-fail:
-  taca_error_prefix(err, "%s", file);
-  free(L.used);
-  clip_model_free(m);
-  return NULL;
+}
+
+clip_model *clip_model_load_towers(const char *file, const clip_config *cfg, unsigned towers, nn_backend *be,
+                                   taca_error *err) {
+  clip_model *m = calloc(1, sizeof *m);
+  if (!m) {
+    taca_fail(err, "out of memory");
+    return NULL;
+  }
+  m->be = be;
+  m->layout = CLIP_LAYOUT_HF;
+  m->cfg = *cfg;
+  m->cfg.has_text = (towers & CLIP_TOWER_TEXT) && cfg->has_text;
+  m->has_vision = (towers & CLIP_TOWER_VISION) != 0;
+  if (st_open(&m->st, file, err)) {
+    free(m);
+    return NULL;
+  }
+  if (load_tensors(m, towers, 0, err)) {
+    taca_error_prefix(err, "%s", file);
+    clip_model_free(m);
+    return NULL;
+  }
+  return m;
 }
 
 void clip_model_workspace_free(clip_model *m);

@@ -48,18 +48,7 @@ int checkpoint_load(taca_params *P, const char *dir, long step, const char *cons
   char p[4096], o[4096];
   checkpoint_path(p, sizeof p, dir, step, 0);
   checkpoint_path(o, sizeof o, dir, step, 1);
-  st_file f;
-  if (st_open(&f, p, err)) return -1;
-  for (int i = 0; must_match && must_match[i]; i += 2) {
-    const char *have = st_meta(&f, must_match[i]);
-    if (!have || strcmp(have, must_match[i + 1]) != 0) {
-      taca_fail(err, "%s was written with %s=%s, this run has %s=%s: resume with the same settings", p,
-                must_match[i], have ? have : "(none)", must_match[i], must_match[i + 1]);
-      st_close(&f);
-      return -1;
-    }
-  }
-  st_close(&f);
+  if (taca_checkpoint_match_meta(p, must_match, err)) return -1;
   if (taca_params_load(P, p, err) || taca_optim_load(P, o, err)) return -1;
   if (P->step != step) return taca_fail(err, "%s holds step %ld, its name says %ld", o, P->step, step);
   return 0;

@@ -8,7 +8,7 @@
 #define TACA_TRAINER_CHECKPOINT_H
 
 #include "base/error.h"
-#include "methods/taca_params.h"
+#include "methods/taca_checkpoint.h"
 
 void checkpoint_path(char *buf, size_t n, const char *dir, long step, int optim);
 

@@ -22,6 +22,7 @@
 #include "trainer/batch_feed.h"
 #include "trainer/checkpoint.h"
 #include "trainer/collectives_nccl.h"
+#include "methods/taca_checkpoint.h"
 #include "methods/taca_step.h"
 #include "trainer/train_util.h"
 
@@ -51,9 +52,9 @@ typedef struct taca_run {
   float *f_local, *f_all, *img_all, *txt_all, *df;
   double *work;
   double t_run;
-  /* What a checkpoint records, and what it must agree on to be resumed. */
-  char s_batch[32], s_world[32], s_seed[32], s_layers[64], s_peft[64], s_alpha[32];
-  const char *meta[17], *must[11];
+  /* What a checkpoint records, and what it must agree on to be resumed (methods/taca_checkpoint.h). */
+  taca_checkpoint_meta cm;
+  const char *const *meta, *const *must;
 } taca_run;
 
 /* ---- Setup: the output folder and NCCL, agreed on by every rank before anything else. */
@@ -110,21 +111,9 @@ static int setup_model(taca_run *r, taca_error *err) {
     return -1;
   if (taca_params_create(&r->P, pc, r->be, o->seed, err)) return -1;
 
-  snprintf(r->s_batch, sizeof r->s_batch, "%d", o->batch_size);
-  snprintf(r->s_world, sizeof r->s_world, "%d", r->world);
-  snprintf(r->s_seed, sizeof r->s_seed, "%llu", (unsigned long long)o->seed);
-  snprintf(r->s_layers, sizeof r->s_layers, "%d-%d", pc->peft.first + 1, pc->peft.last + 1);
-  snprintf(r->s_peft, sizeof r->s_peft, "%s/%d", o->peft,
-           pc->peft.kind == VIT_PEFT_LORA ? pc->peft.lora_rank : pc->peft.bottleneck);
-  snprintf(r->s_alpha, sizeof r->s_alpha, "%.9g", pc->peft.lora_alpha);
-  const char *meta[] = {"taca.lora_alpha", r->s_alpha, "taca.batch_size", r->s_batch, "taca.seed", r->s_seed,
-                        "taca.layers", r->s_layers, "taca.peft", r->s_peft, "taca.targets", r->target.name,
-                        "taca.new_model", o->new_model, "taca.world_size", r->s_world, NULL};
-  const char *must[] = {"taca.batch_size", r->s_batch, "taca.seed", r->s_seed, "taca.layers", r->s_layers,
-                        "taca.peft", r->s_peft, "taca.targets", r->target.name, NULL};
-  _Static_assert(sizeof meta == sizeof r->meta && sizeof must == sizeof r->must, "metadata table sizes");
-  memcpy(r->meta, meta, sizeof meta);
-  memcpy(r->must, must, sizeof must);
+  taca_checkpoint_train_meta(&r->cm, pc, o->batch_size, r->world, o->seed, r->target.name, o->new_model);
+  r->meta = r->cm.kv;
+  r->must = r->cm.must;
   if (o->resume) {
     if (r->latest >= 0) {
       if (checkpoint_load(&r->P, o->out, r->latest, r->must, err)) return -1;

@@ -1,12 +1,13 @@
-/* cmd_embed.c: `taca embed`: image or text features of a CLIP model (HF get_image_features /
- * get_text_features), from .npy pixels or tokens, image files, or a captions file. */
+/* cmd_embed.c: `taca embed`: image or text features of a model (methods/encoder.h: a CLIP model, as
+ * HF get_image_features / get_text_features, or an exported adapted one), from .npy pixels or
+ * tokens, image files, or a captions file. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/clip.h"
+#include "methods/encoder.h"
 #include "image/image.h"
 #include "base/npy.h"
 #include "text/tokenizer.h"
@@ -15,15 +16,18 @@
 static const char *USAGE =
     "usage: taca embed --model M [--arch NAME|CONFIG.json] INPUT --out Y.npy [--normalize]\n"
     "                  [--batch-size B] [--threads N]\n"
-    "  M is a HuggingFace CLIP directory (config.json + model.safetensors) or an open_clip\n"
+    "  M is a HuggingFace CLIP directory (config.json + model.safetensors), an open_clip\n"
     "  .safetensors state dict (then --arch is required: ViT-B-16, ViT-B-32, ViT-L-14, ViT-H-14,\n"
-    "  ViT-g-14, ViT-bigG-14, optionally with -quickgelu, or an open_clip model-config JSON).\n"
+    "  ViT-g-14, ViT-bigG-14, optionally with -quickgelu, or an open_clip model-config JSON), or a\n"
+    "  directory written by `taca export` (an adapted model: image features in the old model's\n"
+    "  space, text features from the old text tower).\n"
     "  INPUT is one of:\n"
     "    --pixels X.npy     normalised pixels, float [N, 3, S, S]\n"
     "    --images FILE...   JPEG/PNG/WebP files, preprocessed as CLIP does\n"
     "    --tokens T.npy     token ids, int32 or int64 [N, 77]\n"
     "    --text FILE        captions, one per line\n"
-    "  Writes float32 [N, embed_dim] features, L2-normalised with --normalize.\n";
+    "  Writes float32 [N, embed_dim] features, L2-normalised with --normalize. Features depend on\n"
+    "  nothing but the model and the rows of each --batch-size chunk.\n";
 
 typedef enum { IN_NONE, IN_PIXELS, IN_IMAGES, IN_TOKENS, IN_TEXT } input_kind;
 
@@ -38,9 +42,11 @@ static void l2_normalize_rows(float *x, int n, int d) {
 }
 
 /* Embeds N images given as files, batch by batch; decoding of a batch runs on OpenMP threads. */
-static int embed_image_files(clip_model *m, char **files, int n, int batch, float *out,
+static int embed_image_files(taca_encoder *m, char **files, int n, int batch, float *out,
                              taca_error *err) {
-  const int S = m->cfg.image_size;
+  encoder_preprocess pp;
+  encoder_get_preprocess(m, &pp);
+  const int S = pp.image_size, E = encoder_image_dim(m);
   const size_t per = (size_t)3 * S * S;
   float *pix = malloc(sizeof(float) * per * batch);
   uint8_t *u8 = malloc(per * batch);
@@ -68,7 +74,7 @@ static int embed_image_files(clip_model *m, char **files, int n, int batch, floa
           ferr = e;
         }
       } else {
-        clip_normalize_u8(u8 + per * i, S, CLIP_MEAN, CLIP_STD, pix + per * i);
+        clip_normalize_u8(u8 + per * i, S, pp.mean, pp.std, pix + per * i);
       }
     }
     if (failed >= 0) {
@@ -76,7 +82,7 @@ static int embed_image_files(clip_model *m, char **files, int n, int batch, floa
       rc = -1;
       break;
     }
-    rc = clip_encode_image(m, pix, b, out + (size_t)start * m->cfg.embed_dim, err);
+    rc = encoder_embed_images(m, pix, b, out + (size_t)start * E, err);
   }
   free(pix);
   free(u8);
@@ -123,13 +129,15 @@ int cmd_embed(int argc, char **argv) {
 
   taca_error err = {{0}};
   nn_backend *be = nn_backend_cpu_create(threads);
-  clip_model *m = be ? clip_model_load(model, arch, be, &err) : NULL;
+  taca_encoder *m = be ? encoder_open(model, arch, be, batch, &err) : NULL;
   if (!m) {
     nn_backend_destroy(be);
     return cli_fail("embed", 1, "%s", be ? err.msg : "out of memory");
   }
-  const clip_config *cfg = &m->cfg;
-  const int E = cfg->embed_dim;
+  encoder_preprocess pp;
+  encoder_get_preprocess(m, &pp);
+  const int text_input = kind == IN_TOKENS || kind == IN_TEXT;
+  const int E = text_input ? encoder_text_dim(m) : encoder_image_dim(m);
   int rc = 0, n = 0;
   float *feat = NULL;
   npy_array arr = {0};
@@ -144,7 +152,7 @@ int cmd_embed(int argc, char **argv) {
     }
   }
   if (kind == IN_PIXELS) {
-    const int S = cfg->image_size;
+    const int S = pp.image_size;
     if (arr.ndim != 4 || arr.shape[1] != 3 || arr.shape[2] != S || arr.shape[3] != S) {
       rc = cli_fail("embed", 1, "%s: pixels must have shape [N, 3, %d, %d] for this model", in, S, S);
       goto done;
@@ -163,11 +171,11 @@ int cmd_embed(int argc, char **argv) {
     }
     n = (int)arr.shape[0];
   } else if (kind == IN_TOKENS || kind == IN_TEXT) {
-    if (!cfg->has_text) {
+    if (!encoder_text_dim(m)) {
       rc = cli_fail("embed", 1, "%s: this model has no text tower", model);
       goto done;
     }
-    const int ctx = cfg->context_len;
+    const int ctx = encoder_context_len(m), vocab = encoder_vocab_size(m);
     if (kind == IN_TOKENS) {
       if (arr.ndim != 2 || arr.shape[1] != ctx ||
           (arr.dtype != TACA_DT_I32 && arr.dtype != TACA_DT_I64)) {
@@ -178,9 +186,9 @@ int cmd_embed(int argc, char **argv) {
       ids = malloc(sizeof *ids * (arr.numel ? arr.numel : 1));
       for (size_t i = 0; ids && i < arr.numel; i++) {
         int64_t v = arr.dtype == TACA_DT_I32 ? ((int32_t *)arr.data)[i] : ((int64_t *)arr.data)[i];
-        if (v < 0 || v >= cfg->vocab_size) {
+        if (v < 0 || v >= vocab) {
           rc = cli_fail("embed", 1, "%s: token id %lld at row %zu is outside [0, %d)", in,
-                        (long long)v, i / ctx, cfg->vocab_size);
+                        (long long)v, i / ctx, vocab);
           goto done;
         }
         ids[i] = (int32_t)v;
@@ -217,16 +225,10 @@ int cmd_embed(int argc, char **argv) {
     rc = cli_fail("embed", 1, "out of memory");
     goto done;
   }
-  const size_t pix_per = (size_t)3 * cfg->image_size * cfg->image_size;
-  for (int s = 0; s < n && kind != IN_IMAGES; s += batch) {
-    int b = n - s < batch ? n - s : batch;
-    int r = kind == IN_PIXELS
-                ? clip_encode_image(m, (float *)arr.data + (size_t)s * pix_per, b, feat + (size_t)s * E, &err)
-                : clip_encode_text(m, ids + (size_t)s * cfg->context_len, b, feat + (size_t)s * E, &err);
-    if (r) {
-      rc = cli_fail("embed", 1, "%s", err.msg);
-      goto done;
-    }
+  if (kind != IN_IMAGES && (kind == IN_PIXELS ? encoder_embed_images(m, arr.data, n, feat, &err)
+                                               : encoder_embed_texts(m, ids, n, feat, &err))) {
+    rc = cli_fail("embed", 1, "%s", err.msg);
+    goto done;
   }
   if (kind == IN_IMAGES && embed_image_files(m, argv + optind, n, batch, feat, &err)) {
     rc = cli_fail("embed", 1, "%s", err.msg);
@@ -248,7 +250,7 @@ done:
   npy_free(&arr);
   if (lines) cli_free_lines(lines, n);
   clip_tokenizer_free(tok);
-  clip_model_free(m);
+  encoder_close(m);
   nn_backend_destroy(be);
   return rc;
 }

@@ -17,7 +17,9 @@ static const char *USAGE =
     "                 [--split 0.8] [--seed S] [--json OUT.json] [--html OUT.html]\n"
     "                 [--log-json TRAIN_LOG.json] [--batch-size 32] [--threads N] [--quiet]\n"
     "                 [--no-new-head] [--head-l2 1e-3] [--head-iters 1000] [--lora-alpha 8]\n"
-    "                 [--save-features DIR]\n"
+    "                 [--save-features DIR] [--gate min-gain=X,max-flip=Y,min-update-gain=Z]\n"
+    "  NEW is a CLIP model (with --checkpoint: plus that TaCA checkpoint) or a directory written by\n"
+    "  `taca export` (an adapted model itself; then no --checkpoint).\n"
     "  Measures the paper's Eq. (2) on a store: with the old downstream head untouched,\n"
     "  old features < adapted new features <= new features with a retrained head.\n"
     "  Split: sample INDEX is in the train split iff u(SEED, INDEX) < SPLIT, u a splitmix64 hash in\n"
@@ -33,7 +35,17 @@ static const char *USAGE =
     "                the old image embeddings of the train split, applied unchanged to each\n"
     "                encoder's test features; and a head trained on the new model's own train\n"
     "                features (the upper reference; --no-new-head skips encoding the train split);\n"
-    "    distance    mean L2 and mean cosine between each encoder's features and the old ones.\n"
+    "    distance    mean L2 and mean cosine between each encoder's features and the old ones;\n"
+    "    compatibility  BCT's protocol: label retrieval within the test split (each labelled sample\n"
+    "                queries the others; R@1 and mAP) for old->old, new->old (adapted query, old\n"
+    "                gallery: the upgrade without backfill) and new->new (unadapted, full backfill);\n"
+    "                the gain (new->old minus old->old R@1) and BCT's update gain (gain divided by\n"
+    "                new->new minus old->old); the old head's negative-flip rate (labelled test\n"
+    "                samples it gets right on old features and wrong on adapted ones).\n"
+    "  --gate: after the reports, exit 3 when a threshold fails or cannot be measured (the reason on\n"
+    "  stderr), 0 when all hold: min-gain in points of the R@1 gain, max-flip in percent of\n"
+    "  negative flips, min-update-gain as a ratio; the table and the JSON (\"gate\") record the\n"
+    "  verdict. Exit 1 is a run-time failure, 2 bad usage.\n"
     "  --json writes every figure; --html a self-contained page (inline SVG: the loss curves of\n"
     "  --log-json, the recalls and accuracies, the tables). --lora-alpha is used for a LoRA\n"
     "  checkpoint whose metadata has no taca.lora_alpha. --save-features DIR writes what was scored\n"
@@ -55,8 +67,10 @@ int cmd_eval(int argc, char **argv) {
   eval_options o;
   eval_options_default(&o);
   const char *json_out = NULL, *html_out = NULL;
+  eval_gate gate;
+  int have_gate = 0;
   enum { O_DB = 1, O_OLD, O_NEW, O_ARCH, O_CKPT, O_SPLIT, O_SEED, O_JSON, O_HTML, O_LOG, O_BATCH, O_THREADS,
-         O_QUIET, O_NO_NEW_HEAD, O_HEAD_L2, O_HEAD_ITERS, O_LORA_ALPHA, O_SAVE, O_HELP };
+         O_QUIET, O_NO_NEW_HEAD, O_HEAD_L2, O_HEAD_ITERS, O_LORA_ALPHA, O_SAVE, O_GATE, O_HELP };
   static const struct option opts[] = {
       {"db", required_argument, 0, O_DB},           {"old", required_argument, 0, O_OLD},
       {"new-model", required_argument, 0, O_NEW},   {"arch", required_argument, 0, O_ARCH},
@@ -67,7 +81,7 @@ int cmd_eval(int argc, char **argv) {
       {"quiet", no_argument, 0, O_QUIET},           {"no-new-head", no_argument, 0, O_NO_NEW_HEAD},
       {"head-l2", required_argument, 0, O_HEAD_L2}, {"head-iters", required_argument, 0, O_HEAD_ITERS},
       {"lora-alpha", required_argument, 0, O_LORA_ALPHA}, {"save-features", required_argument, 0, O_SAVE},
-      {"help", no_argument, 0, O_HELP},
+      {"gate", required_argument, 0, O_GATE},       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
   int c;
   double d = 0;
@@ -112,6 +126,12 @@ int cmd_eval(int argc, char **argv) {
         o.lora_alpha = (float)d;
         break;
       case O_SAVE: o.features_dir = optarg; break;
+      case O_GATE: {
+        taca_error ge = {{0}};
+        if (eval_gate_parse(optarg, &gate, &ge)) return cli_fail(CMD, 2, "%s", ge.msg);
+        have_gate = 1;
+        break;
+      }
       case O_HELP: fputs(USAGE, stdout); return 0;
       default: return cli_fail(CMD, 2, "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
     }
@@ -120,6 +140,7 @@ int cmd_eval(int argc, char **argv) {
   if (!o.db || !o.old_name || !o.new_model)
     return cli_fail(CMD, 2, "--db, --old and --new-model are required (see --help)");
 
+  if (have_gate) o.gate = &gate;
   eval_result r;
   taca_error err = {{0}};
   if (eval_run(&o, &r, &err)) return cli_fail(CMD, 1, "%s", err.msg);
@@ -129,6 +150,10 @@ int cmd_eval(int argc, char **argv) {
   fflush(stdout);
   if (json_out && eval_write_json(json_out, &r, &o, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
   if (!rc && html_out && eval_write_html(html_out, &r, &o, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
+  if (!rc && r.gate_checked) {
+    if (r.gate_failed) rc = cli_fail(CMD, EVAL_GATE_EXIT, "gate failed: %s", r.gate_why);
+    else if (!o.quiet) fprintf(stderr, "taca eval: gate passed\n");
+  }
   eval_result_free(&r);
   return rc;
 }

@@ -18,5 +18,6 @@ int cmd_verify(int argc, char **argv);
 int cmd_drop_model(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_index(int argc, char **argv);
+int cmd_export_model(int argc, char **argv);
 
 #endif

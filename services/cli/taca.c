@@ -24,6 +24,7 @@ static const command COMMANDS[] = {
     {"verify", cmd_verify, "check every record of a store (checksums, key table, counts, content hash)"},
     {"drop-model", cmd_drop_model, "remove one model and its embeddings from a store"},
     {"eval", cmd_eval, "hot-plug compatibility report of a TaCA checkpoint (retrieval, old head, distances)"},
+    {"export", cmd_export_model, "the adapted encoder (new tower + TaCA checkpoint + old text tower) as one model"},
 };
 
 static void usage(FILE *f) {

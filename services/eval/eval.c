@@ -19,8 +19,7 @@
 #include "base/safetensors.h"
 #include "storage/gather.h"
 #include "storage/store.h"
-#include "methods/taca_params.h"
-#include "methods/taca_step.h"
+#include "methods/encoder.h"
 
 void eval_options_default(eval_options *o) {
   memset(o, 0, sizeof *o);
@@ -164,122 +163,38 @@ int eval_read_loss_log(const char *path, eval_loss_log *log, taca_error *err) {
   return rc;
 }
 
-/* ---------- the checkpoint ---------- */
-
-/* The PEFT layout and projector sizes of a TaCA checkpoint, read from its tensors (the source of
- * truth) and checked against its taca.layers / taca.peft metadata when present. */
-static int checkpoint_config(const char *path, const clip_model *m, int e_old, float lora_alpha,
-                             taca_param_config *pc, eval_result *r, taca_error *err) {
-  st_file f;
-  if (st_open(&f, path, err)) return -1;
-  int rc = -1;
-  taca_param_config_default(pc, &m->cfg, e_old);
-  const st_tensor *fc1 = st_find(&f, "projector.fc1.weight"), *fc2 = st_find(&f, "projector.fc2.weight");
-  if (!fc1 || !fc2 || fc1->ndim != 2 || fc2->ndim != 2) {
-    taca_fail(err, "%s: not a TaCA checkpoint (no 2-D projector.fc1.weight / projector.fc2.weight)", path);
-    goto done;
-  }
-  if (fc1->shape[1] != m->cfg.embed_dim) {
-    taca_fail(err, "%s: the projector takes %lld-d input but the new model embeds to %d (another new model?)", path,
-              (long long)fc1->shape[1], m->cfg.embed_dim);
-    goto done;
-  }
-  if (fc2->shape[0] != e_old) {
-    taca_fail(err, "%s: the projector outputs %lld dims but the old model's image embeddings have %d (another old model?)",
-              path, (long long)fc2->shape[0], e_old);
-    goto done;
-  }
-  pc->proj_hidden = (int)fc1->shape[0];
-  int first = -1, last = -1, adapters = 0, loras = 0;
-  for (int i = 0; i < f.n; i++) {
-    const st_tensor *t = &f.tensors[i];
-    int L, used = 0;
-    char kind[8];
-    if (sscanf(t->name, "adapter.%d.down.weigh%1[t]%n", &L, kind, &used) == 2 && !t->name[used]) {
-      adapters++;
-      if (t->ndim == 2) pc->peft.bottleneck = (int)t->shape[0];
-    } else if (sscanf(t->name, "lora.%d.q.%1[A]%n", &L, kind, &used) == 2 && !t->name[used]) {
-      loras++;
-      if (t->ndim == 2) pc->peft.lora_rank = (int)t->shape[0];
-    } else {
-      continue;
-    }
-    if (L < 0 || L >= m->cfg.vision.layers) {
-      taca_fail(err, "%s: tensor '%s' names block %d but the new tower has %d blocks", path, t->name, L,
-                m->cfg.vision.layers);
-      goto done;
-    }
-    if (first < 0 || L < first) first = L;
-    if (L > last) last = L;
-  }
-  if (adapters && loras) {
-    taca_fail(err, "%s: holds both adapter.* and lora.* tensors", path);
-    goto done;
-  }
-  if (!adapters && !loras) {
-    taca_fail(err, "%s: no adapter.L.* or lora.L.* tensors", path);
-    goto done;
-  }
-  pc->peft.kind = loras ? VIT_PEFT_LORA : VIT_PEFT_ADAPTER;
-  pc->peft.first = first;
-  pc->peft.last = last;
-  const char *alpha = st_meta(&f, "taca.lora_alpha");
-  pc->peft.lora_alpha = alpha ? strtof(alpha, NULL) : lora_alpha;
-  snprintf(r->ckpt_layers, sizeof r->ckpt_layers, "%d-%d", first + 1, last + 1);
-  snprintf(r->ckpt_peft, sizeof r->ckpt_peft, "%s/%d", loras ? "lora" : "adapter",
-           loras ? pc->peft.lora_rank : pc->peft.bottleneck);
-  const char *ml = st_meta(&f, "taca.layers"), *mp = st_meta(&f, "taca.peft"), *ms = st_meta(&f, "step"),
-             *mt = st_meta(&f, "taca.targets");
-  if (ml && strcmp(ml, r->ckpt_layers)) {
-    taca_fail(err, "%s: metadata taca.layers is '%s' but the tensors cover blocks %s", path, ml, r->ckpt_layers);
-    goto done;
-  }
-  if (mp && strcmp(mp, r->ckpt_peft)) {
-    taca_fail(err, "%s: metadata taca.peft is '%s' but the tensors are %s", path, mp, r->ckpt_peft);
-    goto done;
-  }
-  r->ckpt_step = ms ? strtol(ms, NULL, 10) : -1;
-  snprintf(r->ckpt_targets, sizeof r->ckpt_targets, "%s", mt ? mt : "");
-  r->ckpt_proj_hidden = pc->proj_hidden;
-  r->ckpt_trainable = (long)taca_param_count(pc);
-  rc = 0;
-done:
-  st_close(&f);
-  return rc;
-}
-
 /* ---------- pixels and encoding ---------- */
 
-typedef struct encoder {
+typedef struct eval_encoder {
   store_view *v;
   store_pixel_format pf;
-  clip_model *m;
-  taca_model *tm;  /* NULL without a checkpoint */
-  taca_params *P;
+  clip_model *m;        /* the new tower, unadapted */
+  taca_encoder *ad;     /* the adapted encoder; NULL without one */
+  encoder_preprocess pp;
   int batch, S;
   float *pix;      /* [batch, 3, S, S] */
   uint8_t *chw;    /* [3, S, S] scratch for the jpeg codec */
   int quiet;
-} encoder;
+} eval_encoder;
 
 /* The normalised pixels of sample idx into out [3, S, S]. */
-static int load_pixels(encoder *e, uint64_t idx, float *out, taca_error *err) {
+static int load_pixels(eval_encoder *e, uint64_t idx, float *out, taca_error *err) {
   const uint8_t *data;
   size_t len;
   const int S = e->S;
   if (store_get_pixels(e->v, idx, &data, &len, err)) return -1;
   if (pixel_decode(e->pf.codec, data, len, S, e->chw, err))
     return taca_error_prefix(err, "sample %llu", (unsigned long long)idx);
-  clip_normalize_u8(e->chw, S, CLIP_MEAN, CLIP_STD, out);
+  clip_normalize_u8(e->chw, S, e->pp.mean, e->pp.std, out);
   return 0;
 }
 
 /* Encodes samples idx[0..n) batch by batch: the new model's image features into out_new [n, E_new]
  * (when non-NULL) and the adapted features into out_ad [n, E_old] (when non-NULL). */
-static int encode(encoder *e, const char *what, const uint64_t *idx, int n, float *out_new, float *out_ad,
+static int encode(eval_encoder *e, const char *what, const uint64_t *idx, int n, float *out_new, float *out_ad,
                   eval_result *r, taca_error *err) {
   const size_t per = (size_t)3 * e->S * e->S;
-  const int En = e->m->cfg.embed_dim, Eo = e->P ? e->P->cfg.e_old : 0;
+  const int En = e->m->cfg.embed_dim, Eo = e->ad ? encoder_image_dim(e->ad) : 0;
   double t0 = now_s(), last = t0;
   for (int s = 0; s < n; s += e->batch) {
     int b = n - s < e->batch ? n - s : e->batch;
@@ -287,7 +202,7 @@ static int encode(encoder *e, const char *what, const uint64_t *idx, int n, floa
       if (load_pixels(e, idx[s + i], e->pix + per * i, err)) return -1;
     if (out_new && clip_encode_image(e->m, e->pix, b, out_new + (size_t)s * En, err))
       return taca_error_prefix(err, "new model");
-    if (out_ad && taca_model_forward(e->tm, e->P, e->pix, b, out_ad + (size_t)s * Eo, err))
+    if (out_ad && encoder_embed_images(e->ad, e->pix, b, out_ad + (size_t)s * Eo, err))
       return taca_error_prefix(err, "adapted new model");
     double t = now_s();
     if (!e->quiet && t - last > 10) {
@@ -368,6 +283,339 @@ static int head_eval(const eval_head_config *cfg, const float *Xtr, const int32_
   return 0;
 }
 
+/* Everything one run holds, freed by run_free; each section below fills its part. */
+typedef struct run {
+  const eval_options *o;
+  eval_result *r;
+  taca_store *st;
+  store_view *v;
+  store_info info;
+  store_model sm;
+  int Ei, Et, En;            /* old image/text widths, new width */
+  nn_backend *be;
+  clip_model *m;             /* the new tower (owned by an encoder) */
+  taca_encoder *plain, *tm;  /* the new model; the adapted encoder (NULL: none) */
+  size_t ncand;
+  uint64_t *cand;            /* every sample with a record and pixels */
+  int32_t *cand_label;
+  float *old_img, *old_txt;
+  uint8_t *has_img, *has_txt;
+  int *tr, *te;              /* rows of cand in each split */
+  uint64_t *tr_idx;
+  int32_t *y_tr, *y_te;
+  float *oi_tr, *oi_te, *ot_te, *new_te, *new_tr, *ad_te;
+  int want_new_head;
+  eval_encoder enc;
+  eval_linear_head h_old, h_new;
+} run;
+
+static void run_free(run *R) {
+  eval_head_free(&R->h_old);
+  eval_head_free(&R->h_new);
+  free(R->enc.pix), free(R->enc.chw);
+  free(R->cand), free(R->cand_label);
+  free(R->old_img), free(R->old_txt), free(R->has_img), free(R->has_txt);
+  free(R->tr), free(R->te), free(R->tr_idx), free(R->y_tr), free(R->y_te);
+  free(R->oi_tr), free(R->oi_te), free(R->ot_te), free(R->new_te), free(R->new_tr), free(R->ad_te);
+  encoder_close(R->tm);
+  encoder_close(R->plain);
+  nn_backend_destroy(R->be);
+  if (R->v) store_view_end(R->v);
+  store_close(R->st);
+}
+
+/* ---- the store: the old model, every sample with a record and pixels, their old embeddings ---- */
+static int read_store(run *R, taca_error *err) {
+  const eval_options *o = R->o;
+  eval_result *r = R->r;
+  store_options so = {.readonly = 1};
+  if (store_open(&R->st, o->db, &so, err) || store_view_begin(R->st, &R->v, err)) return -1;
+  store_info *info = &R->info;
+  store_model *sm = &R->sm;
+  store_view *v = R->v;
+  if (store_get_info(v, info, err) || store_find_model(v, o->old_name, sm, err)) return -1;
+  r->old_image_dim = sm->image_dim;
+  r->old_text_dim = sm->text_dim;
+  snprintf(r->old_arch, sizeof r->old_arch, "%s", sm->arch);
+  if (sm->image_dim <= 0) return taca_fail(err, "%s: model '%s' has no image embeddings", o->db, o->old_name);
+  if (!info->has_pixel_format || (strcmp(info->pixel.codec, "raw") && strcmp(info->pixel.codec, "jpeg")) ||
+      info->pixel.channels != 3)
+    return taca_fail(err, "%s: the store holds no pixels (or in an unknown codec '%s'); eval needs them for the new model",
+                     o->db, info->has_pixel_format ? info->pixel.codec : "");
+  size_t ncand = 0, cap = 0;
+  if (info->n_samples > 0) {
+    for (uint64_t idx = info->first_index; idx <= info->last_index; idx++) {
+      store_sample smp;
+      const uint8_t *px;
+      size_t plen;
+      int got = store_get_sample(v, idx, &smp, err);
+      if (got == STORE_NOT_STORED) continue;
+      if (got) return -1;
+      r->n_records++;
+      got = store_get_pixels(v, idx, &px, &plen, err);
+      if (got == STORE_NOT_STORED) continue;
+      if (got) return -1;
+      if (ncand == cap) {
+        cap = cap ? cap * 2 : 1024;
+        uint64_t *nc = realloc(R->cand, sizeof(uint64_t) * cap);
+        if (nc) R->cand = nc;
+        int32_t *nl = nc ? realloc(R->cand_label, sizeof(int32_t) * cap) : NULL;
+        if (!nc || !nl) return taca_fail(err, "out of memory listing samples");
+        R->cand_label = nl;
+      }
+      R->cand[ncand] = idx;
+      R->cand_label[ncand++] = smp.label;
+    }
+  }
+  R->ncand = ncand;
+  if (ncand > (size_t)1 << 30) return taca_fail(err, "%s: %zu samples are more than eval handles in one run", o->db, ncand);
+  const int Ei = R->Ei = sm->image_dim, Et = R->Et = sm->text_dim;
+  R->old_img = malloc(sizeof(float) * (ncand ? ncand : 1) * Ei);
+  R->has_img = malloc(ncand ? ncand : 1);
+  R->old_txt = Et ? malloc(sizeof(float) * (ncand ? ncand : 1) * Et) : NULL;
+  R->has_txt = malloc(ncand ? ncand : 1);
+  if (!R->old_img || !R->has_img || (Et && !R->old_txt) || !R->has_txt)
+    return taca_fail(err, "out of memory for %zu embeddings", ncand);
+  if (ncand && store_gather_embeddings(v, sm->id, STORE_IMAGE, R->cand, ncand, 1, R->old_img, R->has_img, err)) return -1;
+  if (ncand && Et && store_gather_embeddings(v, sm->id, STORE_TEXT, R->cand, ncand, 1, R->old_txt, R->has_txt, err))
+    return -1;
+  if (!Et) memset(R->has_txt, 1, ncand ? ncand : 1);
+  return 0;
+}
+
+/* ---- the split ---- */
+static int split_samples(run *R, taca_error *err) {
+  const eval_options *o = R->o;
+  eval_result *r = R->r;
+  const size_t ncand = R->ncand;
+  const int Ei = R->Ei, Et = R->Et;
+  R->tr = malloc(sizeof(int) * (ncand ? ncand : 1));
+  R->te = malloc(sizeof(int) * (ncand ? ncand : 1));
+  if (!R->tr || !R->te) return taca_fail(err, "out of memory");
+  for (size_t i = 0; i < ncand; i++) {
+    if (!R->has_img[i] || !R->has_txt[i]) continue;
+    if (eval_split_is_train(o->seed, R->cand[i], o->split)) R->tr[r->n_train++] = (int)i;
+    else R->te[r->n_test++] = (int)i;
+  }
+  r->n_skipped = r->n_records - (uint64_t)(r->n_train + r->n_test);
+  if (r->n_test == 0)
+    return taca_fail(err, "%s: no test samples (%llu usable sample(s) with pixels and '%s' embeddings; split %g)", o->db,
+                     (unsigned long long)(r->n_train), o->old_name, o->split);
+  const int ntr = r->n_train, nte = r->n_test;
+  r->test_index = malloc(sizeof(uint64_t) * nte);
+  R->tr_idx = malloc(sizeof(uint64_t) * (ntr ? ntr : 1));
+  R->y_tr = malloc(sizeof(int32_t) * (ntr ? ntr : 1));
+  R->y_te = malloc(sizeof(int32_t) * nte);
+  R->oi_tr = malloc(sizeof(float) * (ntr ? ntr : 1) * Ei);
+  R->oi_te = malloc(sizeof(float) * nte * Ei);
+  R->ot_te = Et ? malloc(sizeof(float) * nte * Et) : NULL;
+  if (!r->test_index || !R->tr_idx || !R->y_tr || !R->y_te || !R->oi_tr || !R->oi_te || (Et && !R->ot_te))
+    return taca_fail(err, "out of memory");
+  for (int i = 0; i < ntr; i++) {
+    R->tr_idx[i] = R->cand[R->tr[i]];
+    R->y_tr[i] = R->cand_label[R->tr[i]];
+    r->n_train_labelled += R->y_tr[i] >= 0;
+  }
+  for (int i = 0; i < nte; i++) {
+    r->test_index[i] = R->cand[R->te[i]];
+    R->y_te[i] = R->cand_label[R->te[i]];
+    r->n_test_labelled += R->y_te[i] >= 0;
+  }
+  take_rows(R->old_img, R->tr, ntr, Ei, R->oi_tr);
+  take_rows(R->old_img, R->te, nte, Ei, R->oi_te);
+  if (Et) take_rows(R->old_txt, R->te, nte, Et, R->ot_te);
+  free(R->old_img), R->old_img = NULL;
+  free(R->old_txt), R->old_txt = NULL;
+  return 0;
+}
+
+/* ---- the new model and the checkpoint ---- */
+static int open_models(run *R, taca_error *err) {
+  const eval_options *o = R->o;
+  eval_result *r = R->r;
+  if (!(R->be = nn_backend_cpu_create(o->threads))) return taca_fail(err, "out of memory");
+  /* --checkpoint: NEW + CKPT; otherwise --new-model may itself be an exported adapted model */
+  if (o->checkpoint)
+    R->tm = encoder_open_adapted(o->new_model, o->arch, o->checkpoint, NULL, NULL, R->Ei, o->lora_alpha, R->be,
+                                 o->batch_size, err);
+  else
+    R->plain = encoder_open(o->new_model, o->arch, R->be, o->batch_size, err);
+  if (!R->tm && !R->plain) return -1;
+  if (R->plain && encoder_get_kind(R->plain) == ENCODER_ADAPTED) R->tm = R->plain, R->plain = NULL;
+  R->m = encoder_vision_model(R->tm ? R->tm : R->plain);
+  const int S = R->m->cfg.image_size;
+  R->En = r->new_dim = R->m->cfg.embed_dim;
+  r->image_size = S;
+  if (R->info.pixel.size != S)
+    return taca_fail(err, "%s: stored pixels are %dx%d but the new model takes %dx%d (precompute at the new model's size)",
+                     o->db, R->info.pixel.size, R->info.pixel.size, S, S);
+  if (!R->tm) return 0;
+  if (encoder_image_dim(R->tm) != R->Ei)
+    return taca_fail(err, "%s: the adapted model outputs %d dims but the old model's image embeddings have %d (another "
+                     "old model?)", o->new_model, encoder_image_dim(R->tm), R->Ei);
+  const taca_checkpoint_info *ci = encoder_checkpoint_info(R->tm);
+  snprintf(r->ckpt_layers, sizeof r->ckpt_layers, "%s", ci->layers);
+  snprintf(r->ckpt_peft, sizeof r->ckpt_peft, "%s", ci->peft);
+  snprintf(r->ckpt_targets, sizeof r->ckpt_targets, "%s", ci->targets);
+  r->ckpt_step = ci->step;
+  r->ckpt_proj_hidden = ci->proj_hidden;
+  r->ckpt_trainable = ci->trainable;
+  if (!o->checkpoint) snprintf(r->checkpoint, sizeof r->checkpoint, "%s", o->new_model);
+  if (!o->quiet && r->ckpt_targets[0] && strcmp(r->ckpt_targets, o->old_name))
+    fprintf(stderr, "taca eval: warning: %s was trained against targets '%s', evaluated against '%s'\n", r->checkpoint,
+            r->ckpt_targets, o->old_name);
+  return 0;
+}
+
+/* ---- encode (and --save-features) ---- */
+static int encode_splits(run *R, taca_error *err) {
+  const eval_options *o = R->o;
+  eval_result *r = R->r;
+  const int ntr = r->n_train, nte = r->n_test, Ei = R->Ei, Et = R->Et, En = R->En, S = R->m->cfg.image_size;
+  R->new_te = malloc(sizeof(float) * nte * En);
+  R->ad_te = R->tm ? malloc(sizeof(float) * nte * Ei) : NULL;
+  R->enc = (eval_encoder){.v = R->v, .pf = R->info.pixel, .m = R->m, .ad = R->tm, .batch = o->batch_size, .S = S,
+                          .quiet = o->quiet};
+  encoder_get_preprocess(R->tm ? R->tm : R->plain, &R->enc.pp);
+  R->enc.pix = malloc(sizeof(float) * 3 * S * S * o->batch_size);
+  R->enc.chw = malloc((size_t)3 * S * S);
+  if (!R->new_te || (R->tm && !R->ad_te) || !R->enc.pix || !R->enc.chw)
+    return taca_fail(err, "out of memory for features of %d images", nte);
+  if (encode(&R->enc, R->tm ? "test split, new model and adapted" : "test split, new model", r->test_index, nte,
+             R->new_te, R->ad_te, r, err))
+    return -1;
+  R->want_new_head = o->new_head && r->n_train_labelled > 0 && r->n_test_labelled > 0;
+  if (R->want_new_head) {
+    if (!(R->new_tr = malloc(sizeof(float) * ntr * En))) return taca_fail(err, "out of memory");
+    if (encode(&R->enc, "train split, new model (for the upper-reference head)", R->tr_idx, ntr, R->new_tr, NULL, r,
+               err))
+      return -1;
+  }
+  store_view_end(R->v), R->v = NULL;
+  if (!o->features_dir) return 0;
+  const saved files[] = {
+      {"test_index.npy", TACA_DT_U64, nte, 0, r->test_index},
+      {"test_label.npy", TACA_DT_I32, nte, 0, R->y_te},
+      {"test_old_image.npy", TACA_DT_F32, nte, Ei, R->oi_te},
+      {"test_old_text.npy", TACA_DT_F32, nte, Et, R->ot_te},
+      {"test_new.npy", TACA_DT_F32, nte, En, R->new_te},
+      {"test_adapted.npy", TACA_DT_F32, nte, Ei, R->ad_te},
+      {"train_index.npy", TACA_DT_U64, ntr, 0, ntr ? R->tr_idx : NULL},
+      {"train_label.npy", TACA_DT_I32, ntr, 0, ntr ? R->y_tr : NULL},
+      {"train_new.npy", TACA_DT_F32, ntr, En, R->new_tr},
+  };
+  return save_features(o->features_dir, files, (int)(sizeof files / sizeof files[0]), err);
+}
+
+/* ---- retrieval against the old text embeddings ---- */
+static int score_retrieval(run *R, taca_error *err) {
+  const eval_options *o = R->o;
+  eval_result *r = R->r;
+  const int nte = r->n_test, Ei = R->Ei, Et = R->Et, En = R->En;
+  r->chance_r1 = eval_chance_recall(1, nte);
+  r->chance_r5 = eval_chance_recall(5, nte);
+  r->chance_r10 = eval_chance_recall(10, nte);
+  if (!Et) na_set(&r->ret_ok, "model '%s' has no stored text embeddings", o->old_name);
+  else if (Et != Ei) na_set(&r->ret_ok, "old text width %d differs from old image width %d", Et, Ei);
+  else na_ok(&r->ret_ok);
+  if (R->tm) na_ok(&r->adapted_ok);
+  else na_set(&r->adapted_ok, "no --checkpoint given");
+  if (!Et) na_set(&r->new_text_ok, "model '%s' has no stored text embeddings", o->old_name);
+  else if (En != Et)
+    na_set(&r->new_text_ok, "the new model embeds to %d dims, the old text encoder to %d: no common space without a projector", En, Et);
+  else na_ok(&r->new_text_ok);
+  if (En != Ei)
+    na_set(&r->new_image_ok, "the new model embeds to %d dims, the old head takes %d: it cannot be plugged in unadapted", En, Ei);
+  else na_ok(&r->new_image_ok);
+  if (r->ret_ok.applicable) {
+    if (eval_retrieval_run(R->ot_te, R->oi_te, nte, Ei, &r->ret_old, err)) return -1;
+    if (R->tm && eval_retrieval_run(R->ot_te, R->ad_te, nte, Ei, &r->ret_adapted, err)) return -1;
+  }
+  if (r->new_text_ok.applicable && eval_retrieval_run(R->ot_te, R->new_te, nte, En, &r->ret_new, err)) return -1;
+  return 0;
+}
+
+/* ---- heads (and the old head's negative flips) ---- */
+static int score_heads(run *R, taca_error *err) {
+  const eval_options *o = R->o;
+  eval_result *r = R->r;
+  const int ntr = r->n_train, nte = r->n_test, Ei = R->Ei, En = R->En;
+  double acc[3] = {0};
+  const float *sets[3] = {R->oi_te, R->ad_te, r->new_image_ok.applicable ? R->new_te : NULL};
+  if (r->n_test_labelled == 0) {
+    na_set(&r->head_ok, "no labelled test samples");
+  } else if (head_eval(&o->head, R->oi_tr, R->y_tr, ntr, Ei, sets, acc, 3, R->y_te, nte, &r->head_ok, &R->h_old, err)) {
+    return -1;
+  }
+  if (r->head_ok.applicable) {
+    eval_linear_head *h = &R->h_old;
+    r->acc_old_old = acc[0];
+    r->acc_old_adapted = acc[1];
+    r->acc_old_new = acc[2];
+    r->head_classes = h->n_classes;
+    r->head_iterations = h->iterations;
+    r->head_status = h->status;
+    r->head_objective = h->objective;
+    r->head_grad_norm = h->grad_norm;
+    const int np = ntr > nte ? ntr : nte;
+    int32_t *pred = malloc(sizeof(int32_t) * (np ? np : 1)), *pred_ad = malloc(sizeof(int32_t) * (nte ? nte : 1));
+    int bad = !pred || !pred_ad || eval_head_predict(h, R->oi_tr, ntr, pred, err);
+    if (!bad) r->head_train_acc = eval_accuracy(pred, R->y_tr, ntr, NULL);
+    if (!bad && R->tm) {
+      bad = eval_head_predict(h, R->oi_te, nte, pred, err) || eval_head_predict(h, R->ad_te, nte, pred_ad, err);
+      if (!bad)
+        r->neg_flip_rate = eval_negative_flip_rate(pred, pred_ad, R->y_te, nte, &r->neg_flips, &r->neg_flip_counted);
+    }
+    free(pred), free(pred_ad);
+    if (bad) return err->msg[0] ? -1 : taca_fail(err, "out of memory");
+  }
+  if (!o->new_head) {
+    na_set(&r->new_head_ok, "--no-new-head");
+  } else if (r->n_test_labelled == 0) {
+    na_set(&r->new_head_ok, "no labelled test samples");
+  } else if (!R->want_new_head) {
+    na_set(&r->new_head_ok, "no labelled training samples");
+  } else {
+    const float *ns[1] = {R->new_te};
+    double a1[1] = {0};
+    if (head_eval(&o->head, R->new_tr, R->y_tr, ntr, En, ns, a1, 1, R->y_te, nte, &r->new_head_ok, &R->h_new, err))
+      return -1;
+    if (r->new_head_ok.applicable) {
+      r->acc_new_new = a1[0];
+      r->new_head_classes = R->h_new.n_classes;
+      r->new_head_iterations = R->h_new.iterations;
+      r->new_head_status = R->h_new.status;
+      r->new_head_objective = R->h_new.objective;
+    }
+  }
+  return 0;
+}
+
+/* ---- backward compatibility (BCT) and distances to the old image embeddings ---- */
+static int score_compat(run *R, taca_error *err) {
+  eval_result *r = R->r;
+  const int nte = r->n_test, Ei = R->Ei, En = R->En;
+  if (eval_bc_retrieval_run(R->oi_te, R->oi_te, R->y_te, nte, Ei, &r->bc_old_old, err)) return -1;
+  if (r->bc_old_old.n == 0) na_set(&r->bc_ok, "no labelled test sample has another test sample of its label");
+  else na_ok(&r->bc_ok);
+  if (r->bc_ok.applicable) {
+    if (R->tm && eval_bc_retrieval_run(R->ad_te, R->oi_te, R->y_te, nte, Ei, &r->bc_new_old, err)) return -1;
+    if (eval_bc_retrieval_run(R->new_te, R->new_te, R->y_te, nte, En, &r->bc_new_new, err)) return -1;
+    na_ok(&r->bc_new_new_ok);
+    r->bc_gain = r->bc_new_old.r1 - r->bc_old_old.r1;
+    double up = r->bc_new_new.r1 - r->bc_old_old.r1;
+    if (!R->tm) na_set(&r->bc_update_gain_ok, "no adapted model");
+    else if (!(up > 0)) na_set(&r->bc_update_gain_ok, "new/new R@1 is not above old/old: no gain to recover");
+    else na_ok(&r->bc_update_gain_ok), r->bc_update_gain = r->bc_gain / up;
+  } else {
+    r->bc_new_new_ok = r->bc_ok;
+    r->bc_update_gain_ok = r->bc_ok;
+  }
+  if (R->tm) eval_pair_stats_run(R->ad_te, R->oi_te, nte, Ei, &r->sim_adapted);
+  if (r->new_image_ok.applicable) eval_pair_stats_run(R->new_te, R->oi_te, nte, Ei, &r->sim_new);
+  return 0;
+}
+
 int eval_run(const eval_options *o, eval_result *r, taca_error *err) {
   memset(r, 0, sizeof *r);
   r->ckpt_step = -1;
@@ -380,302 +628,71 @@ int eval_run(const eval_options *o, eval_result *r, taca_error *err) {
   if (!(o->split > 0 && o->split < 1)) return taca_fail(err, "--split must be in (0, 1), got %g", o->split);
   if (o->batch_size <= 0) return taca_fail(err, "--batch-size must be positive");
   if (o->log_json && eval_read_loss_log(o->log_json, &r->log, err)) return -1;
+  run R = {.o = o, .r = r};
+  int rc = read_store(&R, err) || split_samples(&R, err) || open_models(&R, err) || encode_splits(&R, err) ||
+                   score_retrieval(&R, err) || score_heads(&R, err) || score_compat(&R, err)
+               ? -1
+               : 0;
+  run_free(&R);
+  if (rc) {
+    eval_result_free(r);
+    return rc;
+  }
+  if (o->gate) {
+    r->gate_checked = 1;
+    r->gate_failed = eval_gate_check(o->gate, r, r->gate_why, sizeof r->gate_why);
+  }
+  return 0;
+}
 
-  int rc = -1;
-  taca_store *st = NULL;
-  store_view *v = NULL;
-  nn_backend *be = NULL;
-  clip_model *m = NULL;
-  taca_params P = {0};
-  int have_P = 0;
-  taca_model *tm = NULL;
-  uint64_t *cand = NULL;
-  int32_t *cand_label = NULL;
-  float *old_img = NULL, *old_txt = NULL;
-  uint8_t *has_img = NULL, *has_txt = NULL;
-  int *tr = NULL, *te = NULL;
-  uint64_t *tr_idx = NULL;
-  int32_t *y_tr = NULL, *y_te = NULL;
-  float *oi_tr = NULL, *oi_te = NULL, *ot_te = NULL, *new_te = NULL, *new_tr = NULL, *ad_te = NULL;
-  encoder enc = {0};
-  eval_linear_head h_old = {0}, h_new = {0};
+/* ---------- the gate ---------- */
 
-  /* ---- the store ---- */
-  store_options so = {.readonly = 1};
-  if (store_open(&st, o->db, &so, err) || store_view_begin(st, &v, err)) goto done;
-  store_info info;
-  store_model sm;
-  if (store_get_info(v, &info, err) || store_find_model(v, o->old_name, &sm, err)) goto done;
-  r->old_image_dim = sm.image_dim;
-  r->old_text_dim = sm.text_dim;
-  snprintf(r->old_arch, sizeof r->old_arch, "%s", sm.arch);
-  if (sm.image_dim <= 0) {
-    taca_fail(err, "%s: model '%s' has no image embeddings", o->db, o->old_name);
-    goto done;
+int eval_gate_parse(const char *spec, eval_gate *g, taca_error *err) {
+  memset(g, 0, sizeof *g);
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", spec);
+  char *save = NULL;
+  int any = 0;
+  for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    char *eq = strchr(tok, '='), *end;
+    if (!eq) return taca_fail(err, "--gate: '%s' is not KEY=VALUE (keys: min-gain, max-flip, min-update-gain)", tok);
+    *eq = 0;
+    errno = 0;
+    double v = strtod(eq + 1, &end);
+    if (end == eq + 1 || *end || errno || !isfinite(v))
+      return taca_fail(err, "--gate: %s needs a number, got '%s'", tok, eq + 1);
+    if (!strcmp(tok, "min-gain")) g->has_min_gain = 1, g->min_gain = v;
+    else if (!strcmp(tok, "max-flip")) g->has_max_flip = 1, g->max_flip = v;
+    else if (!strcmp(tok, "min-update-gain")) g->has_min_update_gain = 1, g->min_update_gain = v;
+    else return taca_fail(err, "--gate: unknown key '%s' (keys: min-gain, max-flip, min-update-gain)", tok);
+    any = 1;
   }
-  if (!info.has_pixel_format || (strcmp(info.pixel.codec, "raw") && strcmp(info.pixel.codec, "jpeg")) ||
-      info.pixel.channels != 3) {
-    taca_fail(err, "%s: the store holds no pixels (or in an unknown codec '%s'); eval needs them for the new model",
-              o->db, info.has_pixel_format ? info.pixel.codec : "");
-    goto done;
-  }
+  if (!any) return taca_fail(err, "--gate: no thresholds in '%s'", spec);
+  return 0;
+}
 
-  /* every sample with a record and pixels, in index order */
-  size_t ncand = 0, cap = 0;
-  if (info.n_samples > 0) {
-    for (uint64_t idx = info.first_index; idx <= info.last_index; idx++) {
-      store_sample smp;
-      const uint8_t *px;
-      size_t plen;
-      int rc = store_get_sample(v, idx, &smp, err);
-      if (rc == STORE_NOT_STORED) continue;
-      if (rc) goto done;
-      r->n_records++;
-      rc = store_get_pixels(v, idx, &px, &plen, err);
-      if (rc == STORE_NOT_STORED) continue;
-      if (rc) goto done;
-      if (ncand == cap) {
-        cap = cap ? cap * 2 : 1024;
-        uint64_t *nc = realloc(cand, sizeof(uint64_t) * cap);
-        if (nc) cand = nc;
-        int32_t *nl = nc ? realloc(cand_label, sizeof(int32_t) * cap) : NULL;
-        if (!nc || !nl) {
-          taca_fail(err, "out of memory listing samples");
-          goto done;
-        }
-        cand_label = nl;
-      }
-      cand[ncand] = idx;
-      cand_label[ncand++] = smp.label;
-    }
+int eval_gate_check(const eval_gate *g, const eval_result *r, char *why, size_t cap) {
+  why[0] = 0;
+  int failed = 0;
+#define WHY(...) (snprintf(why + strlen(why), cap - strlen(why), "%s", failed++ ? "; " : ""), \
+                  snprintf(why + strlen(why), cap - strlen(why), __VA_ARGS__))
+  if (g->has_min_gain) {
+    if (!r->bc_ok.applicable) WHY("min-gain: not measurable (%s)", r->bc_ok.reason);
+    else if (!r->adapted_ok.applicable) WHY("min-gain: not measurable (%s)", r->adapted_ok.reason);
+    else if (100 * r->bc_gain < g->min_gain)
+      WHY("min-gain: BCT R@1 gain %+.2f points < %g", 100 * r->bc_gain, g->min_gain);
   }
-  if (ncand > (size_t)1 << 30) {
-    taca_fail(err, "%s: %zu samples are more than eval handles in one run", o->db, ncand);
-    goto done;
+  if (g->has_max_flip) {
+    if (!r->head_ok.applicable) WHY("max-flip: not measurable (%s)", r->head_ok.reason);
+    else if (!r->adapted_ok.applicable) WHY("max-flip: not measurable (%s)", r->adapted_ok.reason);
+    else if (100 * r->neg_flip_rate > g->max_flip)
+      WHY("max-flip: negative-flip rate %.2f %% > %g %%", 100 * r->neg_flip_rate, g->max_flip);
   }
-  const int Ei = sm.image_dim, Et = sm.text_dim;
-  old_img = malloc(sizeof(float) * (ncand ? ncand : 1) * Ei);
-  has_img = malloc(ncand ? ncand : 1);
-  old_txt = Et ? malloc(sizeof(float) * (ncand ? ncand : 1) * Et) : NULL;
-  has_txt = malloc(ncand ? ncand : 1);
-  if (!old_img || !has_img || (Et && !old_txt) || !has_txt) {
-    taca_fail(err, "out of memory for %zu embeddings", ncand);
-    goto done;
+  if (g->has_min_update_gain) {
+    if (!r->bc_update_gain_ok.applicable) WHY("min-update-gain: not measurable (%s)", r->bc_update_gain_ok.reason);
+    else if (r->bc_update_gain < g->min_update_gain)
+      WHY("min-update-gain: update gain %.3f < %g", r->bc_update_gain, g->min_update_gain);
   }
-  if (ncand && store_gather_embeddings(v, sm.id, STORE_IMAGE, cand, ncand, 1, old_img, has_img, err)) goto done;
-  if (ncand && Et && store_gather_embeddings(v, sm.id, STORE_TEXT, cand, ncand, 1, old_txt, has_txt, err)) goto done;
-  if (!Et) memset(has_txt, 1, ncand ? ncand : 1);
-
-  /* the split */
-  tr = malloc(sizeof(int) * (ncand ? ncand : 1));
-  te = malloc(sizeof(int) * (ncand ? ncand : 1));
-  if (!tr || !te) {
-    taca_fail(err, "out of memory");
-    goto done;
-  }
-  for (size_t i = 0; i < ncand; i++) {
-    if (!has_img[i] || !has_txt[i]) continue;
-    if (eval_split_is_train(o->seed, cand[i], o->split)) tr[r->n_train++] = (int)i;
-    else te[r->n_test++] = (int)i;
-  }
-  r->n_skipped = r->n_records - (uint64_t)(r->n_train + r->n_test);
-  if (r->n_test == 0) {
-    taca_fail(err, "%s: no test samples (%llu usable sample(s) with pixels and '%s' embeddings; split %g)", o->db,
-              (unsigned long long)(r->n_train), o->old_name, o->split);
-    goto done;
-  }
-  const int ntr = r->n_train, nte = r->n_test;
-  r->test_index = malloc(sizeof(uint64_t) * nte);
-  tr_idx = malloc(sizeof(uint64_t) * (ntr ? ntr : 1));
-  y_tr = malloc(sizeof(int32_t) * (ntr ? ntr : 1));
-  y_te = malloc(sizeof(int32_t) * nte);
-  oi_tr = malloc(sizeof(float) * (ntr ? ntr : 1) * Ei);
-  oi_te = malloc(sizeof(float) * nte * Ei);
-  ot_te = Et ? malloc(sizeof(float) * nte * Et) : NULL;
-  if (!r->test_index || !tr_idx || !y_tr || !y_te || !oi_tr || !oi_te || (Et && !ot_te)) {
-    taca_fail(err, "out of memory");
-    goto done;
-  }
-  for (int i = 0; i < ntr; i++) {
-    tr_idx[i] = cand[tr[i]];
-    y_tr[i] = cand_label[tr[i]];
-    r->n_train_labelled += y_tr[i] >= 0;
-  }
-  for (int i = 0; i < nte; i++) {
-    r->test_index[i] = cand[te[i]];
-    y_te[i] = cand_label[te[i]];
-    r->n_test_labelled += y_te[i] >= 0;
-  }
-  take_rows(old_img, tr, ntr, Ei, oi_tr);
-  take_rows(old_img, te, nte, Ei, oi_te);
-  if (Et) take_rows(old_txt, te, nte, Et, ot_te);
-  free(old_img), old_img = NULL;
-  free(old_txt), old_txt = NULL;
-
-  /* ---- the new model and the checkpoint ---- */
-  if (!(be = nn_backend_cpu_create(o->threads))) {
-    taca_fail(err, "out of memory");
-    goto done;
-  }
-  if (!(m = clip_model_load(o->new_model, o->arch, be, err))) goto done;
-  const int En = m->cfg.embed_dim, S = m->cfg.image_size;
-  r->new_dim = En;
-  r->image_size = S;
-  if (info.pixel.size != S) {
-    taca_fail(err, "%s: stored pixels are %dx%d but the new model takes %dx%d (precompute at the new model's size)",
-              o->db, info.pixel.size, info.pixel.size, S, S);
-    goto done;
-  }
-  if (o->checkpoint) {
-    taca_param_config pc;
-    if (checkpoint_config(o->checkpoint, m, Ei, o->lora_alpha, &pc, r, err)) goto done;
-    have_P = 1;
-    if (taca_params_create(&P, &pc, be, 0, err) || taca_params_load(&P, o->checkpoint, err)) goto done;
-    if (!(tm = taca_model_create(m, &P, o->batch_size, 1, err))) goto done;
-    if (!o->quiet && r->ckpt_targets[0] && strcmp(r->ckpt_targets, o->old_name))
-      fprintf(stderr, "taca eval: warning: %s was trained against targets '%s', evaluated against '%s'\n",
-              o->checkpoint, r->ckpt_targets, o->old_name);
-  }
-
-  /* ---- encode ---- */
-  new_te = malloc(sizeof(float) * nte * En);
-  ad_te = tm ? malloc(sizeof(float) * nte * Ei) : NULL;
-  enc = (encoder){.v = v, .pf = info.pixel, .m = m, .tm = tm, .P = tm ? &P : NULL, .batch = o->batch_size,
-                  .S = S, .quiet = o->quiet};
-  enc.pix = malloc(sizeof(float) * 3 * S * S * o->batch_size);
-  enc.chw = malloc((size_t)3 * S * S);
-  if (!new_te || (tm && !ad_te) || !enc.pix || !enc.chw) {
-    taca_fail(err, "out of memory for features of %d images", nte);
-    goto done;
-  }
-  if (encode(&enc, tm ? "test split, new model and adapted" : "test split, new model", r->test_index, nte, new_te,
-             ad_te, r, err))
-    goto done;
-  const int want_new_head = o->new_head && r->n_train_labelled > 0 && r->n_test_labelled > 0;
-  if (want_new_head) {
-    if (!(new_tr = malloc(sizeof(float) * ntr * En))) {
-      taca_fail(err, "out of memory");
-      goto done;
-    }
-    if (encode(&enc, "train split, new model (for the upper-reference head)", tr_idx, ntr, new_tr, NULL, r, err))
-      goto done;
-  }
-  store_view_end(v), v = NULL;
-  if (o->features_dir) {
-    const saved files[] = {
-        {"test_index.npy", TACA_DT_U64, nte, 0, r->test_index},
-        {"test_label.npy", TACA_DT_I32, nte, 0, y_te},
-        {"test_old_image.npy", TACA_DT_F32, nte, Ei, oi_te},
-        {"test_old_text.npy", TACA_DT_F32, nte, Et, ot_te},
-        {"test_new.npy", TACA_DT_F32, nte, En, new_te},
-        {"test_adapted.npy", TACA_DT_F32, nte, Ei, ad_te},
-        {"train_index.npy", TACA_DT_U64, ntr, 0, ntr ? tr_idx : NULL},
-        {"train_label.npy", TACA_DT_I32, ntr, 0, ntr ? y_tr : NULL},
-        {"train_new.npy", TACA_DT_F32, ntr, En, new_tr},
-    };
-    if (save_features(o->features_dir, files, (int)(sizeof files / sizeof files[0]), err)) goto done;
-  }
-
-  /* ---- retrieval ---- */
-  r->chance_r1 = eval_chance_recall(1, nte);
-  r->chance_r5 = eval_chance_recall(5, nte);
-  r->chance_r10 = eval_chance_recall(10, nte);
-  if (!Et) na_set(&r->ret_ok, "model '%s' has no stored text embeddings", o->old_name);
-  else if (Et != Ei) na_set(&r->ret_ok, "old text width %d differs from old image width %d", Et, Ei);
-  else na_ok(&r->ret_ok);
-  if (tm) na_ok(&r->adapted_ok);
-  else na_set(&r->adapted_ok, "no --checkpoint given");
-  if (!Et) na_set(&r->new_text_ok, "model '%s' has no stored text embeddings", o->old_name);
-  else if (En != Et)
-    na_set(&r->new_text_ok, "the new model embeds to %d dims, the old text encoder to %d: no common space without a projector", En, Et);
-  else na_ok(&r->new_text_ok);
-  if (En != Ei)
-    na_set(&r->new_image_ok, "the new model embeds to %d dims, the old head takes %d: it cannot be plugged in unadapted", En, Ei);
-  else na_ok(&r->new_image_ok);
-  if (r->ret_ok.applicable) {
-    if (eval_retrieval_run(ot_te, oi_te, nte, Ei, &r->ret_old, err)) goto done;
-    if (tm && eval_retrieval_run(ot_te, ad_te, nte, Ei, &r->ret_adapted, err)) goto done;
-  }
-  if (r->new_text_ok.applicable && eval_retrieval_run(ot_te, new_te, nte, En, &r->ret_new, err)) goto done;
-
-  /* ---- heads ---- */
-  double acc[3] = {0};
-  const float *sets[3] = {oi_te, ad_te, r->new_image_ok.applicable ? new_te : NULL};
-  if (r->n_test_labelled == 0) {
-    na_set(&r->head_ok, "no labelled test samples");
-  } else if (head_eval(&o->head, oi_tr, y_tr, ntr, Ei, sets, acc, 3, y_te, nte, &r->head_ok, &h_old, err)) {
-    goto done;
-  }
-  if (r->head_ok.applicable) {
-    r->acc_old_old = acc[0];
-    r->acc_old_adapted = acc[1];
-    r->acc_old_new = acc[2];
-    r->head_classes = h_old.n_classes;
-    r->head_iterations = h_old.iterations;
-    r->head_status = h_old.status;
-    r->head_objective = h_old.objective;
-    r->head_grad_norm = h_old.grad_norm;
-    int32_t *pred = malloc(sizeof(int32_t) * (ntr ? ntr : 1));
-    if (!pred || eval_head_predict(&h_old, oi_tr, ntr, pred, err)) {
-      free(pred);
-      if (!err->msg[0]) taca_fail(err, "out of memory");
-      goto done;
-    }
-    r->head_train_acc = eval_accuracy(pred, y_tr, ntr, NULL);
-    free(pred);
-  }
-  if (!o->new_head) {
-    na_set(&r->new_head_ok, "--no-new-head");
-  } else if (r->n_test_labelled == 0) {
-    na_set(&r->new_head_ok, "no labelled test samples");
-  } else if (!want_new_head) {
-    na_set(&r->new_head_ok, "no labelled training samples");
-  } else {
-    const float *ns[1] = {new_te};
-    double a1[1] = {0};
-    if (head_eval(&o->head, new_tr, y_tr, ntr, En, ns, a1, 1, y_te, nte, &r->new_head_ok, &h_new, err)) goto done;
-    if (r->new_head_ok.applicable) {
-      r->acc_new_new = a1[0];
-      r->new_head_classes = h_new.n_classes;
-      r->new_head_iterations = h_new.iterations;
-      r->new_head_status = h_new.status;
-      r->new_head_objective = h_new.objective;
-    }
-  }
-
-  /* ---- distances to the old image embeddings ---- */
-  if (tm) eval_pair_stats_run(ad_te, oi_te, nte, Ei, &r->sim_adapted);
-  if (r->new_image_ok.applicable) eval_pair_stats_run(new_te, oi_te, nte, Ei, &r->sim_new);
-  rc = 0;
-
-done:
-  eval_head_free(&h_old);
-  eval_head_free(&h_new);
-  free(enc.pix);
-  free(enc.chw);
-  free(cand);
-  free(cand_label);
-  free(old_img);
-  free(old_txt);
-  free(has_img);
-  free(has_txt);
-  free(tr);
-  free(te);
-  free(tr_idx);
-  free(y_tr);
-  free(y_te);
-  free(oi_tr);
-  free(oi_te);
-  free(ot_te);
-  free(new_te);
-  free(new_tr);
-  free(ad_te);
-  taca_model_free(tm);
-  if (have_P) taca_params_free(&P);
-  clip_model_free(m);
-  nn_backend_destroy(be);
-  if (v) store_view_end(v);
-  store_close(st);
-  if (rc) eval_result_free(r);
-  return rc;
+#undef WHY
+  return failed ? 1 : 0;
 }

@@ -17,10 +17,24 @@
 #ifndef TACA_EVAL_EVAL_H
 #define TACA_EVAL_EVAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/error.h"
 #include "services/eval/metrics.h"
+
+/* --gate: thresholds that make `taca eval` exit EVAL_GATE_EXIT when one fails (or cannot be
+ * checked because its figure does not apply). Parsed from "min-gain=X,max-flip=Y,min-update-gain=Z"
+ * (any subset, comma-separated): min-gain in points of BCT R@1 (new->old minus old/old), max-flip
+ * the old head's negative-flip rate in percent, min-update-gain BCT's relative update gain. */
+#define EVAL_GATE_EXIT 3
+typedef struct eval_gate {
+  int has_min_gain, has_max_flip, has_min_update_gain;
+  double min_gain;        /* points */
+  double max_flip;        /* percent */
+  double min_update_gain; /* ratio */
+} eval_gate;
+int eval_gate_parse(const char *spec, eval_gate *g, taca_error *err);
 
 typedef struct eval_options {
   const char *db;          /* store directory */
@@ -38,6 +52,7 @@ typedef struct eval_options {
   eval_head_config head;
   const char *features_dir; /* when set: the features and labels eval scored, as .npy (below) */
   int quiet;               /* no progress on stderr */
+  const eval_gate *gate;   /* --gate, or NULL: checked at the end of eval_run, reported in r */
 } eval_options;
 
 /* Files eval_run writes into features_dir (created if missing), rows in split order:
@@ -47,6 +62,7 @@ typedef struct eval_options {
  *   head is trained. */
 
 void eval_options_default(eval_options *o);
+
 
 /* One figure that may not apply (e.g. the unadapted new model when its width differs from the old
  * embedding width): applicable = 0 and a reason instead of a number. */
@@ -103,11 +119,26 @@ typedef struct eval_result {
   double new_head_objective;
   /* distances to the old image embeddings (test split) */
   eval_pair_stats sim_adapted, sim_new;
+  /* backward compatibility (metrics.h): label retrieval within the labelled test samples */
+  eval_na bc_ok;             /* labelled test samples with a same-label neighbour exist */
+  eval_bc_retrieval bc_old_old;   /* old query, old gallery */
+  eval_bc_retrieval bc_new_old;   /* adapted query, old gallery; adapted_ok */
+  eval_na bc_new_new_ok;          /* the new model's features (any width) */
+  eval_bc_retrieval bc_new_new;   /* unadapted new query and gallery */
+  double bc_gain;            /* new->old R@1 - old/old R@1 (fraction; "points" = 100 x) */
+  eval_na bc_update_gain_ok; /* new/new R@1 > old/old R@1 */
+  double bc_update_gain;     /* BCT's update gain: bc_gain / (new/new R@1 - old/old R@1) */
+  /* negative flips of the old head: labelled test samples right on old features, wrong on adapted */
+  double neg_flip_rate;      /* head_ok and adapted_ok */
+  int neg_flips, neg_flip_counted;
   /* throughput */
   double encode_seconds;
   int encoded_images;
   /* the training log (when given) */
   eval_loss_log log;
+  /* --gate (when given) */
+  int gate_checked, gate_failed;
+  char gate_why[1024];       /* the failed thresholds, one line */
 } eval_result;
 
 /* Runs the whole evaluation. On failure the reason names the input at fault. */
@@ -118,5 +149,9 @@ void eval_result_free(eval_result *r);
  * that are not JSON objects with an integer "step" are an error naming the line. */
 int eval_read_loss_log(const char *path, eval_loss_log *log, taca_error *err);
 void eval_loss_log_free(eval_loss_log *log);
+
+
+/* 0 when every threshold holds; otherwise 1 and why (one line naming each failed threshold). */
+int eval_gate_check(const eval_gate *g, const eval_result *r, char *why, size_t cap);
 
 #endif

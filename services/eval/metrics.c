@@ -132,6 +132,69 @@ int eval_retrieval_run(const float *text, const float *image, int n, int d, eval
   return rc;
 }
 
+/* ---------- backward compatibility ---------- */
+
+typedef struct scored {
+  double s;
+  int j;
+} scored;
+
+static int by_score_then_index(const void *a, const void *b) {
+  const scored *x = a, *y = b;
+  if (x->s != y->s) return x->s > y->s ? -1 : 1;
+  return (x->j > y->j) - (x->j < y->j);
+}
+
+int eval_bc_retrieval_run(const float *query, const float *gallery, const int32_t *labels, int n, int d,
+                          eval_bc_retrieval *out, taca_error *err) {
+  memset(out, 0, sizeof *out);
+  if (n <= 0 || d <= 0) return 0;
+  double *qn = malloc(sizeof(double) * n * d), *gn = malloc(sizeof(double) * n * d);
+  scored *row = malloc(sizeof(scored) * n);
+  if (!qn || !gn || !row) {
+    free(qn), free(gn), free(row);
+    return taca_fail(err, "out of memory for label retrieval over %d x %d", n, d);
+  }
+  normalize_rows_f64(query, n, d, qn);
+  normalize_rows_f64(gallery, n, d, gn);
+  double r1 = 0, map = 0;
+  for (int i = 0; i < n; i++) {
+    if (labels[i] < 0) continue;
+    int m = 0, relevant = 0;
+    for (int j = 0; j < n; j++) {
+      if (j == i || labels[j] < 0) continue;
+      double s = 0;
+      for (int k = 0; k < d; k++) s += qn[(size_t)i * d + k] * gn[(size_t)j * d + k];
+      row[m++] = (scored){isnan(s) ? -INFINITY : s, j};
+      relevant += labels[j] == labels[i];
+    }
+    if (!relevant) continue;
+    qsort(row, m, sizeof *row, by_score_then_index);
+    r1 += labels[row[0].j] == labels[i];
+    double ap = 0;
+    for (int r = 0, hits = 0; r < m; r++)
+      if (labels[row[r].j] == labels[i]) ap += (double)++hits / (r + 1);
+    map += ap / relevant;
+    out->n++;
+  }
+  if (out->n) out->r1 = r1 / out->n, out->map = map / out->n;
+  free(qn), free(gn), free(row);
+  return 0;
+}
+
+double eval_negative_flip_rate(const int32_t *pred_old, const int32_t *pred_new, const int32_t *y, int n, int *flips,
+                               int *counted) {
+  int m = 0, f = 0;
+  for (int i = 0; i < n; i++) {
+    if (y[i] < 0) continue;
+    m++;
+    f += pred_old[i] == y[i] && pred_new[i] != y[i];
+  }
+  if (flips) *flips = f;
+  if (counted) *counted = m;
+  return m ? (double)f / m : 0.0;
+}
+
 /* ---------- distances ---------- */
 
 void eval_pair_stats_run(const float *a, const float *b, int n, int d, eval_pair_stats *out) {

@@ -61,6 +61,29 @@ typedef struct eval_retrieval {
 int eval_retrieval_run(const float *text, const float *image, int n, int d, eval_retrieval *out,
                        taca_error *err);
 
+/* ---- backward compatibility (BCT's protocol: Shen et al., CVPR 2020; negative flips: Yan et al.,
+ * CVPR 2021) ----
+ * Label retrieval within the test split: each labelled sample i queries the gallery of every OTHER
+ * labelled sample, with the query encoder's features of i against the gallery encoder's features
+ * of the others (cosine, ties broken by index); an item is relevant iff it has i's label. Queries
+ * without a relevant gallery item are left out. R@1: the top item is relevant. AP: the mean over
+ * the relevant items of (relevant items up to its rank) / rank; mAP its mean over queries.
+ * "old/old" = old query, old gallery; "new->old" = adapted query, old gallery (the upgrade without
+ * backfill); "new/new" = unadapted new on both sides (the upgrade with a full backfill). */
+typedef struct eval_bc_retrieval {
+  int n;       /* queries scored */
+  double r1;   /* fraction */
+  double map;  /* fraction */
+} eval_bc_retrieval;
+int eval_bc_retrieval_run(const float *query, const float *gallery, const int32_t *labels, int n, int d,
+                          eval_bc_retrieval *out, taca_error *err);
+
+/* Negative flips of a head: rows with y >= 0 that pred_old gets right and pred_new gets wrong;
+ * returns their fraction of the labelled rows (0 when none), *flips and *counted (optional) the
+ * numbers. */
+double eval_negative_flip_rate(const int32_t *pred_old, const int32_t *pred_new, const int32_t *y, int n, int *flips,
+                               int *counted);
+
 /* ---- feature distances ---- */
 
 typedef struct eval_pair_stats {

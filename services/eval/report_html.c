@@ -369,6 +369,35 @@ static void write_page(FILE *f, const eval_result *r, const eval_options *o) {
           "cold-plug upper reference");
   fputs("</table>\n", f);
 
+  fputs("<h2>Backward compatibility</h2>\n<p class=\"meta\">BCT's protocol: label retrieval within the test "
+        "split, each labelled sample querying the others (cosine); the upgrade without backfill is the adapted "
+        "query against the old gallery.</p>\n<table>\n<tr><th>query &#8594; gallery</th><th>R@1 %</th><th>mAP %</th>"
+        "<th>queries</th></tr>\n", f);
+  const eval_na *bo[3][2] = {{&r->bc_ok, NULL}, {&r->bc_ok, &r->adapted_ok}, {&r->bc_new_new_ok, NULL}};
+  const eval_bc_retrieval *bx[3] = {&r->bc_old_old, &r->bc_new_old, &r->bc_new_new};
+  const char *bn[3] = {"old &#8594; old (before)", "new &#8594; old (adapted query, old gallery)",
+                       "new &#8594; new (unadapted, full backfill)"};
+  for (int k = 0; k < 3; k++) {
+    fprintf(f, "<tr><th>%s</th>", bn[k]);
+    const eval_na *bad = !bo[k][0]->applicable ? bo[k][0] : bo[k][1] && !bo[k][1]->applicable ? bo[k][1] : NULL;
+    if (bad) na_cell(f, bad, 3);
+    else fprintf(f, "<td>%.1f</td><td>%.1f</td><td>%d</td>", 100 * bx[k]->r1, 100 * bx[k]->map, bx[k]->n);
+    fputs("</tr>\n", f);
+  }
+  fputs("</table>\n<table>\n", f);
+  fputs("<tr><th>gain (new&#8594;old minus old&#8594;old R@1)</th>", f);
+  if (!r->bc_ok.applicable) na_cell(f, &r->bc_ok, 1);
+  else if (!r->adapted_ok.applicable) na_cell(f, &r->adapted_ok, 1);
+  else fprintf(f, "<td>%+.1f points</td>", 100 * r->bc_gain);
+  fputs("</tr>\n<tr><th>update gain</th>", f);
+  if (!r->bc_update_gain_ok.applicable) na_cell(f, &r->bc_update_gain_ok, 1);
+  else fprintf(f, "<td>%.3f</td>", r->bc_update_gain);
+  fputs("</tr>\n<tr><th>negative flips of the old head</th>", f);
+  if (!r->head_ok.applicable) na_cell(f, &r->head_ok, 1);
+  else if (!r->adapted_ok.applicable) na_cell(f, &r->adapted_ok, 1);
+  else fprintf(f, "<td>%.2f %% (%d of %d)</td>", 100 * r->neg_flip_rate, r->neg_flips, r->neg_flip_counted);
+  fputs("</tr>\n</table>\n", f);
+
   fputs("<h2>Distance to the old image embeddings</h2>\n<table>\n<tr><th>features (test split)</th><th>mean L2</th>"
         "<th>mean cosine</th><th>mean norm</th><th>old mean norm</th></tr>\n", f);
   const eval_na *oks[2] = {&r->adapted_ok, &r->new_image_ok};

@@ -34,6 +34,12 @@ static json_t *value_json(const eval_na *ok, const eval_na *ok2, double v) {
   return json_pack("{s:b, s:o}", "applicable", 1, "value", num(v));
 }
 
+static json_t *bc_json(const eval_na *ok, const eval_na *ok2, const eval_bc_retrieval *x) {
+  if (!ok->applicable) return na_json(ok);
+  if (ok2 && !ok2->applicable) return na_json(ok2);
+  return json_pack("{s:b, s:i, s:o, s:o}", "applicable", 1, "queries", x->n, "r1", num(x->r1), "map", num(x->map));
+}
+
 static json_t *pair_json(const eval_na *ok, const eval_pair_stats *p) {
   if (!ok->applicable) return na_json(ok);
   return json_pack("{s:b, s:i, s:o, s:o, s:o, s:o}", "applicable", 1, "n", p->n, "mean_l2", num(p->mean_l2),
@@ -100,6 +106,21 @@ json_t *eval_result_json(const eval_result *r, const eval_options *o) {
                       json_pack("{s:o, s:o}", "adapted_vs_old", pair_json(&r->adapted_ok, &r->sim_adapted),
                                 "new_vs_old", pair_json(&r->new_image_ok, &r->sim_new)));
 
+  /* backward compatibility: BCT label retrieval, gains, negative flips of the old head */
+  const int ad = r->adapted_ok.applicable;
+  json_t *flips = !r->head_ok.applicable ? na_json(&r->head_ok)
+                  : !ad                  ? na_json(&r->adapted_ok)
+                                         : json_pack("{s:b, s:o, s:i, s:i}", "applicable", 1, "rate", num(r->neg_flip_rate),
+                                                     "flips", r->neg_flips, "labelled", r->neg_flip_counted);
+  json_object_set_new(
+      root, "compatibility",
+      json_pack("{s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "protocol",
+                "label retrieval in the test split, each labelled sample querying the others (services/eval/metrics.h)",
+                "old_old", bc_json(&r->bc_ok, NULL, &r->bc_old_old), "new_old", bc_json(&r->bc_ok, &r->adapted_ok, &r->bc_new_old),
+                "new_new", bc_json(&r->bc_new_new_ok, NULL, &r->bc_new_new), "gain",
+                value_json(&r->bc_ok, &r->adapted_ok, r->bc_gain), "update_gain",
+                value_json(&r->bc_update_gain_ok, NULL, r->bc_update_gain), "negative_flips", flips));
+
   /* Eq. (2): M(zeta_old(phi_old)) < M(zeta_old(phi^_new)) <= M(zeta_new(phi_new)) */
   if (r->head_ok.applicable && r->adapted_ok.applicable) {
     json_t *hp = json_pack("{s:b, s:o, s:o, s:o, s:b}", "applicable", 1, "old_head_old", num(r->acc_old_old),
@@ -134,6 +155,17 @@ json_t *eval_result_json(const eval_result *r, const eval_options *o) {
     json_object_set_new(root, "training", tr);
   } else {
     json_object_set_new(root, "training", json_null());
+  }
+  if (r->gate_checked) {
+    const eval_gate *g = o->gate;
+    json_t *gj = json_pack("{s:b, s:o}", "passed", !r->gate_failed, "reason",
+                           r->gate_failed ? json_string(r->gate_why) : json_null());
+    if (g->has_min_gain) json_object_set_new(gj, "min_gain", num(g->min_gain));
+    if (g->has_max_flip) json_object_set_new(gj, "max_flip", num(g->max_flip));
+    if (g->has_min_update_gain) json_object_set_new(gj, "min_update_gain", num(g->min_update_gain));
+    json_object_set_new(root, "gate", gj);
+  } else {
+    json_object_set_new(root, "gate", json_null());
   }
   json_object_set_new(root, "timing",
                       json_pack("{s:i, s:o, s:o}", "encoded_images", r->encoded_images, "seconds",

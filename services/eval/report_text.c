@@ -15,6 +15,35 @@ static void pct_or_na(FILE *f, const eval_na *a, const eval_na *b, double v, con
   else fprintf(f, "%6.1f %%%s\n", 100 * v, tail);
 }
 
+static void bc_row(FILE *f, const char *name, const eval_na *a, const eval_na *b, const eval_bc_retrieval *x) {
+  fprintf(f, "  %-44s ", name);
+  if (!a->applicable) fprintf(f, "n/a (%s)\n", a->reason);
+  else if (b && !b->applicable) fprintf(f, "n/a (%s)\n", b->reason);
+  else fprintf(f, "%6.1f %6.1f   (%d queries)\n", 100 * x->r1, 100 * x->map, x->n);
+}
+
+/* The backward-compatibility block (BCT protocol, negative flips). */
+static void eval_print_compat(FILE *f, const eval_result *r) {
+  fprintf(f, "\nBackward compatibility: label retrieval in the test split (query -> gallery, %%)   %6s %6s\n", "R@1",
+          "mAP");
+  bc_row(f, "old -> old (before the upgrade)", &r->bc_ok, NULL, &r->bc_old_old);
+  bc_row(f, "new -> old (adapted query, old gallery)", &r->bc_ok, &r->adapted_ok, &r->bc_new_old);
+  bc_row(f, "new -> new (unadapted, full backfill)", &r->bc_new_new_ok, NULL, &r->bc_new_new);
+  if (r->bc_ok.applicable && r->adapted_ok.applicable) {
+    fprintf(f, "  gain (new->old minus old->old R@1)            %+6.1f points; compatible: %s\n", 100 * r->bc_gain,
+            r->bc_gain > 0 ? "yes" : "no");
+    fprintf(f, "  update gain (gain / (new->new minus old->old)) ");
+    if (r->bc_update_gain_ok.applicable) fprintf(f, "%6.3f\n", r->bc_update_gain);
+    else fprintf(f, "n/a (%s)\n", r->bc_update_gain_ok.reason);
+  }
+  fprintf(f, "  negative flips of the old head                ");
+  if (!r->head_ok.applicable) fprintf(f, "n/a (%s)\n", r->head_ok.reason);
+  else if (!r->adapted_ok.applicable) fprintf(f, "n/a (%s)\n", r->adapted_ok.reason);
+  else
+    fprintf(f, "%6.2f %%  (%d of %d labelled test samples right on old features, wrong on adapted)\n",
+            100 * r->neg_flip_rate, r->neg_flips, r->neg_flip_counted);
+}
+
 void eval_print_table(FILE *f, const eval_result *r, const eval_options *o) {
   (void)o;
   fprintf(f, "taca eval: store %s, old '%s' (%s; image %d, text %d), new %s (embed %d)\n", r->db, r->old_name,
@@ -71,6 +100,8 @@ void eval_print_table(FILE *f, const eval_result *r, const eval_options *o) {
     fprintf(f, "; gain %+.1f points\n", 100 * (r->acc_old_adapted - r->acc_old_old));
   }
 
+  eval_print_compat(f, r);
+
   fprintf(f, "\nDistance to the old image embeddings (test split)   %10s %12s\n", "mean L2", "mean cosine");
   fprintf(f, "  %-49s ", "adapted new (TaCA)");
   if (r->adapted_ok.applicable) fprintf(f, "%10.4f %12.4f\n", r->sim_adapted.mean_l2, r->sim_adapted.mean_cosine);
@@ -78,6 +109,7 @@ void eval_print_table(FILE *f, const eval_result *r, const eval_options *o) {
   fprintf(f, "  %-49s ", "unadapted new");
   if (r->new_image_ok.applicable) fprintf(f, "%10.4f %12.4f\n", r->sim_new.mean_l2, r->sim_new.mean_cosine);
   else fprintf(f, "n/a (%s)\n", r->new_image_ok.reason);
+  if (r->gate_checked) fprintf(f, "\nGate: %s%s\n", r->gate_failed ? "FAILED: " : "passed", r->gate_failed ? r->gate_why : "");
   if (r->log.n > 0) {
     const double *first = r->log.value, *last = r->log.value + (size_t)(r->log.n - 1) * r->log.n_series;
     fprintf(f, "\nTraining log: %d steps (%ld..%ld);", r->log.n, r->log.step[0], r->log.step[r->log.n - 1]);

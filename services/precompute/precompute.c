@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "image/pixel_codec.h"
-#include "nn/clip.h"
+#include "methods/encoder.h"
 #include "image/image.h"
 #include "text/tokenizer.h"
 #include "services/precompute/data_source.h"
@@ -308,15 +308,18 @@ static uint64_t jget_u64(json_t *o, const char *k) {
   return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
 }
 
-static void normalize_batch(const prepared *items, int n, int S, float *pix) {
+static void normalize_batch(const prepared *items, int n, const encoder_preprocess *pp, float *pix) {
+  const int S = pp->image_size;
   const size_t per = (size_t)3 * S * S;
 #pragma omp parallel for schedule(static)
-  for (int i = 0; i < n; i++) clip_normalize_u8(items[i].pix, S, CLIP_MEAN, CLIP_STD, pix + per * i);
+  for (int i = 0; i < n; i++) clip_normalize_u8(items[i].pix, S, pp->mean, pp->std, pix + per * i);
 }
 
 typedef struct job {
   const precompute_opts *o;
-  clip_model *m;
+  taca_encoder *m;         /* methods/encoder.h: a CLIP model or an exported adapted one */
+  encoder_preprocess pp;
+  int image_dim, text_dim; /* text_dim 0: no text tower */
   taca_store *store;
   int model_id;
   char name[STORE_NAME_MAX];
@@ -326,11 +329,10 @@ typedef struct job {
 
 /* Runs the model on a batch of prepared samples: img/txt [n, E]. */
 static int embed_batch(job *J, const prepared *items, int n, taca_error *err) {
-  const int S = J->m->cfg.image_size;
-  normalize_batch(items, n, S, J->pix);
+  normalize_batch(items, n, &J->pp, J->pix);
   for (int i = 0; i < n; i++) memcpy(J->tokens + (size_t)i * CLIP_CONTEXT_LEN, items[i].tokens, sizeof items[i].tokens);
-  if (clip_encode_image(J->m, J->pix, n, J->img, err)) return -1;
-  if (J->m->cfg.has_text && clip_encode_text(J->m, J->tokens, n, J->txt, err)) return -1;
+  if (encoder_embed_images(J->m, J->pix, n, J->img, err)) return -1;
+  if (J->text_dim && encoder_embed_texts(J->m, J->tokens, n, J->txt, err)) return -1;
   return 0;
 }
 
@@ -415,7 +417,7 @@ static int write_batch(job *J, store_txn *t, const batch *b, uint64_t next, int 
     }
   }
   if (b->n && store_put_embeddings(t, J->model_id, STORE_IMAGE, next, b->n, J->img, err)) return -1;
-  if (b->n && J->m->cfg.has_text && store_put_embeddings(t, J->model_id, STORE_TEXT, next, b->n, J->txt, err))
+  if (b->n && J->text_dim && store_put_embeddings(t, J->model_id, STORE_TEXT, next, b->n, J->txt, err))
     return -1;
   return 0;
 }
@@ -501,7 +503,7 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
   if (!(tok = clip_tokenizer_load(NULL, err))) goto done;
 
   /* ---- the reader thread reads and preprocesses ahead ---- */
-  reader R = {.ds = ds, .tok = tok, .batch = o->batch, .size = J->m->cfg.image_size,
+  reader R = {.ds = ds, .tok = tok, .batch = o->batch, .size = J->pp.image_size,
               .store_size = o->pixel_size, .jpeg_quality = o->jpeg_quality,
               .workers = o->workers > 0 ? o->workers : 2};
   pthread_mutex_init(&R.mu, NULL);
@@ -513,7 +515,7 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
   progress P;
   progress_init(&P, stderr, "precompute", ds_total_entries(ds), consumed);
   int logged = 0;
-  const int SP = o->pixel_size > 0 ? o->pixel_size : J->m->cfg.image_size; /* stored crop size */
+  const int SP = o->pixel_size > 0 ? o->pixel_size : J->pp.image_size; /* stored crop size */
   store_view *view = NULL;
 
   /* ---- one transaction per batch: samples, embeddings, progress ---- */
@@ -620,7 +622,7 @@ done:
 
 static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
   const precompute_opts *o = J->o;
-  const int S = J->m->cfg.image_size, B = o->batch;
+  const int S = J->pp.image_size, B = o->batch;
   char key[128];
   snprintf(key, sizeof key, "progress/embed/%s", J->name);
   store_view *v;
@@ -689,9 +691,9 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
     if ((rc = store_txn_begin(J->store, &t, err))) break;
     int ok = 1;
     for (int k = 0; ok && k < n; k++) {
-      ok = store_put_embedding(t, J->model_id, STORE_IMAGE, idx[k], J->img + (size_t)k * J->m->cfg.embed_dim, err) == 0;
-      if (ok && J->m->cfg.has_text)
-        ok = store_put_embedding(t, J->model_id, STORE_TEXT, idx[k], J->txt + (size_t)k * J->m->cfg.embed_dim, err) == 0;
+      ok = store_put_embedding(t, J->model_id, STORE_IMAGE, idx[k], J->img + (size_t)k * J->image_dim, err) == 0;
+      if (ok && J->text_dim)
+        ok = store_put_embedding(t, J->model_id, STORE_TEXT, idx[k], J->txt + (size_t)k * J->text_dim, err) == 0;
     }
     json_t *pj = json_pack("{s:I,s:b}", "next_index", (json_int_t)i, "done", i >= end);
     ok = ok && put_json_meta(t, key, pj, err) == 0;
@@ -726,25 +728,20 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
 
 static int register_model(job *J, taca_error *err) {
   const precompute_opts *o = J->o;
-  const clip_config *c = &J->m->cfg;
   store_model sm = {0};
+  const encoder_provenance *prov = encoder_provenance_get(J->m, err);
+  if (!prov) return -1;
   snprintf(sm.name, sizeof sm.name, "%s", J->name);
-  snprintf(sm.arch, sizeof sm.arch, "%s", o->arch ? o->arch : c->name);
-  sm.image_dim = c->embed_dim;
-  sm.text_dim = c->has_text ? c->embed_dim : 0;
+  snprintf(sm.arch, sizeof sm.arch, "%s", prov->arch);
+  sm.image_dim = J->image_dim;
+  sm.text_dim = J->text_dim;
   sm.dtype = o->dtype;
-  sm.logit_scale = J->m->logit_scale;
-  sm.image_size = c->image_size;
-  char weights[4096];
-  struct stat sb;
-  if (stat(o->model_path, &sb) == 0 && S_ISDIR(sb.st_mode))
-    snprintf(weights, sizeof weights, "%s/model.safetensors", o->model_path);
-  else
-    snprintf(weights, sizeof weights, "%s", o->model_path);
-  if (store_file_checksum(weights, sm.weights_xxh, err)) return -1;
+  sm.logit_scale = encoder_logit_scale(J->m);
+  sm.image_size = J->pp.image_size;
+  snprintf(sm.weights_xxh, sizeof sm.weights_xxh, "%s", prov->weights_xxh); /* = store_file_checksum */
   store_txn *t;
   if (store_txn_begin(J->store, &t, err)) return -1;
-  store_pixel_format pf = {o->pixel_size > 0 ? o->pixel_size : c->image_size, 3, "raw", o->jpeg_quality};
+  store_pixel_format pf = {o->pixel_size > 0 ? o->pixel_size : J->pp.image_size, 3, "raw", o->jpeg_quality};
   if (o->jpeg_quality > 0) snprintf(pf.codec, sizeof pf.codec, "jpeg");
   int ok = store_register_model(t, &sm, &J->model_id, err) == 0;
   if (ok && o->store_pixels && o->ndata > 0) {
@@ -790,9 +787,12 @@ int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *e
   nn_backend *be = nn_backend_cpu_create(o->threads);
   if (!be) return taca_fail(err, "out of memory");
   int rc = -1;
-  J.m = clip_model_load(o->model_path, o->arch, be, err);
+  J.m = encoder_open(o->model_path, o->arch, be, o->batch, err);
   if (!J.m) goto out;
-  const int S = J.m->cfg.image_size, E = J.m->cfg.embed_dim, B = o->batch;
+  encoder_get_preprocess(J.m, &J.pp);
+  J.image_dim = encoder_image_dim(J.m);
+  J.text_dim = encoder_text_dim(J.m);
+  const int S = J.pp.image_size, E = J.image_dim > J.text_dim ? J.image_dim : J.text_dim, B = o->batch;
   J.pix = malloc(sizeof(float) * 3 * S * S * B);
   J.img = malloc(sizeof(float) * E * B);
   J.txt = malloc(sizeof(float) * E * B);
@@ -859,7 +859,7 @@ out:
   st->seconds = now_s() - t0;
   store_close(J.store);
   free(J.pix), free(J.img), free(J.txt), free(J.tokens);
-  clip_model_free(J.m);
+  encoder_close(J.m);
   nn_backend_destroy(be);
   return rc;
 }

@@ -43,6 +43,7 @@
 #include "base/safetensors.h"
 #include "methods/aft_model.h"
 #include "methods/taca_loss.h"
+#include "methods/taca_checkpoint.h"
 #include "methods/taca_params.h"
 #include "methods/taca_step.h"
 

@@ -20,6 +20,7 @@
 #include "nn/clip.h"
 #include "base/safetensors.h"
 #include "methods/taca_loss.h"
+#include "methods/taca_checkpoint.h"
 #include "methods/taca_params.h"
 #include "methods/taca_step.h"
 
