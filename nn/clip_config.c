@@ -2,6 +2,7 @@
 #include "nn/clip_config.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -95,6 +96,21 @@ static int json_num(json_t *obj, const char *key, double dflt, double *out, cons
 static int mlp_width(int width, double ratio) {
   double m = width * ratio;
   return m < CLIP_MAX_MLP + 1.0 ? (int)m : CLIP_MAX_MLP + 1;
+}
+
+/* Values a HF config may set that change what the network computes and this build does not
+ * implement: refused rather than ignored (num_channels other than 3; layer_norm_eps other than the
+ * 1e-5 every LayerNorm here uses). */
+static int hf_unsupported(json_t *obj, const char *where, taca_error *err) {
+  double eps = 1e-5;
+  int channels = 3;
+  if (json_num(obj, "layer_norm_eps", 1e-5, &eps, where, err)) return -1;
+  if (fabs(eps - 1e-5) > 1e-12)
+    return taca_fail(err, "%s.layer_norm_eps %g is not supported (LayerNorm here uses eps 1e-5)", where, eps);
+  if (strcmp(where, "vision_config")) return 0;
+  if (json_int(obj, "num_channels", 3, &channels, where, err)) return -1;
+  if (channels != 3) return taca_fail(err, "%s.num_channels %d is not supported (RGB images: 3)", where, channels);
+  return 0;
 }
 
 static json_t *load_json_object(const char *path, taca_error *err) {
@@ -199,7 +215,7 @@ int clip_config_hf_json(clip_config *cfg, const char *path, taca_error *err) {
       json_int(vc, "num_attention_heads", 12, &cfg->vision.heads, "vision_config", err) ||
       json_int(vc, "image_size", 224, &cfg->image_size, "vision_config", err) ||
       json_int(vc, "patch_size", 32, &cfg->patch_size, "vision_config", err) ||
-      hf_act(vc, &cfg->vision.act, "vision_config", err))
+      hf_act(vc, &cfg->vision.act, "vision_config", err) || hf_unsupported(vc, "vision_config", err))
     goto done;
   if (tc) {
     if (!json_is_object(tc)) {
@@ -212,7 +228,7 @@ int clip_config_hf_json(clip_config *cfg, const char *path, taca_error *err) {
         json_int(tc, "num_attention_heads", 8, &cfg->text.heads, "text_config", err) ||
         json_int(tc, "max_position_embeddings", 77, &cfg->context_len, "text_config", err) ||
         json_int(tc, "vocab_size", 49408, &cfg->vocab_size, "text_config", err) ||
-        hf_act(tc, &cfg->text.act, "text_config", err))
+        hf_act(tc, &cfg->text.act, "text_config", err) || hf_unsupported(tc, "text_config", err))
       goto done;
     cfg->has_text = 1;
   }

@@ -17,12 +17,16 @@ static size_t utf8_cut(const char *s, size_t n) {
   return n - (i - 1) >= need ? n : i - 1;
 }
 
-static int put_or_del(store_txn *t, MDB_dbi dbi, uint64_t index, const void *val, size_t len, const char *what,
-                      taca_error *err) {
+static int put_or_del(store_txn *t, MDB_dbi dbi, int tag, uint64_t index, const void *val, size_t len,
+                      const char *what, taca_error *err) {
   uint8_t ik[8];
   store_be64(ik, index);
-  MDB_val k = {8, ik}, d = {len, (void *)val};
-  int rc = len ? mdb_put(t->txn, dbi, &k, &d, 0) : mdb_del(t->txn, dbi, &k, NULL);
+  MDB_val k = {8, ik}, d = {len + REC_SUM_BYTES, NULL}; /* the value and its checksum (store_internal.h) */
+  int rc = len ? mdb_put(t->txn, dbi, &k, &d, MDB_RESERVE) : mdb_del(t->txn, dbi, &k, NULL);
+  if (rc == 0 && len) {
+    memcpy(d.mv_data, val, len);
+    store_seal_record(tag, ik, 8, d.mv_data, len + REC_SUM_BYTES);
+  }
   if (rc && !(rc == MDB_NOTFOUND && !len)) {
     t->failed = 1;
     char w[96];
@@ -49,12 +53,13 @@ int store_put_annotations(store_txn *t, uint64_t index, const char *caption, siz
     json_decref(j);
     if (!is_obj) return taca_fail(err, "sample %llu: metadata is not one JSON object", ix);
   }
-  if (put_or_del(t, t->s->captions, index, caption, caption_len, "caption", err)) return -1;
-  return put_or_del(t, t->s->metadata, index, metadata, metadata_len, "metadata", err);
+  t->content_changed = 1;
+  if (put_or_del(t, t->s->captions, TAG_CAPTIONS, index, caption, caption_len, "caption", err)) return -1;
+  return put_or_del(t, t->s->metadata, TAG_METADATA, index, metadata, metadata_len, "metadata", err);
 }
 
-static int get_annotation(store_view *v, MDB_dbi dbi, uint64_t index, const char **val, size_t *len, int *found,
-                          taca_error *err) {
+static int get_annotation(store_view *v, MDB_dbi dbi, int tag, uint64_t index, const char **val, size_t *len,
+                          int *found, taca_error *err) {
   *val = NULL;
   *len = 0;
   *found = 0;
@@ -62,21 +67,24 @@ static int get_annotation(store_view *v, MDB_dbi dbi, uint64_t index, const char
   uint8_t ik[8];
   store_be64(ik, index);
   MDB_val k = {8, ik}, d;
+  const char *what = tag == TAG_CAPTIONS ? "captions" : "metadata";
   int rc = mdb_get(v->txn, dbi, &k, &d);
-  if (rc == MDB_NOTFOUND) return 0;
-  if (rc) return store_mdb_fail(v->s, err, rc, "annotations");
+  if (rc == MDB_NOTFOUND) return store_confirm_absent(v->s, v->txn, dbi, tag, ik, 8, what, err);
+  if (rc) return store_mdb_fail(v->s, err, rc, what);
+  if (!store_record_ok(v->s, tag, &k, &d) || d.mv_size == REC_SUM_BYTES)
+    return store_corrupt(err, "%s[%llu]: checksum or length mismatch", what, (unsigned long long)index);
   *val = d.mv_data;
-  *len = d.mv_size;
+  *len = d.mv_size - REC_SUM_BYTES;
   *found = 1;
   return 0;
 }
 
 int store_get_caption(store_view *v, uint64_t index, const char **text, size_t *len, int *found, taca_error *err) {
-  return get_annotation(v, v->s->captions, index, text, len, found, err);
+  return get_annotation(v, v->s->captions, TAG_CAPTIONS, index, text, len, found, err);
 }
 
 int store_get_metadata(store_view *v, uint64_t index, const char **json, size_t *len, int *found, taca_error *err) {
-  return get_annotation(v, v->s->metadata, index, json, len, found, err);
+  return get_annotation(v, v->s->metadata, TAG_METADATA, index, json, len, found, err);
 }
 
 int store_scan_samples(store_view *v, uint64_t from, uint64_t limit,
@@ -90,7 +98,10 @@ int store_scan_samples(store_view *v, uint64_t from, uint64_t limit,
   uint64_t seen = 0;
   int ret = 0;
   for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-    if (k.mv_size != 8) continue;
+    if (k.mv_size != 8 || !store_value_in_file(v->s, k.mv_data, 8)) {
+      ret = store_corrupt(err, "samples: a key that is not an index");
+      break;
+    }
     store_sample smp;
     if (store_get_sample(v, store_get_be64(k.mv_data), &smp, err)) {
       ret = -1;

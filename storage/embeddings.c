@@ -13,7 +13,7 @@ size_t block_header_bytes(int block_size) {
 }
 
 size_t block_record_bytes(const store_model *m, int dim) {
-  return block_header_bytes(m->block_size) + (size_t)m->block_size * dim * taca_dtype_size(m->dtype);
+  return block_header_bytes(m->block_size) + (size_t)m->block_size * dim * taca_dtype_size(m->dtype) + REC_SUM_BYTES;
 }
 
 void emb_key(uint8_t out[EMB_KEY_LEN], int model, store_modality mod, uint32_t number) {
@@ -29,13 +29,20 @@ void emb_key(uint8_t out[EMB_KEY_LEN], int model, store_modality mod, uint32_t n
 
 static uint8_t dtype_code(taca_dtype dt) { return dt == TACA_DT_F16 ? BLOCK_DT_F16 : BLOCK_DT_F32; }
 
-int block_parse(const store_model *m, int dim, uint32_t number, const void *rec, size_t len, store_block *b,
-                taca_error *err) {
+int block_parse(taca_store *s, const store_model *m, store_modality mod, int dim, uint32_t number, const void *rec,
+                size_t len, store_block *b, taca_error *err) {
   const uint8_t *p = rec;
   size_t want = block_record_bytes(m, dim);
-  if (len != want || p[0] != BLOCK_LAYOUT || p[1] != dtype_code(m->dtype) || rd_u32le(p + 4) != (uint32_t)m->block_size ||
+  uint8_t k[EMB_KEY_LEN];
+  emb_key(k, m->id, mod, number);
+  MDB_val kv = {EMB_KEY_LEN, k}, vv = {len, (void *)rec};
+  if (len != want || !store_record_ok(s, TAG_EMB, &kv, &vv))
+    return store_corrupt(err, "emb[model '%s' %s block %u]: checksum or length mismatch (%zu bytes, expected %zu)",
+                         m->name, store_modality_name(mod), number, len, want);
+  if (p[0] != BLOCK_LAYOUT || p[1] != dtype_code(m->dtype) || rd_u32le(p + 4) != (uint32_t)m->block_size ||
       rd_u32le(p + 8) != (uint32_t)dim || rd_u32le(p + 12) > (uint32_t)m->block_size)
-    return taca_fail(err, "model '%s': corrupt embedding block %u (%zu bytes, expected %zu)", m->name, number, len, want);
+    return store_corrupt(err, "emb[model '%s' %s block %u]: header does not match the model", m->name,
+                         store_modality_name(mod), number);
   b->number = number;
   b->first_index = (uint64_t)number * (uint64_t)m->block_size;
   b->size = m->block_size;
@@ -53,6 +60,7 @@ static int flush_slot(store_txn *t, block_slot *sl, taca_error *err) {
   if (!sl->dirty) return 0;
   uint8_t k[EMB_KEY_LEN];
   emb_key(k, sl->model, sl->mod, sl->number);
+  store_seal_record(TAG_EMB, k, EMB_KEY_LEN, sl->rec, sl->len);
   MDB_val key = {EMB_KEY_LEN, k}, val = {sl->len, sl->rec};
   int rc = mdb_put(t->txn, t->s->emb, &key, &val, 0);
   if (rc) {
@@ -118,7 +126,7 @@ static block_slot *get_slot(store_txn *t, int model, store_modality mod, uint32_
   int rc = mdb_get(t->txn, t->s->emb, &key, &val);
   if (rc == 0) {
     store_block b;
-    if (block_parse(m, dim, number, val.mv_data, val.mv_size, &b, err)) return NULL;
+    if (block_parse(t->s, m, mod, dim, number, val.mv_data, val.mv_size, &b, err)) return NULL;
     memcpy(victim->rec, val.mv_data, len);
     victim->stored_count = b.count;
   } else if (rc == MDB_NOTFOUND) {
@@ -148,6 +156,7 @@ int store_put_embeddings(store_txn *t, int model, store_modality mod, uint64_t f
     return -1;
   if (n == 0) return 0;
   const store_model *m = &t->models.m[model];
+  t->content_changed = 1;
   if (!vecs) return taca_fail(err, "model '%s': no embeddings given", m->name);
   uint64_t last = first + n - 1;
   if (last < first || last / (uint64_t)m->block_size > UINT32_MAX)
@@ -209,10 +218,12 @@ int store_get_embedding_raw(store_view *v, int model, store_modality mod, uint64
   emb_key(k, model, mod, (uint32_t)number);
   MDB_val key = {EMB_KEY_LEN, k}, val;
   int rc = mdb_get(v->txn, v->s->emb, &key, &val);
+  if (rc == MDB_NOTFOUND && store_confirm_absent(v->s, v->txn, v->s->emb, TAG_EMB, k, EMB_KEY_LEN, "emb", err))
+    return -1;
   if (rc == MDB_NOTFOUND) return store_missing(v, index, what, err);
   if (rc) return store_mdb_fail(v->s, err, rc, what);
   store_block b;
-  if (block_parse(m, dim, (uint32_t)number, val.mv_data, val.mv_size, &b, err)) return -1;
+  if (block_parse(v->s, m, mod, dim, (uint32_t)number, val.mv_data, val.mv_size, &b, err)) return -1;
   if (!block_row_valid(b.bitmap, row)) return store_missing(v, index, what, err);
   *data = (const uint8_t *)b.data + (size_t)row * dim * taca_dtype_size(m->dtype);
   return 0;
@@ -220,7 +231,8 @@ int store_get_embedding_raw(store_view *v, int model, store_modality mod, uint64
 
 int store_get_embedding(store_view *v, int model, store_modality mod, uint64_t index, float *out, taca_error *err) {
   const void *p;
-  if (store_get_embedding_raw(v, model, mod, index, &p, err)) return -1;
+  int rc = store_get_embedding_raw(v, model, mod, index, &p, err);
+  if (rc) return rc;
   const store_model *m = &v->models.m[model];
   int dim = mod == STORE_IMAGE ? m->image_dim : m->text_dim;
   if (taca_convert_to_f32(out, p, m->dtype, (size_t)dim))
@@ -241,11 +253,15 @@ int store_scan_blocks(store_view *v, int model, store_modality mod, int (*fn)(co
   MDB_val key = {EMB_KEY_LEN, k0}, val;
   int ret = 0;
   for (rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &key, &val, MDB_NEXT)) {
+    if (!store_value_in_file(v->s, key.mv_data, key.mv_size)) {
+      ret = store_corrupt(err, "emb: a key runs past the end of data.mdb");
+      break;
+    }
     if (key.mv_size != EMB_KEY_LEN || memcmp(key.mv_data, k0, 4)) break;
     const uint8_t *kp = key.mv_data;
     uint32_t number = (uint32_t)kp[4] << 24 | (uint32_t)kp[5] << 16 | (uint32_t)kp[6] << 8 | kp[7];
     store_block b;
-    if (block_parse(m, dim, number, val.mv_data, val.mv_size, &b, err)) {
+    if (block_parse(v->s, m, mod, dim, number, val.mv_data, val.mv_size, &b, err)) {
       ret = -1;
       break;
     }

@@ -31,8 +31,11 @@ int store_gather_embeddings(store_view *v, int model, store_modality mod, const 
           snprintf(what, sizeof what, "model '%s' %s embeddings", m->name, store_modality_name(mod));
           return store_mdb_fail(v->s, err, rc, what);
         }
+        if (rc == MDB_NOTFOUND &&
+            store_confirm_absent(v->s, v->txn, v->s->emb, TAG_EMB, k, EMB_KEY_LEN, "emb", err))
+          return -1;
         if (rc == 0) {
-          if (block_parse(m, dim, (uint32_t)number, val.mv_data, val.mv_size, &b, err)) return -1;
+          if (block_parse(v->s, m, mod, dim, (uint32_t)number, val.mv_data, val.mv_size, &b, err)) return -1;
           have = 1;
         }
       }
@@ -51,46 +54,5 @@ int store_gather_embeddings(store_view *v, int model, store_modality mod, const 
       memcpy(dst, src, row_out);
     }
   }
-  return 0;
-}
-
-int store_get_pixels_opt(store_view *v, uint64_t index, const uint8_t **data, size_t *len, int *found,
-                         taca_error *err) {
-  uint8_t ik[8];
-  store_be64(ik, index);
-  MDB_val k = {8, ik}, d;
-  int rc = mdb_get(v->txn, v->s->pixels, &k, &d);
-  *found = rc == 0;
-  *data = NULL;
-  *len = 0;
-  if (rc == MDB_NOTFOUND) return 0;
-  if (rc) return store_mdb_fail(v->s, err, rc, "pixels");
-  *data = d.mv_data;
-  *len = d.mv_size;
-  return 0;
-}
-
-int store_sample_exists(store_view *v, uint64_t index, int *exists, taca_error *err) {
-  uint8_t ik[8];
-  store_be64(ik, index);
-  MDB_val k = {8, ik}, d;
-  int rc = mdb_get(v->txn, v->s->samples, &k, &d);
-  *exists = rc == 0;
-  if (rc && rc != MDB_NOTFOUND) return store_mdb_fail(v->s, err, rc, "samples");
-  return 0;
-}
-
-int store_lookup_key_opt(store_view *v, const char *key, size_t key_len, uint64_t *index, int *found,
-                         taca_error *err) {
-  *found = 0;
-  if (!key || key_len == 0 || key_len > STORE_MAX_KEY)
-    return taca_fail(err, "key is empty or longer than %d bytes", STORE_MAX_KEY);
-  MDB_val k = {key_len, (void *)key}, d;
-  int rc = mdb_get(v->txn, v->s->keys, &k, &d);
-  if (rc == MDB_NOTFOUND) return 0;
-  if (rc) return store_mdb_fail(v->s, err, rc, "keys");
-  if (d.mv_size != 8) return taca_fail(err, "key index entry of %zu bytes (corrupt)", d.mv_size);
-  *index = store_get_be64(d.mv_data);
-  *found = 1;
   return 0;
 }

@@ -1,5 +1,6 @@
 /* gather.h: batch reads for the feature server (services/featured): gather the embedding rows of many
- * indices at once, telling "not stored" apart from real errors, without an error per missing row.
+ * indices at once, telling "not stored" apart from real errors, without an error per missing row
+ * (single records: the store.h getters, whose STORE_NOT_STORED says "not stored").
  * An addition beside store.h (same rules: a view is used by one thread at a time). */
 #ifndef TACA_STORAGE_GATHER_H
 #define TACA_STORAGE_GATHER_H
@@ -14,16 +15,5 @@
  * and the row is zero-filled. Fails only on a bad model/modality or a corrupt or unreadable record. */
 int store_gather_embeddings(store_view *v, int model, store_modality m, const uint64_t *idx, size_t n,
                             int as_f32, void *out, uint8_t *present, taca_error *err);
-
-/* Like store_get_pixels, but a sample without pixels is *found = 0 (not an error). */
-int store_get_pixels_opt(store_view *v, uint64_t index, const uint8_t **data, size_t *len, int *found,
-                         taca_error *err);
-
-/* Like store_lookup_key, but an unknown key is *found = 0 (not an error). */
-int store_lookup_key_opt(store_view *v, const char *key, size_t key_len, uint64_t *index, int *found,
-                         taca_error *err);
-
-/* *exists = 1 when a sample record is stored at index. */
-int store_sample_exists(store_view *v, uint64_t index, int *exists, taca_error *err);
 
 #endif

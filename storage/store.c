@@ -15,7 +15,11 @@
 
 /* ---------- small helpers ---------- */
 
+/* The store a transaction belongs to (set as the environment's user context at open). */
+static taca_store *store_of_txn(MDB_txn *txn) { return mdb_env_get_userctx(mdb_txn_env(txn)); }
+
 int store_mdb_fail(taca_store *s, taca_error *err, int rc, const char *what) {
+  if (store_rc_corrupt(rc)) return store_corrupt(err, "%s: %s", what, mdb_strerror(rc));
   if (rc == MDB_MAP_FULL)
     return taca_fail(err, "%s: store is full (map size %.1f GiB): raise --map-size", what,
                      s ? (double)s->map_size / (1u << 30) : 0.0);
@@ -66,22 +70,30 @@ static int get_in(MDB_txn *txn, MDB_dbi dbi, const char *key, MDB_val *val, int 
   MDB_val k = {strlen(key), (void *)key};
   int rc = mdb_get(txn, dbi, &k, val);
   *found = rc == 0;
-  if (rc == MDB_NOTFOUND) return 0;
+  char what[600];
+  snprintf(what, sizeof what, "meta '%s'", key);
+  if (rc == MDB_NOTFOUND)
+    return store_confirm_absent(store_of_txn(txn), txn, dbi, TAG_META, key, strlen(key), what, err);
   if (rc) return store_mdb_fail(NULL, err, rc, key);
+  if (!store_record_ok(store_of_txn(txn), TAG_META, &k, val)) {
+    *found = 0;
+    return store_corrupt(err, "%s: checksum or length mismatch", what);
+  }
+  val->mv_size -= REC_SUM_BYTES;
   return 0;
 }
 
 static json_t *parse_json(const MDB_val *v, const char *what, taca_error *err) {
   json_error_t je;
   json_t *j = json_loadb(v->mv_data, v->mv_size, 0, &je);
-  if (!j) taca_fail(err, "meta '%s': corrupt JSON: %s", what, je.text);
+  if (!j) store_corrupt(err, "meta '%s': not JSON: %s", what, je.text);
   return j;
 }
 
 static int json_u64(json_t *o, const char *field, uint64_t *out, const char *what, taca_error *err) {
   json_t *v = json_object_get(o, field);
   if (!json_is_integer(v) || json_integer_value(v) < 0)
-    return taca_fail(err, "meta '%s': field '%s' missing or not a non-negative integer", what, field);
+    return store_corrupt(err, "meta '%s': field '%s' missing or not a non-negative integer", what, field);
   *out = (uint64_t)json_integer_value(v);
   return 0;
 }
@@ -89,7 +101,7 @@ static int json_u64(json_t *o, const char *field, uint64_t *out, const char *wha
 static int json_int(json_t *o, const char *field, int *out, const char *what, taca_error *err) {
   uint64_t v = 0;
   if (json_u64(o, field, &v, what, err)) return -1;
-  if (v > INT32_MAX) return taca_fail(err, "meta '%s': field '%s' = %llu is too large", what, field,
+  if (v > INT32_MAX) return store_corrupt(err, "meta '%s': field '%s' = %llu is too large", what, field,
                                       (unsigned long long)v);
   *out = (int)v;
   return 0;
@@ -98,7 +110,7 @@ static int json_int(json_t *o, const char *field, int *out, const char *what, ta
 static int json_str(json_t *o, const char *field, char *out, size_t cap, const char *what, taca_error *err) {
   const char *s = json_string_value(json_object_get(o, field));
   if (!s || strlen(s) >= cap)
-    return taca_fail(err, "meta '%s': field '%s' missing, not a string or too long", what, field);
+    return store_corrupt(err, "meta '%s': field '%s' missing, not a string or too long", what, field);
   memcpy(out, s, strlen(s) + 1);
   return 0;
 }
@@ -106,16 +118,19 @@ static int json_str(json_t *o, const char *field, char *out, size_t cap, const c
 /* ---------- open / close ---------- */
 
 static int read_schema(taca_store *s, MDB_txn *txn, int write_if_missing, taca_error *err) {
-  MDB_val v;
+  MDB_val v, k = {strlen("schema_version"), "schema_version"};
   int found;
-  if (get_in(txn, s->meta, "schema_version", &v, &found, err)) return -1;
+  int rc = mdb_get(txn, s->meta, &k, &v);
+  if (rc == 0 && v.mv_size == 1 && ((const char *)v.mv_data)[0] == '1') /* version 1 had no checksums */
+    return taca_fail(err, "%s: store schema version 1 predates per-record checksums (this build reads %d): "
+                          "rebuild the store with taca precompute", s->dir, STORE_SCHEMA_VERSION);
+  if (get_in(txn, s->meta, "schema_version", &v, &found, err)) return taca_error_prefix(err, "%s", s->dir);
   if (!found) {
     if (!write_if_missing) return taca_fail(err, "%s: not a taca store (no schema_version)", s->dir);
     char buf[16];
     int n = snprintf(buf, sizeof buf, "%d", STORE_SCHEMA_VERSION);
-    MDB_val k = {strlen("schema_version"), "schema_version"}, d = {(size_t)n, buf};
-    int rc = mdb_put(txn, s->meta, &k, &d, 0);
-    return rc ? store_mdb_fail(s, err, rc, "writing schema_version") : 0;
+    return store_put_sealed(s, txn, s->meta, TAG_META, k.mv_data, k.mv_size, buf, (size_t)n, 0, err,
+                            "writing schema_version");
   }
   char buf[16] = {0};
   if (v.mv_size == 0 || v.mv_size >= sizeof buf) return taca_fail(err, "%s: corrupt schema_version", s->dir);
@@ -231,9 +246,12 @@ int store_open(taca_store **out, const char *dir, const store_options *opt, taca
   }
   int dead = 0;
   mdb_reader_check(s->env, &dead);  /* clear reader slots of crashed processes */
+  mdb_env_set_userctx(s->env, s);
   MDB_envinfo info;
   if (mdb_env_info(s->env, &info) == 0) s->map_size = info.me_mapsize;
-  if (open_dbs(s, err)) {
+  int bad = store_check_file(s, err) || store_check_pages(s, err) ? 1 : open_dbs(s, err) ? 2 : store_locate_map(s, err) ? 1 : 0;
+  if (bad) {
+    if (bad == 1) taca_error_prefix(err, "%s", dir);  /* open_dbs names the directory itself */
     store_close(s);
     return -1;
   }
@@ -264,15 +282,15 @@ static int parse_model(const MDB_val *v, store_model *m, const char *what, taca_
            json_int(j, "block_size", &m->block_size, what, err);
   if (!rc) {
     json_t *ls = json_object_get(j, "logit_scale");
-    if (!json_is_number(ls)) rc = taca_fail(err, "meta '%s': field 'logit_scale' missing or not a number", what);
+    if (!json_is_number(ls)) rc = store_corrupt(err, "meta '%s': field 'logit_scale' missing or not a number", what);
     else m->logit_scale = (float)json_number_value(ls);
   }
   json_decref(j);
   if (rc) return -1;
   m->dtype = !strcmp(dt, "f16") ? TACA_DT_F16 : !strcmp(dt, "f32") ? TACA_DT_F32 : TACA_DT_INVALID;
-  if (m->dtype == TACA_DT_INVALID) return taca_fail(err, "meta '%s': dtype '%s' is not f16 or f32", what, dt);
+  if (m->dtype == TACA_DT_INVALID) return store_corrupt(err, "meta '%s': dtype '%s' is not f16 or f32", what, dt);
   if (m->block_size < 1 || m->block_size > 65536 || m->image_dim > 65536 || m->text_dim > 65536)
-    return taca_fail(err, "meta '%s': block_size or dims out of range", what);
+    return store_corrupt(err, "meta '%s': block_size or dims out of range", what);
   return 0;
 }
 
@@ -295,7 +313,16 @@ int store_load_models(MDB_txn *txn, MDB_dbi meta, model_table *out, taca_error *
   MDB_val k = {sizeof prefix - 1, (void *)prefix}, v;
   int seen[STORE_MAX_MODELS] = {0};
   for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (!store_value_in_file(store_of_txn(txn), k.mv_data, k.mv_size)) {
+      rc = MDB_CORRUPTED;
+      break;
+    }
     if (k.mv_size < sizeof prefix - 1 || memcmp(k.mv_data, prefix, sizeof prefix - 1)) break;
+    if (!store_record_ok(store_of_txn(txn), TAG_META, &k, &v)) {
+      rc = MDB_CORRUPTED;
+      break;
+    }
+    v.mv_size -= REC_SUM_BYTES;
     char what[600];
     snprintf(what, sizeof what, "%.*s", (int)k.mv_size, (const char *)k.mv_data);
     store_model m;
@@ -305,7 +332,7 @@ int store_load_models(MDB_txn *txn, MDB_dbi meta, model_table *out, taca_error *
     }
     if (m.id < 0 || m.id >= STORE_MAX_MODELS || seen[m.id]) {
       mdb_cursor_close(c);
-      return taca_fail(err, "meta '%s': model id %d is out of range or duplicated", what, m.id);
+      return store_corrupt(err, "meta '%s': model id %d is out of range or duplicated", what, m.id);
     }
     seen[m.id] = 1;
     out->m[m.id] = m;
@@ -314,7 +341,7 @@ int store_load_models(MDB_txn *txn, MDB_dbi meta, model_table *out, taca_error *
   mdb_cursor_close(c);
   if (rc && rc != MDB_NOTFOUND) return store_mdb_fail(NULL, err, rc, "reading models");
   for (int i = 0; i < out->n; i++)
-    if (!seen[i]) return taca_fail(err, "meta: model ids are not dense (id %d missing)", i);
+    if (!seen[i]) return store_corrupt(err, "meta: model ids are not dense (id %d missing)", i);
   return 0;
 }
 
@@ -376,19 +403,44 @@ static int apply_count_deltas(store_txn *t, taca_error *err) {
     char *s;
     if (dump_json(json_pack("{s:I, s:I}", "image", (json_int_t)cnt[0], "text", (json_int_t)cnt[1]), &s, err, key))
       return -1;
-    MDB_val k = {strlen(key), key}, d = {strlen(s), s};
-    int rc = mdb_put(t->txn, t->s->meta, &k, &d, 0);
+    int rc = store_put_sealed(t->s, t->txn, t->s->meta, TAG_META, key, strlen(key), s, strlen(s), 0, err, key);
     free(s);
-    if (rc) return store_mdb_fail(t->s, err, rc, key);
+    if (rc) return -1;
     t->count_delta[id][0] = t->count_delta[id][1] = 0;
   }
   return 0;
 }
 
+/* A commit that changes content writes the record counts and removes the recorded content hash
+ * (it describes the content it was computed on; store_record_content_hash writes a new one). */
+static int update_content_records(store_txn *t, taca_error *err) {
+  if (!t->content_changed) return 0;
+  /* the record counts, under a checksum: LMDB's own counts (in its main database) have none */
+  MDB_stat st[3];
+  MDB_dbi dbis[3] = {t->s->samples, t->s->pixels, t->s->keys};
+  for (int i = 0; i < 3; i++) {
+    int rc = mdb_stat(t->txn, dbis[i], &st[i]);
+    if (rc) return store_mdb_fail(t->s, err, rc, "stat");
+  }
+  char *cs;
+  if (dump_json(json_pack("{s:I, s:I, s:I}", "keys", (json_int_t)st[2].ms_entries, "pixels",
+                          (json_int_t)st[1].ms_entries, "samples", (json_int_t)st[0].ms_entries),
+                &cs, err, STORE_COUNTS_KEY))
+    return -1;
+  int prc = store_put_sealed(t->s, t->txn, t->s->meta, TAG_META, STORE_COUNTS_KEY, strlen(STORE_COUNTS_KEY), cs,
+                             strlen(cs), 0, err, STORE_COUNTS_KEY);
+  free(cs);
+  if (prc) return -1;
+  MDB_val k = {strlen(STORE_CONTENT_HASH_KEY), (void *)STORE_CONTENT_HASH_KEY};
+  int rc = mdb_del(t->txn, t->s->meta, &k, NULL);
+  return rc && rc != MDB_NOTFOUND ? store_mdb_fail(t->s, err, rc, STORE_CONTENT_HASH_KEY) : 0;
+}
+
 int store_txn_commit(store_txn *t, taca_error *err) {
   if (!t) return taca_fail(err, "no transaction");
   int ret = 0;
-  if (store_txn_guard(t, err) || store_txn_flush_blocks(t, err) || apply_count_deltas(t, err)) {
+  if (store_txn_guard(t, err) || store_txn_flush_blocks(t, err) || apply_count_deltas(t, err) ||
+      update_content_records(t, err)) {
     mdb_txn_abort(t->txn);
     ret = -1;
   } else {
@@ -409,18 +461,18 @@ void store_txn_abort(store_txn *t) {
 
 /* Writes a meta value (internal: no reserved-key check). */
 static int put_meta_raw(store_txn *t, const char *key, const void *val, size_t len, taca_error *err) {
-  MDB_val k = {strlen(key), (void *)key}, d = {len, (void *)val};
-  int rc = mdb_put(t->txn, t->s->meta, &k, &d, 0);
-  if (rc) {
+  if (strncmp(key, "progress/", 9) && strcmp(key, STORE_CONTENT_HASH_KEY)) t->content_changed = 1;
+  if (store_put_sealed(t->s, t->txn, t->s->meta, TAG_META, key, strlen(key), val, len, 0, err, key)) {
     t->failed = 1;
-    return store_mdb_fail(t->s, err, rc, key);
+    return -1;
   }
   return 0;
 }
 
 static int is_reserved_meta(const char *key) {
   return !strcmp(key, "schema_version") || !strcmp(key, "pixel") || !strcmp(key, "range") ||
-         !strncmp(key, "model/", 6) || !strncmp(key, "emb_count/", 10);
+         !strncmp(key, "model/", 6) || !strncmp(key, "emb_count/", 10) || !strcmp(key, STORE_CONTENT_HASH_KEY) ||
+         !strcmp(key, STORE_COUNTS_KEY);
 }
 
 int store_put_meta(store_txn *t, const char *key, const void *val, size_t len, taca_error *err) {
@@ -471,6 +523,17 @@ static int read_pixel_format(taca_store *s, MDB_txn *txn, store_pixel_format *pf
   MDB_val v;
   if (get_in(txn, s->meta, "pixel", &v, found, err)) return -1;
   return *found ? parse_pixel(&v, pf, err) : 0;
+}
+
+int store_view_pixel_format(store_view *v, store_pixel_format *pf, int *found, taca_error *err) {
+  if (v->pixel_state == 0) {
+    int f;
+    if (read_pixel_format(v->s, v->txn, &v->pixel, &f, err)) return -1;
+    v->pixel_state = f ? 2 : 1;
+  }
+  *found = v->pixel_state == 2;
+  if (*found) *pf = v->pixel;
+  return 0;
 }
 
 int store_txn_pixel_format(store_txn *t, store_pixel_format *pf, int *found, taca_error *err) {
@@ -543,10 +606,12 @@ static int sample_bounds(taca_store *s, MDB_txn *txn, uint64_t *first, uint64_t 
   int rc = mdb_cursor_open(txn, s->samples, &c);
   if (rc) return store_mdb_fail(s, err, rc, "samples");
   rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-  if (rc == 0 && k.mv_size == 8) {
+  if (rc == 0 && (k.mv_size != 8 || !store_record_ok(s, TAG_SAMPLES, &k, &v))) rc = MDB_CORRUPTED;
+  if (rc == 0) {
     *first = store_get_be64(k.mv_data);
     rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
-    if (rc == 0 && k.mv_size == 8) {
+    if (rc == 0 && (k.mv_size != 8 || !store_record_ok(s, TAG_SAMPLES, &k, &v))) rc = MDB_CORRUPTED;
+    if (rc == 0) {
       *last = store_get_be64(k.mv_data);
       *any = 1;
     }
@@ -631,6 +696,7 @@ static int check_name(const char *s, size_t cap, int allow_space, const char *fi
 }
 
 static const char *model_diff(const store_model *a, const store_model *b) {
+  if (strcmp(a->weights_xxh, b->weights_xxh)) return "weights_xxh";  /* first: other weights explain the rest */
   if (strcmp(a->arch, b->arch)) return "arch";
   if (a->image_dim != b->image_dim) return "image_dim";
   if (a->text_dim != b->text_dim) return "text_dim";
@@ -663,6 +729,9 @@ int store_register_model(store_txn *t, const store_model *in, int *id, taca_erro
     if (strcmp(t->models.m[i].name, m.name)) continue;
     m.id = i;
     const char *d = model_diff(&t->models.m[i], &m);
+    if (d && !strcmp(d, "weights_xxh"))
+      return taca_fail(err, "model '%s' is already registered from other weights (weights_xxh %s, these %s): "
+                       "choose another name", m.name, t->models.m[i].weights_xxh, m.weights_xxh);
     if (d) return taca_fail(err, "model '%s' is already registered with a different %s", m.name, d);
     *id = i;
     return 0;
@@ -705,6 +774,7 @@ void store_view_end(store_view *v) {
 int store_view_refresh(store_view *v, taca_error *err) {
   mdb_txn_reset(v->txn);
   v->models_loaded = 0;
+  v->pixel_state = 0;
   int rc = mdb_txn_renew(v->txn);
   return rc ? store_mdb_fail(v->s, err, rc, "renewing a read view") : 0;
 }
@@ -762,11 +832,43 @@ int store_scan_meta(store_view *v, const char *prefix,
   MDB_val k = {pl, (void *)prefix}, d;
   rc = mdb_cursor_get(c, &k, &d, pl ? MDB_SET_RANGE : MDB_FIRST);
   for (; rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+    if (!store_value_in_file(v->s, k.mv_data, k.mv_size)) {
+      rc = MDB_CORRUPTED;
+      break;
+    }
     if (k.mv_size < pl || memcmp(k.mv_data, prefix, pl)) break;
+    if (!store_record_ok(v->s, TAG_META, &k, &d)) {
+      rc = MDB_CORRUPTED;
+      break;
+    }
+    d.mv_size -= REC_SUM_BYTES;
     if (fn(k.mv_data, k.mv_size, d.mv_data, d.mv_size, ctx)) break;
   }
   mdb_cursor_close(c);
   if (rc && rc != MDB_NOTFOUND) return store_mdb_fail(v->s, err, rc, "meta");
+  return 0;
+}
+
+/* LMDB's record counts against the checksummed ones of meta "counts". */
+static int check_counts(store_view *v, uint64_t samples, uint64_t pixels, uint64_t keys, taca_error *err) {
+  MDB_val d;
+  int found;
+  if (get_in(v->txn, v->s->meta, STORE_COUNTS_KEY, &d, &found, err)) return -1;
+  if (!found) {
+    if (samples || pixels || keys) return store_corrupt(err, "meta: record counts missing");
+    return 0;
+  }
+  json_t *j = parse_json(&d, STORE_COUNTS_KEY, err);
+  if (!j) return -1;
+  uint64_t c[3] = {0, 0, 0};
+  int rc = json_u64(j, "samples", &c[0], STORE_COUNTS_KEY, err) || json_u64(j, "pixels", &c[1], STORE_COUNTS_KEY, err) ||
+           json_u64(j, "keys", &c[2], STORE_COUNTS_KEY, err);
+  json_decref(j);
+  if (rc) return -1;
+  if (c[0] != samples || c[1] != pixels || c[2] != keys)
+    return store_corrupt(err, "the database records: samples %llu, pixels %llu, keys %llu, but meta counts %llu, %llu, "
+                         "%llu", (unsigned long long)samples, (unsigned long long)pixels, (unsigned long long)keys,
+                         (unsigned long long)c[0], (unsigned long long)c[1], (unsigned long long)c[2]);
   return 0;
 }
 
@@ -783,6 +885,7 @@ int store_get_info(store_view *v, store_info *out, taca_error *err) {
     *cnt[i] = st.ms_entries;
   }
   int any, found;
+  if (check_counts(v, out->n_samples, out->n_pixels, out->n_keys, err)) return -1;
   if (sample_bounds(s, v->txn, &out->first_index, &out->last_index, &any, err)) return -1;
   if (read_range(s, v->txn, &out->range, &found, err)) return -1;
   out->has_range = found;
@@ -818,6 +921,98 @@ int store_get_info(store_view *v, store_info *out, taca_error *err) {
     out->map_size = ei.me_mapsize;
     out->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * st.ms_psize;
   }
+  return 0;
+}
+
+/* ---------- dropping a model ---------- */
+
+/* Deletes (to = -1) or renumbers to model id `to` every embedding record of model `from`. */
+static int move_model_blocks(store_txn *t, int from, int to, taca_error *err) {
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(t->txn, t->s->emb, &c);
+  if (rc) return store_mdb_fail(t->s, err, rc, "emb");
+  uint8_t start[EMB_KEY_LEN] = {(uint8_t)(from >> 8), (uint8_t)from};
+  uint8_t *buf = NULL;
+  size_t cap = 0;
+  int ret = 0;
+  for (;;) {
+    MDB_val k = {EMB_KEY_LEN, start}, v;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) break;
+    if (rc) {
+      ret = store_mdb_fail(t->s, err, rc, "emb");
+      break;
+    }
+    if (k.mv_size != EMB_KEY_LEN || memcmp(k.mv_data, start, 2)) break;
+    uint8_t oldk[EMB_KEY_LEN], newk[EMB_KEY_LEN];
+    memcpy(oldk, k.mv_data, EMB_KEY_LEN);
+    if (to >= 0) {
+      if (v.mv_size > cap) {
+        free(buf);
+        if (!(buf = malloc(cap = v.mv_size))) {
+          ret = taca_fail(err, "out of memory");
+          break;
+        }
+      }
+      memcpy(buf, v.mv_data, v.mv_size);
+      memcpy(newk, oldk, EMB_KEY_LEN);
+      newk[0] = (uint8_t)(to >> 8);
+      newk[1] = (uint8_t)to;
+      store_seal_record(TAG_EMB, newk, EMB_KEY_LEN, buf, v.mv_size);
+      MDB_val nk = {EMB_KEY_LEN, newk}, nv = {v.mv_size, buf};
+      if ((rc = mdb_put(t->txn, t->s->emb, &nk, &nv, 0))) {
+        ret = store_mdb_fail(t->s, err, rc, "emb");
+        break;
+      }
+    }
+    MDB_val ok = {EMB_KEY_LEN, oldk};
+    if ((rc = mdb_del(t->txn, t->s->emb, &ok, NULL))) {
+      ret = store_mdb_fail(t->s, err, rc, "emb");
+      break;
+    }
+  }
+  free(buf);
+  mdb_cursor_close(c);
+  return ret;
+}
+
+static int del_meta(store_txn *t, const char *key, taca_error *err) {
+  MDB_val k = {strlen(key), (void *)key};
+  int rc = mdb_del(t->txn, t->s->meta, &k, NULL);
+  return rc && rc != MDB_NOTFOUND ? store_mdb_fail(t->s, err, rc, key) : 0;
+}
+
+int store_drop_model(store_txn *t, const char *name, taca_error *err) {
+  if (store_txn_guard(t, err) || store_txn_models(t, err)) return -1;
+  int id = -1;
+  for (int i = 0; i < t->models.n; i++)
+    if (!strcmp(t->models.m[i].name, name)) id = i;
+  if (id < 0) return taca_fail(err, "model '%s' is not in this store", name);
+  t->failed = 1;  /* until the end: a half-done drop must not be committed */
+  if (store_txn_flush_blocks(t, err) || apply_count_deltas(t, err)) return -1;
+  store_txn_free_blocks(t);
+  char key[128];
+  if (move_model_blocks(t, id, -1, err)) return -1;
+  snprintf(key, sizeof key, "model/%s", name);
+  if (del_meta(t, key, err)) return -1;
+  snprintf(key, sizeof key, "emb_count/%s", name);
+  if (del_meta(t, key, err)) return -1;
+  snprintf(key, sizeof key, "progress/%s", name);
+  if (del_meta(t, key, err)) return -1;
+  for (int j = id + 1; j < t->models.n; j++) {
+    store_model m = t->models.m[j];
+    m.id = j - 1;
+    char *js;
+    if (move_model_blocks(t, j, j - 1, err) || model_json(&m, &js, err)) return -1;
+    snprintf(key, sizeof key, "model/%s", m.name);
+    int rc = put_meta_raw(t, key, js, strlen(js), err);
+    free(js);
+    if (rc) return -1;
+    t->models.m[j - 1] = m;
+  }
+  t->models.n--;
+  t->content_changed = 1;
+  t->failed = 0;
   return 0;
 }
 

@@ -9,6 +9,12 @@
  *   reader:  store_open(ro) -> store_view_begin -> store_get_* / store_scan_blocks ... -> store_view_end
  *
  * Everything returns 0 on success and -1 on failure with a one-line reason in the taca_error.
+ * The getters of one sample's data (store_get_sample, store_get_pixels, store_lookup_key,
+ * store_get_embedding[_raw]) say "not stored" one way: they return STORE_NOT_STORED (1) with the
+ * reason in err (a caller that treats any non-zero as failure needs nothing else). A damaged store
+ * (a checksum mismatch, a value past the end of the file, an LMDB corruption code, meta that does
+ * not parse) is -1 with a reason "store corrupt at ..." (store_error_is_corrupt tells it from other
+ * failures, also after taca_error_prefix): never "not stored", never wrong bytes.
  * LMDB rules that apply: open a store once per process (share the handle between threads), never use
  * it across fork(), one write transaction at a time (across processes too), keep views short-lived
  * (a view pins its snapshot; a writer cannot reuse pages while it lives). A view may move between
@@ -23,7 +29,11 @@
 #include "base/dtype.h"
 #include "base/error.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2       /* 2: every record carries a checksum */
+#define STORE_NOT_STORED 1           /* a getter's "nothing stored there" (see above) */
+#define STORE_CORRUPT_MARK "store corrupt at "
+#define STORE_CONTENT_HASH_KEY "content_hash" /* meta: the hash recorded by a finished writer */
+#define STORE_COUNTS_KEY "counts"    /* meta: records per database, checked against LMDB's at info */
 #define STORE_CONTEXT_LEN 77        /* token ids per sample (CLIP context length) */
 #define STORE_MAX_KEY 511           /* longest sample key in bytes (LMDB's key limit) */
 #define STORE_MAX_MODELS 32         /* models per store */
@@ -131,6 +141,9 @@ int store_set_range(store_txn *t, const store_range *r, taca_error *err);
 /* Registers a model (m->id is ignored) and writes its id to *id. Registering a name again with the
  * same record returns the existing id (resumed runs); with any field different it fails. */
 int store_register_model(store_txn *t, const store_model *m, int *id, taca_error *err);
+/* A sample key the store accepts: 1..STORE_MAX_KEY bytes of UTF-8 without NUL (keys travel in proto3
+ * string fields, which every protobuf client rejects when they are not UTF-8). */
+int store_check_key(const char *key, size_t len, taca_error *err);
 /* Writes (or replaces) sample `index`: its key (unique across the store), label (< 0 = none),
  * STORE_CONTEXT_LEN token ids (NULL = none; each must fit in 16 bits) and pixel bytes (NULL = none;
  * raw codec: exactly channels*size*size bytes). A replaced sample's old key and pixels are removed. */
@@ -201,11 +214,43 @@ int store_get_metadata(store_view *v, uint64_t index, const char **json, size_t 
 int store_scan_samples(store_view *v, uint64_t from, uint64_t limit,
                        int (*fn)(const store_sample *s, void *ctx), void *ctx, taca_error *err);
 
-/* XXH3-128 over every database except meta "progress/..." and "index/..." records, as 32 hex digits + NUL.
+/* XXH3-128 over every database except meta "progress/...", "index/..." and "content_hash", as 32 hex digits + NUL.
  * Equal for stores with equal content whatever the transaction boundaries that wrote them. */
 int store_content_hash(store_view *v, char hex[33], taca_error *err);
 /* XXH3-128 of a file's bytes as 32 hex digits + NUL ("xxh3-128:" is not prefixed). */
 int store_file_checksum(const char *path, char hex[33], taca_error *err);
+
+/* Records the current content hash in meta "content_hash" ({"by": by, "hash": ...}); a later commit
+ * that changes content removes the record, so a present record always describes the store. */
+int store_record_content_hash(taca_store *s, const char *by, taca_error *err);
+
+/* Removes a model: its embeddings, model/ and emb_count/ records and progress/<name>; models
+ * registered after it move down one id (their embedding records are rewritten). */
+int store_drop_model(store_txn *t, const char *name, taca_error *err);
+
+/* taca verify: every record of every database checked (checksums, layouts, lengths, the key table
+ * against the sample records, embedding counts) and the recorded content hash compared. */
+typedef struct store_db_report {
+  char name[16];
+  uint64_t records, bad;
+  char first_problem[320];  /* the first bad record, "" when none */
+} store_db_report;
+
+typedef struct store_verify_report {
+  int n_db;
+  store_db_report db[8];   /* meta, samples, pixels, keys, emb, [captions, metadata], the content hash */
+  int hash_recorded;       /* a finished writer recorded a content hash */
+  int hash_equal;          /* ... and it matches the content */
+  char hash[33], recorded[33], recorded_by[96];
+  uint64_t problems;       /* bad records + a hash mismatch */
+} store_verify_report;
+
+/* Fails only when the walk itself cannot run; damage is counted in the report. */
+int store_verify(store_view *v, store_verify_report *out, taca_error *err);
+
+/* 1 when err says the store is damaged (its reason, or the reason after any "prefix: ", starts with
+ * STORE_CORRUPT_MARK): a server answers DATA_LOSS, not NOT_FOUND or INTERNAL. */
+int store_error_is_corrupt(const taca_error *err);
 
 const char *store_modality_name(store_modality m);  /* "image" / "text" */
 

@@ -234,6 +234,12 @@ int cmd_embed(int argc, char **argv) {
     rc = cli_fail("embed", 1, "%s", err.msg);
     goto done;
   }
+  for (size_t i = 0; i < (size_t)n * E; i++)
+    if (!isfinite(feat[i])) { /* NaN features are no result: the weights or inputs are broken */
+      rc = cli_fail("embed", 1, "model '%s': %s feature %zu of row %zu is not finite (check the weights)", model,
+                    kind == IN_TEXT || kind == IN_TOKENS ? "text" : "image", i % (size_t)E, i / (size_t)E);
+      goto done;
+    }
   if (normalize) l2_normalize_rows(feat, n, E);
   int64_t shape[2] = {n, E};
   if (npy_save(out, TACA_DT_F32, 2, shape, feat, &err)) rc = cli_fail("embed", 1, "%s", err.msg);

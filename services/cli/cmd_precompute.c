@@ -16,7 +16,8 @@ static const char *USAGE =
     "  stored samples without --data (AFT needs several models' features; or a `taca export`\n"
     "  directory: the adapted encoder's features in the old model's space).\n"
     "  SPEC: WebDataset tar shards (shards/{00000..00099}.tar; KEY.jpg|png|webp + KEY.txt [+ KEY.cls])\n"
-    "        or a folder with captions.tsv (relative/path<TAB>caption[<TAB>label]). Repeatable.\n"
+    "        or a folder with captions.tsv (relative/path<TAB>caption[<TAB>label]). Several SPECs\n"
+    "        may follow one --data (--data a.tar b.tar), and --data may be repeated.\n"
     "options:\n"
     "  --name NAME          model name in the store (default: from the model path)\n"
     "  --shard I/N          take every N-th input file starting at I (0-based)\n"
@@ -39,7 +40,7 @@ static const char *USAGE =
 int cmd_precompute(int argc, char **argv) {
   precompute_opts o = {.batch = 32, .dtype = TACA_DT_F16, .store_pixels = 1, .nshards = 1,
                        .index_base = -1};
-  char **data = calloc(argc, sizeof *data);
+  char **data = calloc(argc + 32, sizeof *data); /* + one per option cli_env_options may add */
   if (!data) return cli_fail("precompute", 1, "out of memory");
   static const struct option opts[] = {
       {"model", required_argument, 0, 'm'},    {"arch", required_argument, 0, 'a'},
@@ -62,7 +63,10 @@ int cmd_precompute(int argc, char **argv) {
       case 'm': o.model_path = optarg; break;
       case 'a': o.arch = optarg; break;
       case 'N': o.name = optarg; break;
-      case 'd': data[o.ndata++] = optarg; break;
+      case 'd': /* --data A [B ...]: the paths a shell glob gives, up to the next option */
+        data[o.ndata++] = optarg;
+        while (optind < argc && argv[optind][0] != '-') data[o.ndata++] = argv[optind++];
+        break;
       case 'D': o.db = optarg; break;
       case 's': {
         int i, n, k = 0;

@@ -222,14 +222,22 @@ static json_t *vector_json(store_view *v, int model, store_modality m, int dim, 
   return a;
 }
 
-/* The sample's caption (json string or NULL) and metadata (parsed object or NULL). */
-static void annotations_json(store_view *v, uint64_t index, json_t **caption, json_t **meta) {
+/* The sample's caption (json string or NULL) and metadata (parsed object or NULL); -1 on a damaged
+ * record (err says which). */
+static int annotations_json(store_view *v, uint64_t index, json_t **caption, json_t **meta, taca_error *err) {
   const char *t;
   size_t len;
   int found;
   *caption = *meta = NULL;
-  if (store_get_caption(v, index, &t, &len, &found, NULL) == 0 && found) *caption = json_stringn_nocheck(t, len);
-  if (store_get_metadata(v, index, &t, &len, &found, NULL) == 0 && found) *meta = json_meta_value(t, len);
+  if (store_get_caption(v, index, &t, &len, &found, err)) return -1;
+  if (found) *caption = json_stringn_nocheck(t, len);
+  if (store_get_metadata(v, index, &t, &len, &found, err)) {
+    json_decref(*caption);
+    *caption = NULL;
+    return -1;
+  }
+  if (found) *meta = json_meta_value(t, len);
+  return 0;
 }
 
 static int cmd_lookup(store_view *v, int json, int argc, char **argv) {
@@ -253,11 +261,18 @@ static int cmd_lookup(store_view *v, int json, int argc, char **argv) {
     store_sample smp;
     const uint8_t *px;
     size_t pxlen = 0;
-    if (store_lookup_key(v, key, strlen(key), &index, &err) || store_get_sample(v, index, &smp, &err)) {
+    int rc = store_lookup_key(v, key, strlen(key), &index, &err);
+    if (rc == 0) rc = store_get_sample(v, index, &smp, &err);
+    if (rc == STORE_NOT_STORED) {
       status = cli_fail(CMD, 1, "%s", err.msg);
       continue;
     }
-    if (store_get_pixels(v, index, &px, &pxlen, &err)) pxlen = 0;
+    if (rc == 0) rc = store_get_pixels(v, index, &px, &pxlen, &err);
+    if (rc == STORE_NOT_STORED) pxlen = 0, rc = 0;
+    if (rc) { /* a damaged store: one line, no half answers */
+      status = cli_fail(CMD, 1, "%s", err.msg);
+      break;
+    }
     int ntok = 0;
     while (smp.has_tokens && ntok < STORE_CONTEXT_LEN && smp.tokens[ntok]) ntok++;
     json_t *embs = json ? json_object() : NULL, *vecs = json ? json_object() : NULL;
@@ -265,8 +280,16 @@ static int cmd_lookup(store_view *v, int json, int argc, char **argv) {
     for (int i = 0; i < in->n_models; i++)
       for (int m = 0; m < 2; m++) {
         const void *p;
-        if (store_get_embedding_raw(v, i, (store_modality)m, index, &p, NULL)) continue;
         int dim = m ? in->models[i].text_dim : in->models[i].image_dim;
+        if (dim <= 0) continue;
+        rc = store_get_embedding_raw(v, i, (store_modality)m, index, &p, &err);
+        if (rc == STORE_NOT_STORED) continue;
+        if (rc) {
+          json_decref(embs);
+          json_decref(vecs);
+          free(in);
+          return cli_fail(CMD, 1, "%s", err.msg);
+        }
         if (json) {
           json_t *mv = json_object_get(vecs, in->models[i].name);
           if (!mv) json_object_set_new(vecs, in->models[i].name, mv = json_object());
@@ -282,7 +305,12 @@ static int cmd_lookup(store_view *v, int json, int argc, char **argv) {
         }
       }
     json_t *cap, *meta;
-    annotations_json(v, index, &cap, &meta);
+    if (annotations_json(v, index, &cap, &meta, &err)) {
+      json_decref(embs);
+      json_decref(vecs);
+      status = cli_fail(CMD, 1, "%s", err.msg);
+      break;
+    }
     if (json) {
       json_t *o = json_pack("{s:s, s:I, s:i, s:i, s:I, s:o, s:o}", "key", key, "index", (json_int_t)index, "label",
                             smp.label, "n_tokens", ntok, "pixel_bytes", (json_int_t)pxlen, "embeddings", embs,
@@ -390,8 +418,11 @@ static int export_rows(store_view *v, const char *path, uint64_t a, uint64_t b) 
     int have = store_get_sample(v, i, &smp, NULL) == 0, fc = 0, fm = 0;
     const char *cap = NULL, *meta = NULL;
     size_t cl = 0, ml = 0;
-    store_get_caption(v, i, &cap, &cl, &fc, NULL);
-    store_get_metadata(v, i, &meta, &ml, &fm, NULL);
+    taca_error aerr;
+    if (store_get_caption(v, i, &cap, &cl, &fc, &aerr) || store_get_metadata(v, i, &meta, &ml, &fm, &aerr)) {
+      fclose(f);
+      return cli_fail(CMD, 1, "%s", aerr.msg);
+    }
     if (jsonl) {
       json_t *o = json_pack("{s:I, s:s#}", "index", (json_int_t)i, "key", have ? smp.key : "", have ? (int)smp.key_len : 0);
       json_object_set_new(o, "caption", fc ? json_stringn_nocheck(cap, cl) : json_null());
@@ -736,10 +767,17 @@ static int search_run(store_view *v, int json, const char *model, const char *mo
       int64_t ix = idx[(size_t)i * k + r];
       float s = sc[(size_t)i * k + r];
       store_sample smp;
-      int have = store_get_sample(v, (uint64_t)ix, &smp, NULL) == 0, fc = 0;
+      int got = store_get_sample(v, (uint64_t)ix, &smp, &err), have = got == 0, fc = 0;
+      if (got < 0) {
+        rc = cli_fail(CMD, 1, "%s", err.msg);
+        break;
+      }
       const char *cap = NULL;
       size_t cl = 0;
-      store_get_caption(v, (uint64_t)ix, &cap, &cl, &fc, NULL);
+      if (store_get_caption(v, (uint64_t)ix, &cap, &cl, &fc, &err)) {
+        rc = cli_fail(CMD, 1, "%s", err.msg);
+        break;
+      }
       if (json) {
         json_t *o = json_pack("{s:I, s:f, s:s#}", "index", (json_int_t)ix, "score", (double)s, "key",
                               have ? smp.key : "", have ? (int)smp.key_len : 0);
@@ -751,7 +789,9 @@ static int search_run(store_view *v, int json, const char *model, const char *mo
                fc ? cap : "", fc ? "\"" : "");
       }
     }
-    if (json) {
+    if (rc) {
+      json_decref(res);
+    } else if (json) {
       json_t *o = json_pack("{s:i, s:o}", "query", i, "results", res);
       if (!vectors) json_object_set_new(o, "caption", json_string(caps[i]));
       print_json(o);

@@ -14,6 +14,8 @@ int cmd_health(int argc, char **argv);
 int cmd_query_server(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_add_features(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_drop_model(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_export_model(int argc, char **argv);

@@ -21,6 +21,8 @@ static const command COMMANDS[] = {
     {"import", cmd_import, "an embeddings-only store from .npy files computed elsewhere"},
     {"index", cmd_index, "build an approximate (faiss) search index of a stored model"},
     {"precompute", cmd_precompute, "fill a feature store with a model's embeddings of a data set"},
+    {"verify", cmd_verify, "check every record of a store (checksums, key table, counts, content hash)"},
+    {"drop-model", cmd_drop_model, "remove one model and its embeddings from a store"},
     {"eval", cmd_eval, "hot-plug compatibility report of a TaCA checkpoint (retrieval, old head, distances)"},
     {"export", cmd_export_model, "the adapted encoder (new tower + TaCA checkpoint + old text tower) as one model"},
 };

@@ -345,15 +345,16 @@ static int read_store(run *R, taca_error *err) {
   size_t ncand = 0, cap = 0;
   if (info->n_samples > 0) {
     for (uint64_t idx = info->first_index; idx <= info->last_index; idx++) {
-      int exists = 0, found = 0;
-      if (store_sample_exists(v, idx, &exists, err)) return -1;
-      if (!exists) continue;
-      r->n_records++;
       store_sample smp;
       const uint8_t *px;
       size_t plen;
-      if (store_get_sample(v, idx, &smp, err) || store_get_pixels_opt(v, idx, &px, &plen, &found, err)) return -1;
-      if (!found) continue;
+      int got = store_get_sample(v, idx, &smp, err);
+      if (got == STORE_NOT_STORED) continue;
+      if (got) return -1;
+      r->n_records++;
+      got = store_get_pixels(v, idx, &px, &plen, err);
+      if (got == STORE_NOT_STORED) continue;
+      if (got) return -1;
       if (ncand == cap) {
         cap = cap ? cap * 2 : 1024;
         uint64_t *nc = realloc(R->cand, sizeof(uint64_t) * cap);

@@ -69,15 +69,30 @@ int check_indices(const featured_snapshot *s, const uint64_t *idx, size_t n, rep
 
 static int oom(reply *r) { return reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory building a batch"); }
 
-static int missing_sample(store_view *v, const featured_snapshot *s, uint64_t index, const taca_error *e, reply *r) {
-  int exists = 1;
-  taca_error err2;
-  if (store_sample_exists(v, index, &exists, &err2) == 0 && !exists)
+int reply_store_fail(reply *r, const taca_error *e) {
+  return reply_fail(r, store_error_is_corrupt(e) ? GRPC_STATUS_DATA_LOSS : GRPC_STATUS_INTERNAL, "%s", e->msg);
+}
+
+/* rc is a store getter's answer: STORE_NOT_STORED or a failure. */
+static int missing_sample(const featured_snapshot *s, uint64_t index, int rc, const taca_error *e, reply *r) {
+  if (rc == STORE_NOT_STORED)
     return reply_fail(r, GRPC_STATUS_NOT_FOUND,
                       "sample %llu is not stored (the store holds %llu samples of its range [%llu, %llu))",
                       (unsigned long long)index, (unsigned long long)s->info.n_samples,
                       (unsigned long long)s->begin, (unsigned long long)s->end);
-  return reply_fail(r, GRPC_STATUS_INTERNAL, "%s", e->msg);
+  return reply_store_fail(r, e);
+}
+
+/* A sample's pixels, or none (len 0) when it has none stored. */
+static int get_pixels(store_view *v, uint64_t index, const uint8_t **d, size_t *len, reply *r) {
+  taca_error err;
+  int rc = store_get_pixels(v, index, d, len, &err);
+  if (rc == STORE_NOT_STORED) {
+    *d = NULL;
+    *len = 0;
+    return 0;
+  }
+  return rc ? reply_store_fail(r, &err) : 0;
 }
 
 int batch_annotations(store_view *v, const uint64_t *idx, size_t n, int captions, int metadata, arena *a,
@@ -95,7 +110,7 @@ int batch_annotations(store_view *v, const uint64_t *idx, size_t n, int captions
       int found;
       int rc = which ? store_get_metadata(v, idx[i], &t, &len, &found, &err)
                      : store_get_caption(v, idx[i], &t, &len, &found, &err);
-      if (rc) return reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+      if (rc) return reply_store_fail(r, &err);
       char *c = arena_alloc(a, found ? len + 1 : 1);
       if (!c) return oom(r);
       if (found) memcpy(c, t, len);
@@ -121,7 +136,8 @@ int batch_fill(store_view *v, const featured_snapshot *s, const field_sel *fs, c
     if (fs->keys && !(keys = arena_alloc(a, n * sizeof *keys))) return oom(r);
     for (size_t i = 0; i < n; i++) {
       store_sample smp;
-      if (store_get_sample(v, idx[i], &smp, &err)) return missing_sample(v, s, idx[i], &err, r);
+      int rc = store_get_sample(v, idx[i], &smp, &err);
+      if (rc) return missing_sample(s, idx[i], rc, &err, r);
       if (tokens) memcpy(tokens + i * STORE_CONTEXT_LEN, smp.tokens, sizeof smp.tokens);
       if (labels) labels[i] = smp.label;
       if (keys) {
@@ -155,21 +171,16 @@ int batch_fill(store_view *v, const featured_snapshot *s, const field_sel *fs, c
     tail->data = malloc((n ? n : 1) * sizeof *tail->data);
     tail->len = malloc((n ? n : 1) * sizeof *tail->len);
     if (!tail->data || !tail->len) return oom(r);
-    for (size_t i = 0; i < n; i++) {
-      int found;
-      if (store_get_pixels_opt(v, idx[i], &tail->data[i], &tail->len[i], &found, &err))
-        return reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
-    }
+    for (size_t i = 0; i < n; i++)
+      if (get_pixels(v, idx[i], &tail->data[i], &tail->len[i], r)) return -1;
     tail->n = n;
   } else if (fs->pixels) {
     ProtobufCBinaryData *px = arena_alloc(a, n * sizeof *px);
     if (!px) return oom(r);
     for (size_t i = 0; i < n; i++) {
-      int found;
       const uint8_t *d;
       size_t len;
-      if (store_get_pixels_opt(v, idx[i], &d, &len, &found, &err))
-        return reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+      if (get_pixels(v, idx[i], &d, &len, r)) return -1;
       px[i].data = (uint8_t *)d;
       px[i].len = len;
     }
@@ -189,7 +200,7 @@ int batch_fill(store_view *v, const featured_snapshot *s, const field_sel *fs, c
       uint8_t *data = arena_alloc(a, bytes), *present = arena_alloc(a, n);
       if (!data || !present) return oom(r);
       if (store_gather_embeddings(v, fe->model, fe->mod, idx, n, fs->as_f32, data, present, &err))
-        return reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+        return reply_store_fail(r, &err);
       ed->model = (char *)fe->name;
       ed->modality = fe->mod == STORE_TEXT ? TACA__V1__MODALITY__MODALITY_TEXT : TACA__V1__MODALITY__MODALITY_IMAGE;
       ed->dtype = (fs->as_f32 || fe->dtype == TACA_DT_F32) ? TACA__V1__DTYPE__DTYPE_F32 : TACA__V1__DTYPE__DTYPE_F16;

@@ -36,6 +36,8 @@ int fields_resolve(const featured_snapshot *s, const Taca__V1__Fields *in, field
 
 /* The "model 'x' is not in this store (it has: ...)" NOT_FOUND reply. */
 int reply_unknown_model(reply *r, const featured_snapshot *s, const char *name);
+/* A store failure: DATA_LOSS when the store is damaged (store_error_is_corrupt), INTERNAL otherwise. */
+int reply_store_fail(reply *r, const taca_error *e);
 
 /* Fills out (initialised here) for idx[0..n), every index inside the served range. A sample that
  * is not stored → NOT_FOUND naming it (when sample fields are asked for). Allocations come from a.

@@ -173,13 +173,13 @@ void handle_lookup(featured *f, const uint8_t *req, size_t len, reply *r) {
       reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "keys[%zu] is empty or longer than %d bytes", i, STORE_MAX_KEY);
       goto done;
     }
-    int found;
     taca_error err;
-    if (store_lookup_key_opt(v, key, kl, &idx[nf], &found, &err)) {
-      reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+    int rc = store_lookup_key(v, key, kl, &idx[nf], &err);
+    if (rc < 0) {
+      reply_store_fail(r, &err);
       goto done;
     }
-    if (found) {
+    if (rc == 0) {
       nf++;
     } else if (in->allow_missing) {
       missing[nm++] = (char *)key;
@@ -326,11 +326,11 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
     }
     if (ann_search(ix, v, q, (int)nq, (int)k, metric, (int)(in->nprobe > 1u << 20 ? 1u << 20 : in->nprobe), 0, hit,
                    score, &err)) {
-      reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+      reply_store_fail(r, &err);
       goto done;
     }
   } else if (store_search(v, id, mod, q, (int)nq, (int)k, metric, hit, score, &err)) {
-    reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+    reply_store_fail(r, &err);
     goto done;
   }
   Taca__V1__SearchResponse out = TACA__V1__SEARCH_RESPONSE__INIT;
@@ -360,9 +360,14 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
       }
       for (size_t j = 0; j < cnt; j++) {
         store_sample smp;
-        if (store_get_sample(v, h->indices[j], &smp, &err)) {
+        int rc = store_get_sample(v, h->indices[j], &smp, &err);
+        if (rc == STORE_NOT_STORED) {
           h->keys[j] = (char *)"";  /* an embedding without its sample record: no key to give */
           continue;
+        }
+        if (rc) {
+          reply_store_fail(r, &err);
+          goto done;
         }
         char *kc = arena_alloc(&a, smp.key_len + 1);
         if (!kc) {

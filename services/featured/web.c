@@ -190,10 +190,12 @@ static void thumb(featured *f, const char *target, http_reply *out) {
   if (store_view_begin(f->store, &v, &err)) return text_reply(out, 503, "store unavailable\n");
   const uint8_t *px;
   size_t len;
-  int found = 0;
-  if (store_get_pixels_opt(v, index, &px, &len, &found, &err) || !found) {
+  int rc = store_get_pixels(v, index, &px, &len, &err);
+  if (rc) {
     store_view_end(v);
-    return text_reply(out, 404, "no pixels stored for this index\n");
+    if (rc == STORE_NOT_STORED) return text_reply(out, 404, "no pixels stored for this index\n");
+    return text_reply(out, 500, store_error_is_corrupt(&err) ? "store corrupt: pixels of this index are damaged\n"
+                                                             : "cannot read the pixels\n");
   }
   uint8_t *jpg = NULL;
   size_t jl = 0;

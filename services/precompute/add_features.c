@@ -46,6 +46,32 @@ static char **read_keys(const char *path, size_t *n, taca_error *err) {
   return keys;
 }
 
+typedef struct keyed_row {
+  uint64_t index;
+  size_t line;
+} keyed_row;
+
+static int by_index(const void *a, const void *b) {
+  const keyed_row *x = a, *y = b;
+  return x->index < y->index ? -1 : x->index > y->index ? 1 : x->line < y->line ? -1 : x->line > y->line;
+}
+
+/* Two lines naming one sample would store one row over the other and leave a sample without its
+ * embedding: refused, naming both lines. */
+static int check_unique(char **keys, const uint64_t *idx, size_t n, const char *path, taca_error *err) {
+  keyed_row *r = malloc(sizeof *r * (n ? n : 1));
+  if (!r) return taca_fail(err, "out of memory");
+  for (size_t i = 0; i < n; i++) r[i] = (keyed_row){idx[i], i};
+  qsort(r, n, sizeof *r, by_index);
+  int rc = 0;
+  for (size_t i = 1; i < n && !rc; i++)
+    if (r[i].index == r[i - 1].index)
+      rc = taca_fail(err, "--keys %s: lines %zu and %zu both name sample '%.200s' (index %llu): keys must be unique",
+                     path, r[i - 1].line + 1, r[i].line + 1, keys[r[i].line], (unsigned long long)r[i].index);
+  free(r);
+  return rc;
+}
+
 static void random_row(float *out, int dim, uint64_t seed, uint64_t index) {
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + index;
   for (int k = 0; k < dim; k++) out[k] = (float)rng_normal01(&s);
@@ -102,11 +128,20 @@ int add_features_run(const add_features_opts *o, uint64_t *written, taca_error *
         taca_error_prefix(err, "--keys line %zu ('%s')", i + 1, keys[i]);
         goto done;
       }
+    if (check_unique(keys, idx, n, o->keys, err)) {
+      store_view_end(v);
+      goto done;
+    }
   } else {
     size_t k = 0;
     for (uint64_t i = info.first_index; info.n_samples && i <= info.last_index && k < n; i++) {
       store_sample s;
-      if (store_get_sample(v, i, &s, NULL) == 0) idx[k++] = i; /* holes are rejected entries */
+      int got = store_get_sample(v, i, &s, err);
+      if (got < 0) {
+        store_view_end(v);
+        goto done;
+      }
+      if (got == 0) idx[k++] = i; /* holes are rejected entries */
     }
     if (o->npy && (size_t)a.shape[0] != n) {
       store_view_end(v);
@@ -127,13 +162,11 @@ int add_features_run(const add_features_opts *o, uint64_t *written, taca_error *
   sm.image_dim = dim;
   sm.dtype = o->dtype;
   sm.image_size = info.has_pixel_format ? info.pixel.size : 0;
-  int model_id;
+  /* What the vectors come from, so that a rerun under this name with other input is refused. */
+  if (o->npy && store_file_checksum(o->npy, sm.weights_xxh, err)) goto done;
+  if (!o->npy) snprintf(sm.weights_xxh, sizeof sm.weights_xxh, "seed:%llu", (unsigned long long)o->seed);
+  int model_id = -1;
   store_txn *t;
-  if (store_txn_begin(st, &t, err)) goto done;
-  if (store_register_model(t, &sm, &model_id, err) || store_txn_commit(t, err)) {
-    store_txn_abort(t);
-    goto done;
-  }
   if (!(rows = malloc(sizeof(float) * dim))) {
     taca_fail(err, "out of memory");
     goto done;
@@ -141,7 +174,8 @@ int add_features_run(const add_features_opts *o, uint64_t *written, taca_error *
   for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
     const size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
     if (store_txn_begin(st, &t, err)) goto done;
-    int ok = 1;
+    /* registered with the first rows: a run that stores nothing leaves no empty model behind */
+    int ok = i0 > 0 || store_register_model(t, &sm, &model_id, err) == 0;
     for (size_t k = 0; ok && k < m; k++) {
       const float *row = (const float *)a.data + (i0 + k) * (size_t)dim;
       if (!o->npy) random_row(rows, dim, o->seed, idx[i0 + k]), row = rows;
@@ -154,6 +188,9 @@ int add_features_run(const add_features_opts *o, uint64_t *written, taca_error *
     *written += m;
     if (!o->quiet) fprintf(stderr, "add-features: %s: %zu/%zu samples\n", o->name, i0 + m, n);
   }
+  char by[128];
+  snprintf(by, sizeof by, "add-features %s", o->name);
+  if (store_record_content_hash(st, by, err)) goto done;
   rc = 0;
 done:
   free(rows);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #define DS_MAX_MEMBER (64u << 20) /* larger members are rejected, not read */
 
@@ -26,6 +27,7 @@ struct data_source {
   struct archive *ar;
   int pending;         /* a tar header has been read whose member is not consumed yet */
   int eof;             /* the tar's end has been reached */
+  uint64_t tar_size;   /* the open tar's length, when it is not compressed (else 0) */
   char *pending_path;
   FILE *tsv;
   char *line;
@@ -179,6 +181,13 @@ static int open_tar(data_source *ds, const char *path, taca_error *err) {
   }
   ds->pending = 0;
   ds->eof = 0;
+  ds->tar_size = 0;
+  struct stat sb;
+  /* skipping a member seeks, so a member cut off by the end of an uncompressed file goes unnoticed:
+   * its header is checked against the file length instead */
+  if (archive_filter_count(ds->ar) == 1 && archive_filter_code(ds->ar, 0) == ARCHIVE_FILTER_NONE &&
+      stat(path, &sb) == 0)
+    ds->tar_size = (uint64_t)sb.st_size;
   return 0;
 }
 
@@ -195,6 +204,10 @@ static int tar_next_header(data_source *ds, const char *path, taca_error *err) {
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
       return taca_fail(err, "%s: %s", path, archive_error_string(ds->ar));
     if (archive_entry_filetype(e) != AE_IFREG) continue;
+    int64_t at = archive_read_header_position(ds->ar), size = archive_entry_size(e);
+    if (ds->tar_size && at >= 0 && size >= 0 && (uint64_t)at + 512 + (uint64_t)size > ds->tar_size)
+      return taca_fail(err, "%s: truncated: member '%.200s' of %lld bytes runs past the end of the file", path,
+                       archive_entry_pathname(e) ? archive_entry_pathname(e) : "?", (long long)size);
     free(ds->pending_path);
     ds->pending_path = strdup(archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
     ds->pending = 1;
@@ -408,13 +421,66 @@ static int next_raw(data_source *ds, const ds_input *in, ds_sample *s, int with_
                             : tsv_next_sample(ds, in->path, s, with_data, err);
 }
 
+/* Size and content fingerprint of an input (see ds_input). */
+static int fingerprint_input(ds_input *in, taca_error *err) {
+  char p[4200];
+  if (in->kind == DS_TAR) snprintf(p, sizeof p, "%s", in->path);
+  else snprintf(p, sizeof p, "%s/captions.tsv", in->path);
+  FILE *f = fopen(p, "rb");
+  if (!f) return taca_fail(err, "%s: %s", p, strerror(errno));
+  struct stat sb;
+  if (fstat(fileno(f), &sb)) {
+    fclose(f);
+    return taca_fail(err, "%s: %s", p, strerror(errno));
+  }
+  in->size = (uint64_t)sb.st_size;
+  XXH3_state_t *st = XXH3_createState();
+  enum { EDGE = 64 << 10 };
+  uint8_t *buf = malloc(EDGE);
+  if (!st || !buf) {
+    fclose(f);
+    free(buf);
+    XXH3_freeState(st);
+    return taca_fail(err, "out of memory");
+  }
+  XXH3_64bits_reset(st);
+  XXH3_64bits_update(st, &in->size, sizeof in->size);
+  size_t got;
+  int bad = 0;
+  if (in->kind == DS_TAR) {
+    got = fread(buf, 1, EDGE, f);
+    XXH3_64bits_update(st, buf, got);
+    if (in->size > EDGE && fseeko(f, (off_t)(in->size - EDGE), SEEK_SET) == 0) {
+      got = fread(buf, 1, EDGE, f);
+      XXH3_64bits_update(st, buf, got);
+    }
+  } else {
+    while ((got = fread(buf, 1, EDGE, f)) > 0) XXH3_64bits_update(st, buf, got);
+  }
+  bad = ferror(f);
+  fclose(f);
+  snprintf(in->fingerprint, sizeof in->fingerprint, "%016llx", (unsigned long long)XXH3_64bits_digest(st));
+  XXH3_freeState(st);
+  free(buf);
+  return bad ? taca_fail(err, "%s: read error", p) : 0;
+}
+
+/* Counts an input's entries. A tar that cannot be read to its end keeps the entries before the
+ * damage and says why in in->problem (the run goes on without the rest). */
 static int count_input(data_source *ds, ds_input *in, taca_error *err) {
-  if (open_input(ds, in, err)) return -1;
+  if (fingerprint_input(in, err)) return -1;
+  taca_error why = {{0}};
   uint64_t n = 0;
-  int r;
-  while ((r = next_raw(ds, in, NULL, 0, err)) == 1) n++;
+  int r = open_input(ds, in, &why);
+  if (r == 0)
+    while ((r = next_raw(ds, in, NULL, 0, &why)) == 1) n++;
   close_current(ds);
   in->entries = n;
+  if (r < 0 && in->kind == DS_TAR) {
+    if (!(in->problem = strdup(why.msg))) return taca_fail(err, "out of memory");
+    return 0;
+  }
+  if (r < 0) *err = why;
   return r;
 }
 
@@ -483,7 +549,7 @@ fail:
 void ds_close(data_source *ds) {
   if (!ds) return;
   close_current(ds);
-  for (int i = 0; i < ds->n_all; i++) free(ds->all[i].path);
+  for (int i = 0; i < ds->n_all; i++) free(ds->all[i].path), free(ds->all[i].problem);
   free(ds->all);
   free(ds->mine);
   free(ds->pending_path);
@@ -517,6 +583,12 @@ int ds_next(data_source *ds, ds_sample *out, taca_error *err) {
   memset(out, 0, sizeof *out);
   while (ds->cur < ds->n_mine) {
     const ds_input *in = ds_get_input(ds, ds->cur);
+    if (in->problem && ds->cur_entry == in->entries) { /* the damaged rest of a tar is not read */
+      close_current(ds);
+      ds->cur++;
+      ds->cur_entry = 0;
+      continue;
+    }
     if (!ds->ar && !ds->tsv && open_input(ds, in, err)) return -1;
     out->input = ds->cur;
     out->entry = ds->cur_entry;

@@ -21,6 +21,11 @@ typedef struct ds_input {
   ds_kind kind;
   uint64_t entries;  /* samples in this input (after ds_count) */
   int shard;         /* which shard the input belongs to */
+  uint64_t size;     /* bytes (of captions.tsv for a folder) */
+  char fingerprint[17]; /* XXH3-64, hex: of the size and the first and last 64 KiB of a tar, of the
+                         * whole captions.tsv of a folder */
+  char *problem;     /* a tar that ends early (truncated, or not readable past some point): why; its
+                      * complete entries before that point are `entries`, read as usual. NULL if whole */
 } ds_input;
 
 /* One raw sample. `problem` is non-NULL when the entry is unusable at the container level (no image,

@@ -17,11 +17,14 @@
 #include "image/image.h"
 #include "text/tokenizer.h"
 #include "services/precompute/data_source.h"
+#include "services/precompute/inputs.h"
 #include "services/precompute/progress.h"
 #include "storage/store.h"
 
 #define PROGRESS_INGEST "progress/ingest"
 #define MAX_LOGGED_REJECTS 20
+/* What the stored crops are (meta "dataset".preprocessing; image/image.h has the steps). */
+#define PREPROCESSING "clip: decode, convert to RGB, resize shorter side bicubic (PIL), center crop"
 
 typedef struct prepared {
   char *key;
@@ -151,6 +154,11 @@ static batch *read_batch(reader *r) {
       continue;
     }
     taca_error e = {{0}};
+    if (store_check_key(s->key, strlen(s->key), &e)) { /* keys travel as proto3 strings: UTF-8, <= 511 B */
+      snprintf(why[i], sizeof why[i], "%.240s", e.msg);
+      cat[i] = strstr(e.msg, "UTF-8") || strstr(e.msg, "NUL") ? "key not UTF-8" : "key too long";
+      continue;
+    }
     if (clip_tokenize(r->tok, s->caption, tok[i], CLIP_CONTEXT_LEN, &e)) {
       snprintf(why[i], sizeof why[i], "caption: %.240s", e.msg);
       cat[i] = "caption not valid text";
@@ -212,6 +220,7 @@ static void *reader_main(void *arg) {
   reader *r = arg;
   for (;;) {
     batch *b = read_batch(r);
+    const int end = !b || b->last || b->failed; /* read now: once queued, b is the consumer's to free */
     pthread_mutex_lock(&r->mu);
     while (r->qn == 2 && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
     if (r->stop) {
@@ -222,7 +231,7 @@ static void *reader_main(void *arg) {
     r->queue[r->qn++] = b;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
-    if (!b || b->last || b->failed) return NULL;
+    if (end) return NULL;
   }
 }
 
@@ -329,43 +338,154 @@ static int embed_batch(job *J, const prepared *items, int n, taca_error *err) {
 
 /* ---------- ingest ---------- */
 
-static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
+/* The ingest's resume record: a new one, or the stored one checked against this run's inputs. */
+static json_t *ingest_progress(job *J, json_t *prog, json_t *inputs, uint64_t base, taca_error *err) {
+  const precompute_opts *o = J->o;
+  if (!prog) {
+    json_t *p = json_pack("{s:s,s:O,s:i,s:i,s:I,s:i,s:I,s:I,s:I,s:I,s:{},s:b}", "model", J->name, "inputs", inputs,
+                          "shard", o->shard, "nshards", o->nshards, "base", (json_int_t)base, "input", 0, "entry",
+                          (json_int_t)0, "next_index", (json_int_t)base, "accepted", (json_int_t)0, "rejected",
+                          (json_int_t)0, "reasons", "done", 0);
+    if (!p) taca_fail(err, "out of memory");
+    return p;
+  }
+  const char *pm = json_string_value(json_object_get(prog, "model"));
+  if (!pm || strcmp(pm, J->name) != 0) {
+    taca_fail(err, "%s: an unfinished ingest with model '%s' is in this store; resume it with that model", o->db,
+              pm ? pm : "?");
+    return NULL;
+  }
+  char why[768];
+  if (jget_u64(prog, "shard") != (uint64_t)o->shard || jget_u64(prog, "nshards") != (uint64_t)o->nshards) {
+    taca_fail(err, "%s: the unfinished ingest in this store read shard %llu/%llu; resume with the same --shard",
+              o->db, (unsigned long long)jget_u64(prog, "shard"), (unsigned long long)jget_u64(prog, "nshards"));
+    return NULL;
+  }
+  if (inputs_differ(json_object_get(prog, "inputs"), inputs, why, sizeof why)) {
+    taca_fail(err, "%s: the unfinished ingest in this store read other data: %s; resume with the same --data", o->db,
+              why);
+    return NULL;
+  }
+  json_incref(prog);
+  return prog;
+}
+
+/* Drops samples whose key is already stored (another shard's data, or repeated keys) or repeated
+ * inside the batch: rejected, like any other bad sample. */
+static int drop_stored_keys(store_view *view, batch *b, taca_error *err) {
+  int keep = 0;
+  for (int i = 0; i < b->n; i++) {
+    uint64_t idx;
+    taca_error e;
+    int rc = store_lookup_key(view, b->items[i].key, strlen(b->items[i].key), &idx, &e);
+    if (rc < 0) {
+      *err = e;
+      return -1;
+    }
+    int dup = rc == 0;
+    for (int j = 0; !dup && j < keep; j++) dup = strcmp(b->items[j].key, b->items[i].key) == 0;
+    if (dup) {
+      b->rejects[b->n_rej++] = (reject){b->items[i].key, "duplicate key (already stored)", "duplicate key"};
+      free(b->items[i].pix);
+      free(b->items[i].store);
+      free(b->items[i].jpeg);
+      free(b->items[i].caption);
+      free(b->items[i].metadata);
+    } else {
+      b->items[keep++] = b->items[i];
+    }
+  }
+  b->n = keep;
+  return 0;
+}
+
+/* The batch's samples and embeddings into t at indices next.. */
+static int write_batch(job *J, store_txn *t, const batch *b, uint64_t next, int SP, json_t *meta_problems,
+                       taca_error *err) {
+  const precompute_opts *o = J->o;
+  for (int i = 0; i < b->n; i++) {
+    const prepared *p = &b->items[i];
+    const void *px = !o->store_pixels ? NULL : p->jpeg ? (const void *)p->jpeg : p->store ? p->store : p->pix;
+    const size_t plen = !o->store_pixels ? 0 : p->jpeg ? p->jpeg_len : (size_t)3 * SP * SP;
+    if (store_put_sample(t, next + i, p->key, strlen(p->key), p->label, p->tokens, px, plen, err) ||
+        store_put_annotations(t, next + i, p->caption, p->caption ? strlen(p->caption) : 0, p->metadata,
+                              p->metadata ? strlen(p->metadata) : 0, err))
+      return -1;
+    if (p->metadata_problem) {
+      json_t *c = json_object_get(meta_problems, p->metadata_problem);
+      json_object_set_new(meta_problems, p->metadata_problem, json_integer((c ? json_integer_value(c) : 0) + 1));
+    }
+  }
+  if (b->n && store_put_embeddings(t, J->model_id, STORE_IMAGE, next, b->n, J->img, err)) return -1;
+  if (b->n && J->text_dim && store_put_embeddings(t, J->model_id, STORE_TEXT, next, b->n, J->txt, err))
+    return -1;
+  return 0;
+}
+
+/* Advances the resume record past the batch. */
+static void advance_progress(json_t *prog, const data_source *ds, const batch *b, uint64_t next, uint64_t accepted,
+                             uint64_t rejected) {
+  json_t *reasons = json_object_get(prog, "reasons");
+  for (int i = 0; i < b->n_rej; i++) {
+    json_t *c = json_object_get(reasons, b->rejects[i].category);
+    json_object_set_new(reasons, b->rejects[i].category, json_integer((c ? json_integer_value(c) : 0) + 1));
+  }
+  if (b->entries) {
+    json_object_set_new(prog, "input", json_integer(b->end_input));
+    json_object_set_new(prog, "entry", json_integer((json_int_t)b->end_entry));
+    /* An input that ends exactly here: continue at the start of the next one. */
+    if (b->end_entry == ds_get_input(ds, b->end_input)->entries) {
+      json_object_set_new(prog, "input", json_integer(b->end_input + 1));
+      json_object_set_new(prog, "entry", json_integer(0));
+    }
+  }
+  json_object_set_new(prog, "next_index", json_integer((json_int_t)(next + b->n)));
+  json_object_set_new(prog, "accepted", json_integer((json_int_t)(accepted + b->n)));
+  json_object_set_new(prog, "rejected", json_integer((json_int_t)(rejected + b->n_rej)));
+}
+
+static void print_reasons(json_t *reasons) {
+  const char *k;
+  json_t *v;
+  int first = 1;
+  json_object_foreach(reasons, k, v) {
+    fprintf(stderr, "%s%s: %lld", first ? " (" : ", ", k, (long long)json_integer_value(v));
+    first = 0;
+  }
+  fprintf(stderr, "%s", first ? "" : ")");
+}
+
+/* Inputs that end early are ingested up to the damage and named. */
+static json_t *report_damaged(const data_source *ds) {
+  json_t *a = json_array();
+  for (int i = 0; i < ds_num_inputs(ds); i++) {
+    const ds_input *in = ds_get_input(ds, i);
+    if (!in->problem) continue;
+    fprintf(stderr, "precompute: input '%s' is damaged after %llu entries (%s): those are ingested, the rest is "
+            "skipped\n", in->path, (unsigned long long)in->entries, in->problem);
+    json_array_append_new(a, json_pack("{s:s,s:I,s:s}", "path", in->path, "entries", (json_int_t)in->entries,
+                                       "problem", in->problem));
+  }
+  return a;
+}
+
+static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error *err) {
   const precompute_opts *o = J->o;
   data_source *ds = NULL;
   clip_tokenizer *tok = NULL;
+  json_t *inputs = NULL, *prog = NULL, *damaged = NULL;
   int rc = -1;
   if (ds_open(&ds, o->data, o->ndata, o->shard, o->nshards, err)) return -1;
   /* The inputs of this run, to check that a resumed run reads the same data. */
-  json_t *inputs = json_array();
-  for (int i = 0; i < ds_num_inputs(ds); i++) {
-    const ds_input *in = ds_get_input(ds, i);
-    json_array_append_new(inputs, json_pack("{s:s,s:I}", "path", in->path, "entries", (json_int_t)in->entries));
-  }
+  inputs = inputs_record(ds);
   uint64_t base = o->index_base >= 0 ? (uint64_t)o->index_base : ds_entries_before_shard(ds);
-  if (!prog) {
-    prog = json_pack("{s:s,s:O,s:i,s:i,s:I,s:i,s:I,s:I,s:I,s:I,s:{},s:b}", "model", J->name, "inputs",
-                     inputs, "shard", o->shard, "nshards", o->nshards, "base", (json_int_t)base,
-                     "input", 0, "entry", (json_int_t)0, "next_index", (json_int_t)base, "accepted",
-                     (json_int_t)0, "rejected", (json_int_t)0, "reasons", "done", 0);
-  } else {
-    json_incref(prog);
-    const char *pm = json_string_value(json_object_get(prog, "model"));
-    if (!pm || strcmp(pm, J->name) != 0) {
-      taca_fail(err, "%s: an unfinished ingest with model '%s' is in this store; resume it with that model",
-                o->db, pm ? pm : "?");
+  if (!inputs || !(prog = ingest_progress(J, stored_prog, inputs, base, err))) goto done;
+  for (int i = 0; ds_total_entries(ds) == 0 && i < ds_num_inputs(ds); i++)
+    if (ds_get_input(ds, i)->problem) { /* nothing readable at all: an error, not a warning */
+      taca_fail(err, "no input has a readable entry: %s", ds_get_input(ds, i)->problem);
       goto done;
     }
-    if (!json_equal(json_object_get(prog, "inputs"), inputs) ||
-        jget_u64(prog, "shard") != (uint64_t)o->shard || jget_u64(prog, "nshards") != (uint64_t)o->nshards) {
-      taca_fail(err, "%s: the unfinished ingest in this store read other data (inputs, shard or their "
-                "entry counts differ); resume with the same --data and --shard", o->db);
-      goto done;
-    }
-  }
-  if (!prog) {
-    taca_fail(err, "out of memory");
-    goto done;
-  }
+  damaged = report_damaged(ds);
   int in0 = (int)jget_u64(prog, "input");
   uint64_t e0 = jget_u64(prog, "entry"), next = jget_u64(prog, "next_index");
   uint64_t accepted = jget_u64(prog, "accepted"), rejected = jget_u64(prog, "rejected");
@@ -382,6 +502,7 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
   if (ds_seek(ds, in0, e0, err)) goto done;
   if (!(tok = clip_tokenizer_load(NULL, err))) goto done;
 
+  /* ---- the reader thread reads and preprocesses ahead ---- */
   reader R = {.ds = ds, .tok = tok, .batch = o->batch, .size = J->pp.image_size,
               .store_size = o->pixel_size, .jpeg_quality = o->jpeg_quality,
               .workers = o->workers > 0 ? o->workers : 2};
@@ -396,6 +517,8 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
   int logged = 0;
   const int SP = o->pixel_size > 0 ? o->pixel_size : J->pp.image_size; /* stored crop size */
   store_view *view = NULL;
+
+  /* ---- one transaction per batch: samples, embeddings, progress ---- */
   for (;;) {
     batch *b = reader_pop(&R);
     if (!b || b->failed) {
@@ -404,77 +527,31 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
       batch_free(b);
       break;
     }
-    /* Keys already in the store (another shard's data, or repeated keys) are rejected. */
-    if (!view && store_view_begin(J->store, &view, err)) {
+    if ((!view && store_view_begin(J->store, &view, err)) || store_view_refresh(view, err) ||
+        drop_stored_keys(view, b, err) || (b->n && embed_batch(J, b->items, b->n, err))) {
       batch_free(b);
       break;
     }
-    if (store_view_refresh(view, err)) {
-      batch_free(b);
-      break;
-    }
-    int keep = 0;
-    for (int i = 0; i < b->n; i++) {
-      uint64_t idx;
-      taca_error ignore;
-      int dup = store_lookup_key(view, b->items[i].key, strlen(b->items[i].key), &idx, &ignore) == 0;
-      for (int j = 0; !dup && j < keep; j++) dup = strcmp(b->items[j].key, b->items[i].key) == 0;
-      if (dup) {
-        b->rejects[b->n_rej++] = (reject){b->items[i].key, "duplicate key (already stored)", "duplicate key"};
-        free(b->items[i].pix);
-        free(b->items[i].store);
-        free(b->items[i].jpeg);
-        free(b->items[i].caption);
-        free(b->items[i].metadata);
-      } else {
-        b->items[keep++] = b->items[i];
-      }
-    }
-    b->n = keep;
-    if (b->n && embed_batch(J, b->items, b->n, err)) {
+    if (b->last && accepted + b->n == 0) {
+      /* not recorded as done: a store without samples is no result */
+      advance_progress(prog, ds, b, next, accepted, rejected);
+      char *rs = json_dumps(reasons, JSON_COMPACT | JSON_SORT_KEYS);
+      taca_fail(err, "no sample was stored: all %llu entries were rejected (by reason: %.300s)",
+                (unsigned long long)(rejected + b->n_rej), rs ? rs : "?");
+      free(rs);
       batch_free(b);
       break;
     }
     store_txn *t;
-    int ok = store_txn_begin(J->store, &t, err) == 0;
-    for (int i = 0; ok && i < b->n; i++) {
-      const prepared *p = &b->items[i];
-      const void *px = !o->store_pixels ? NULL : p->jpeg ? (const void *)p->jpeg : p->store ? p->store : p->pix;
-      const size_t plen = !o->store_pixels ? 0 : p->jpeg ? p->jpeg_len : (size_t)3 * SP * SP;
-      ok = store_put_sample(t, next + i, p->key, strlen(p->key), p->label, p->tokens, px, plen, err) == 0;
-      ok = ok && store_put_annotations(t, next + i, p->caption, p->caption ? strlen(p->caption) : 0, p->metadata,
-                                       p->metadata ? strlen(p->metadata) : 0, err) == 0;
-      if (p->metadata_problem) {
-        json_t *c = json_object_get(meta_problems, p->metadata_problem);
-        json_object_set_new(meta_problems, p->metadata_problem,
-                            json_integer((c ? json_integer_value(c) : 0) + 1));
-      }
-    }
-    if (ok && b->n) ok = store_put_embeddings(t, J->model_id, STORE_IMAGE, next, b->n, J->img, err) == 0;
-    if (ok && b->n && J->text_dim)
-      ok = store_put_embeddings(t, J->model_id, STORE_TEXT, next, b->n, J->txt, err) == 0;
-    for (int i = 0; i < b->n_rej; i++) {
-      json_t *c = json_object_get(reasons, b->rejects[i].category);
-      json_object_set_new(reasons, b->rejects[i].category, json_integer((c ? json_integer_value(c) : 0) + 1));
-    }
-    if (b->entries) {
-      json_object_set_new(prog, "input", json_integer(b->end_input));
-      json_object_set_new(prog, "entry", json_integer((json_int_t)b->end_entry));
-      /* An input that ends exactly here: continue at the start of the next one. */
-      if (b->end_entry == ds_get_input(ds, b->end_input)->entries) {
-        json_object_set_new(prog, "input", json_integer(b->end_input + 1));
-        json_object_set_new(prog, "entry", json_integer(0));
-      }
-    }
-    json_object_set_new(prog, "next_index", json_integer((json_int_t)(next + b->n)));
-    json_object_set_new(prog, "accepted", json_integer((json_int_t)(accepted + b->n)));
-    json_object_set_new(prog, "rejected", json_integer((json_int_t)(rejected + b->n_rej)));
+    int ok = store_txn_begin(J->store, &t, err) == 0 && write_batch(J, t, b, next, SP, meta_problems, err) == 0;
+    advance_progress(prog, ds, b, next, accepted, rejected);
     if (b->last) {
       json_object_set_new(prog, "done", json_true());
       store_range range = {base, next + b->n, o->shard, o->nshards};
-      json_t *dsj = json_pack("{s:O,s:I,s:I,s:I,s:O}", "inputs", inputs, "entries",
+      json_t *dsj = json_pack("{s:O,s:I,s:I,s:I,s:O,s:O,s:s}", "inputs", inputs, "entries",
                               (json_int_t)ds_total_entries(ds), "stored", (json_int_t)(accepted + b->n),
-                              "rejected", (json_int_t)(rejected + b->n_rej), "rejected_by_reason", reasons);
+                              "rejected", (json_int_t)(rejected + b->n_rej), "rejected_by_reason", reasons,
+                              "damaged_inputs", damaged, "preprocessing", PREPROCESSING);
       if (json_object_size(meta_problems)) json_object_set(dsj, "metadata_problems", meta_problems);
       ok = ok && store_set_range(t, &range, err) == 0 && put_json_meta(t, "dataset", dsj, err) == 0;
       json_decref(dsj);
@@ -511,18 +588,22 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
   reader_stop(&R);
   pthread_mutex_destroy(&R.mu);
   pthread_cond_destroy(&R.cv);
+
+  /* ---- the summary ---- */
+  if (rc == 0) {
+    char by[128];
+    snprintf(by, sizeof by, "precompute ingest %s", J->name);
+    rc = store_record_content_hash(J->store, by, err);
+  }
   if (!o->quiet && rc == 0) {
     if (P.tty) fputc('\n', stderr);
     fprintf(stderr, "precompute: %llu samples stored, %llu rejected", (unsigned long long)accepted,
             (unsigned long long)rejected);
+    print_reasons(reasons);
+    if (json_array_size(damaged)) fprintf(stderr, "; %zu damaged inputs read in part", json_array_size(damaged));
+    fputc('\n', stderr);
     const char *k;
     json_t *v;
-    int first = 1;
-    json_object_foreach(reasons, k, v) {
-      fprintf(stderr, "%s%s: %lld", first ? " (" : ", ", k, (long long)json_integer_value(v));
-      first = 0;
-    }
-    fprintf(stderr, "%s\n", first ? "" : ")");
     json_object_foreach(meta_problems, k, v)
       fprintf(stderr, "precompute: %lld samples stored without metadata: %s\n", (long long)json_integer_value(v), k);
   }
@@ -531,6 +612,7 @@ static int ingest(job *J, json_t *prog, precompute_stats *st, taca_error *err) {
 done:
   json_decref(inputs);
   json_decref(prog);
+  json_decref(damaged);
   clip_tokenizer_free(tok);
   ds_close(ds);
   return rc;
@@ -586,7 +668,12 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
       store_sample s;
       const uint8_t *px;
       size_t len;
-      if (store_get_sample(v, i, &s, NULL)) continue; /* a hole (rejected entry) */
+      int got = store_get_sample(v, i, &s, err);
+      if (got == STORE_NOT_STORED) continue; /* a hole (rejected entry) */
+      if (got) {
+        rc = -1;
+        break;
+      }
       if (store_get_pixels(v, i, &px, &len, err) || pixel_decode(info.pixel.codec, px, len, S, items[n].pix, err)) {
         taca_error_prefix(err, "sample %llu", (unsigned long long)i);
         rc = -1;
@@ -619,6 +706,11 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
     st->embedded += n;
     if (!o->quiet) progress_update(&P, i - begin, 0, i >= end);
     next = i;
+  }
+  if (rc == 0) {
+    char by[128];
+    snprintf(by, sizeof by, "precompute embed %s", J->name);
+    rc = store_record_content_hash(J->store, by, err);
   }
   if (rc == 0 && !o->quiet) {
     if (P.tty) fputc('\n', stderr);
@@ -666,6 +758,24 @@ static int register_model(job *J, taca_error *err) {
   return store_txn_commit(t, err);
 }
 
+/* A finished ingest given --data again: the same inputs are fine (nothing to ingest); others are
+ * refused naming the difference, rather than reported complete with the new shards never read. */
+static int finished_inputs_differ(job *J, json_t *prog, taca_error *err) {
+  const precompute_opts *o = J->o;
+  if (o->ndata == 0) return 0;
+  data_source *ds;
+  if (ds_open(&ds, o->data, o->ndata, o->shard, o->nshards, err)) return -1;
+  json_t *now = inputs_record(ds);
+  ds_close(ds);
+  char why[768];
+  int differ = inputs_differ(json_object_get(prog, "inputs"), now, why, sizeof why);
+  json_decref(now);
+  if (differ)
+    return taca_fail(err, "%s: the finished ingest in this store read other data: %s (a finished store takes no "
+                     "new inputs: ingest them into a new store)", o->db, why);
+  return 0;
+}
+
 int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *err) {
   memset(st, 0, sizeof *st);
   double t0 = now_s();
@@ -708,9 +818,17 @@ int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *e
     json_decref(prog);
     goto out;
   }
+  if (finished && finished_inputs_differ(&J, prog, err)) {
+    json_decref(prog);
+    goto out;
+  }
   if (finished) {
     const char *pm = json_string_value(json_object_get(prog, "model"));
     if (pm && strcmp(pm, J.name) == 0) {
+      if (register_model(&J, err)) { /* the record compares arch, dims and the weights' checksum */
+        json_decref(prog);
+        goto out;
+      }
       fprintf(stderr, "precompute: %s is complete for model '%s' (%llu samples); nothing to do\n", o->db,
               J.name, (unsigned long long)info.n_samples);
       st->stored = info.n_samples;

@@ -1,11 +1,13 @@
 /* test_store.c: the LMDB feature store: every field round-trips through separate transactions and a
  * read-only reopen, lookups and their errors, the content hash (equal across transaction boundaries
  * and write orders, different when one value differs), exact search against a brute-force reference,
- * error reasons, and the offline `taca query` command (compiled in from services/cli). */
+ * error reasons, the offline `taca query` command (compiled in from services/cli), and the integrity API
+ * (key rules, the corrupt kind, a version 1 store, a truncated file, a flipped record). */
 #include <check.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <lmdb.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -320,7 +322,7 @@ static void check_content(const char *dir) {
       ck_assert_uint_eq(pl, sizeof want);
       ck_assert(!memcmp(p, want, pl));
     } else {
-      ck_assert_int_eq(store_get_pixels(v, i, &p, &pl, err), -1);
+      ck_assert_int_eq(store_get_pixels(v, i, &p, &pl, err), STORE_NOT_STORED);
       ck_assert_msg(strstr(err->msg, "pixels") && strstr(err->msg, "not stored"), "%s", err->msg);
     }
     for (int model = 0; model < 2; model++)
@@ -333,7 +335,7 @@ static void check_content(const char *dir) {
           continue;
         }
         if (!has_emb(model, mod, i)) {
-          ck_assert_int_eq(store_get_embedding(v, model, (store_modality)mod, i, got, err), -1);
+          ck_assert_int_eq(store_get_embedding(v, model, (store_modality)mod, i, got, err), STORE_NOT_STORED);
           ck_assert_msg(strstr(err->msg, "not stored") && strstr(err->msg, "clip-a"), "%s", err->msg);
           continue;
         }
@@ -352,12 +354,12 @@ static void check_content(const char *dir) {
   }
   /* errors name what is missing */
   uint64_t ix;
-  ck_assert_int_eq(store_lookup_key(v, "no/such/key", 11, &ix, err), -1);
+  ck_assert_int_eq(store_lookup_key(v, "no/such/key", 11, &ix, err), STORE_NOT_STORED);
   ck_assert_msg(strstr(err->msg, "'no/such/key'") && strstr(err->msg, "not found"), "%s", err->msg);
   store_sample smp;
-  ck_assert_int_eq(store_get_sample(v, 60, &smp, err), -1);
+  ck_assert_int_eq(store_get_sample(v, 60, &smp, err), STORE_NOT_STORED);
   ck_assert_msg(strstr(err->msg, "60") && strstr(err->msg, "[0, 50)") && strstr(err->msg, "outside"), "%s", err->msg);
-  ck_assert_int_eq(store_get_sample(v, 45, &smp, err), -1);
+  ck_assert_int_eq(store_get_sample(v, 45, &smp, err), STORE_NOT_STORED);
   ck_assert_msg(strstr(err->msg, "45") && strstr(err->msg, "not stored"), "%s", err->msg);
   float tmp[8];
   ck_assert_int_eq(store_get_embedding(v, 5, STORE_IMAGE, 0, tmp, err), -1);
@@ -945,6 +947,109 @@ START_TEST(test_query_cli) {
 }
 END_TEST
 
+/* ---------- integrity API ---------- */
+
+START_TEST(test_integrity_api) {
+  taca_error e = {{0}}, *err = &e;
+  /* keys: UTF-8, no NUL, 1..511 bytes */
+  OK(store_check_key("caf\xc3\xa9", 5, err));
+  ck_assert_int_eq(store_check_key("caf\xe9", 4, err), -1);
+  ck_assert_msg(strstr(err->msg, "not UTF-8"), "%s", err->msg);
+  ck_assert_int_eq(store_check_key("\xed\xa0\x80", 3, err), -1); /* a surrogate */
+  ck_assert_int_eq(store_check_key("a\0b", 3, err), -1);
+  char longkey[600];
+  memset(longkey, 'k', sizeof longkey);
+  ck_assert_int_eq(store_check_key(longkey, sizeof longkey, err), -1);
+  ck_assert_msg(strstr(err->msg, "longer than 511"), "%s", err->msg);
+  /* the corrupt kind survives a prefix; other failures and key text do not count */
+  taca_fail(err, "store corrupt at samples[3]: checksum mismatch");
+  taca_error_prefix(err, "--db x");
+  ck_assert(store_error_is_corrupt(err));
+  taca_fail(err, "key 'store corrupt at x' not found");
+  ck_assert(!store_error_is_corrupt(err));
+
+  /* a version 1 store is refused with the way out */
+  char *dir = make_dir();
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  ck_assert_int_eq(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 16);
+  ck_assert_int_eq(mdb_env_open(env, dir, 0, 0664), 0);
+  ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  static const char *names[] = {"meta", "samples", "pixels", "keys", "emb"};
+  for (int i = 0; i < 5; i++) {
+    ck_assert_int_eq(mdb_dbi_open(txn, names[i], MDB_CREATE, &dbi), 0);
+    if (i == 0) {
+      MDB_val k = {14, "schema_version"}, v = {1, "1"};
+      ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    }
+  }
+  ck_assert_int_eq(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+  taca_store *st;
+  store_options ro = {.readonly = 1};
+  ck_assert_int_eq(store_open(&st, dir, &ro, err), -1);
+  ck_assert_msg(strstr(err->msg, "version 1 predates per-record checksums") && strstr(err->msg, "rebuild"), "%s",
+                err->msg);
+  remove_dir(dir);
+
+  /* a truncated file is refused at open, as damage */
+  dir = make_dir();
+  write_store(dir, 0, 0);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/data.mdb", dir);
+  FILE *f = fopen(path, "r+b");
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fclose(f);
+  ck_assert_int_eq(truncate(path, size / 2), 0);
+  ck_assert_int_eq(store_open(&st, dir, &ro, err), -1);
+  ck_assert_msg(store_error_is_corrupt(err) && strstr(err->msg, "truncated"), "%s", err->msg);
+  remove_dir(dir);
+
+  /* a flipped byte inside a sample record: corrupt, not "not stored", not other bytes */
+  dir = make_dir();
+  write_store(dir, 0, 0);
+  snprintf(path, sizeof path, "%s/data.mdb", dir);
+  f = fopen(path, "r+b");
+  fseek(f, 0, SEEK_END);
+  size = ftell(f);
+  char *buf = malloc((size_t)size);
+  fseek(f, 0, SEEK_SET);
+  ck_assert_int_eq(fread(buf, 1, (size_t)size, f), (size_t)size);
+  char *hit = NULL; /* the key inside sample 7's record (not the key table's copy): layout 2, length 10 */
+  for (char *p = buf; (p = memmem(p, (size_t)(buf + size - p), "sample-007", 10)); p++)
+    if (p - buf >= 162 && p[-162] == 2 && p[-160] == 10 && p[-159] == 0) hit = p;
+  ck_assert_ptr_nonnull(hit);
+  fseek(f, (long)(hit - buf) + 9, SEEK_SET);
+  fputc('8' ^ 0x20, f); /* within the record's key bytes: the index still finds it */
+  fclose(f);
+  free(buf);
+  st = open_ro(dir, err);
+  store_view *v;
+  OK(store_view_begin(st, &v, err));
+  int got = 0;
+  for (uint64_t i = 0; i < N_SAMPLES; i++) {
+    store_sample smp;
+    int rc = store_get_sample(v, i, &smp, err);
+    ck_assert_int_ne(rc, STORE_NOT_STORED);
+    if (rc) {
+      ck_assert_msg(store_error_is_corrupt(err) && strstr(err->msg, "samples["), "%s", err->msg);
+      got++;
+    }
+  }
+  ck_assert_int_eq(got, 1);
+  store_verify_report r;
+  OK(store_verify(v, &r, err));
+  ck_assert_uint_gt(r.problems, 0);
+  ck_assert_uint_eq(r.db[1].bad, 1);
+  store_view_end(v);
+  store_close(st);
+  remove_dir(dir);
+}
+END_TEST
+
 static Suite *store_suite(void) {
   Suite *s = suite_create("store");
   TCase *tc = tcase_create("store");
@@ -956,6 +1061,7 @@ static Suite *store_suite(void) {
   tcase_add_test(tc, test_search);
   tcase_add_test(tc, test_errors);
   tcase_add_test(tc, test_query_cli);
+  tcase_add_test(tc, test_integrity_api);
   suite_add_tcase(s, tc);
   return s;
 }
