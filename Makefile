@@ -5,12 +5,16 @@
 #                   full malloc stacks and Open MPI plugins kept loaded, so that tests/lsan.supp
 #                   can tell third-party globals from project leaks
 #   make build      configure and build only
+#   make install    the programs (taca, taca-featured, taca-train, taca-stack), the .proto files and
+#                   the docs under PREFIX [/usr/local] (staged under DESTDIR when set)
 #   make bench      benchmarks side by side with PyTorch (needs a quiet machine)
 #                   (ViT forward; bench/run-train.sh, bench/run-aft.sh etc. run by hand)
 JOBS ?= 2
 BUILD ?= build
+PREFIX ?= /usr/local
+DESTDIR ?=
 
-.PHONY: deps deps-reference build demo test build-asan test-asan bench fixtures clean
+.PHONY: deps deps-reference build install demo test build-asan test-asan bench fixtures clean
 
 deps:
 	deploy/install-deps.sh
@@ -22,8 +26,11 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j$(JOBS)
 
+install: build
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
 demo: build
-	deploy/demo.sh
+	deploy/demo.sh demo-out
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)

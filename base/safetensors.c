@@ -210,15 +210,17 @@ int st_parse(st_file *f, const void *buf, size_t len, taca_error *err) {
   const uint8_t *p = buf;
   if (len < 8) return taca_fail(err, "truncated: %zu bytes, shorter than the 8-byte header length", len);
   uint64_t n = le64(p);
-  if (n > ST_MAX_HEADER)
-    return taca_fail(err, "header length %llu exceeds the limit of %llu bytes", (unsigned long long)n,
-                     ST_MAX_HEADER);
+  if (n > ST_MAX_HEADER) /* e.g. a zip, a pickle, an image: their first bytes make a huge length */
+    return taca_fail(err, "not a safetensors file (its first 8 bytes, read as the header length, give %llu, "
+                     "over the limit of %llu bytes)", (unsigned long long)n, ST_MAX_HEADER);
   if (n > len - 8)
     return taca_fail(err, "truncated: header length is %llu but only %zu bytes follow it",
                      (unsigned long long)n, len - 8);
   json_error_t je;
   json_t *root = json_loadb((const char *)p + 8, (size_t)n, JSON_REJECT_DUPLICATES, &je);
   if (!root) {
+    if (n > 0 && p[8] != '{' && p[8] != ' ')
+      return taca_fail(err, "not a safetensors file (no JSON header after the 8-byte header length)");
     taca_fail(err, "header is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
     return one_line(err);
   }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/hostport.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "client/client_internal.h"
 
@@ -36,13 +37,19 @@ int client_fail_status(taca_error *err, const conn *cn, client_method m, const r
   return taca_fail(err, "%s: %s: %s: %s", cn->addr, CLIENT_METHOD_NAMES[m], code_name(st->code), st->details);
 }
 
-int client_backoff(const taca_client *c, double t0, int *backoff_ms) {
+int client_backoff(const taca_client *c, double t0, int *backoff_ms, const conn *cn, client_method m,
+                   const rpc_status *st, int attempt) {
   if (c->o.retry_budget_ms < 0) return -1;
   double left_ms = (double)c->o.retry_budget_ms - (client_now() - t0) * 1000.0;
   /* +-20% jitter so that many clients restarting together do not retry in lock-step */
   unsigned r = (unsigned)(client_now() * 1e9) * 2654435761u;
   int wait = (int)((double)*backoff_ms * (0.8 + 0.4 * (double)(r % 1000) / 1000.0));
   if (wait > left_ms) return -1;
+  if (c->o.on_retry) {
+    char why[700];
+    snprintf(why, sizeof why, "%s: %s: %s", CLIENT_METHOD_NAMES[m], code_name(st->code), st->details);
+    c->o.on_retry(c->o.retry_arg, cn->addr, why, wait, attempt);
+  }
   client_sleep_ms(wait);
   *backoff_ms = *backoff_ms * 2 > c->o.backoff_max_ms ? c->o.backoff_max_ms : *backoff_ms * 2;
   return 0;
@@ -57,7 +64,7 @@ static int call_conn(taca_client *c, conn *cn, client_method m, const uint8_t *r
     rpc_status st;
     attempts++;
     if (rpc_unary(c, cn, m, req, len, resp, &st) == 0 && st.code == GRPC_STATUS_OK) return 0;
-    if (st.code != GRPC_STATUS_UNAVAILABLE || client_backoff(c, t0, &backoff)) {
+    if (st.code != GRPC_STATUS_UNAVAILABLE || client_backoff(c, t0, &backoff, cn, m, &st, attempts)) {
       client_fail_status(err, cn, m, &st);
       if (st.code == GRPC_STATUS_UNAVAILABLE && attempts > 1)
         taca_error_prefix(err, "gave up after %d attempts in %.1f s", attempts, client_now() - t0);
@@ -81,7 +88,7 @@ int client_call_group(taca_client *c, group *g, client_method m, const uint8_t *
       return 0;
     }
     /* Another replica is tried at once; a full round of them waits a backoff step first. */
-    if (st.code != GRPC_STATUS_UNAVAILABLE || (attempts % g->n == 0 && client_backoff(c, t0, &backoff))) {
+    if (st.code != GRPC_STATUS_UNAVAILABLE || (attempts % g->n == 0 && client_backoff(c, t0, &backoff, cn, m, &st, attempts))) {
       client_fail_status(err, cn, m, &st);
       if (st.code == GRPC_STATUS_UNAVAILABLE && attempts > 1)
         taca_error_prefix(err, "gave up after %d attempts in %.1f s", attempts, client_now() - t0);
@@ -243,6 +250,7 @@ static int build_groups(taca_client *c, taca_error *err) {
 int taca_client_connect(taca_client **out, const char *servers, const taca_client_options *opt, taca_error *err) {
   *out = NULL;
   if (!servers || !*servers) return taca_fail(err, "no server address given");
+  if (taca_hostport_check_list("server address", servers, err)) return -1;
   taca_client *c = calloc(1, sizeof *c);
   if (!c) return taca_fail(err, "out of memory");
   if (opt) c->o = *opt;
@@ -315,6 +323,10 @@ int taca_client_connect(taca_client **out, const char *servers, const taca_clien
     return taca_fail(err, "no server address in '%s'", servers);
   }
 
+  if (c->o.health_only) {
+    *out = c;
+    return 0;
+  }
   for (int i = 0; i < c->n_conns; i++) {
     conn *cn = &c->conns[i];
     Taca__V1__InfoRequest req = TACA__V1__INFO_REQUEST__INIT;

@@ -62,8 +62,10 @@ void rpc_stream_close(rpc_stream *s);
 /* Unary call to group g with replica failover and backoff on UNAVAILABLE; -1 with err on failure. */
 int client_call_group(taca_client *c, group *g, client_method m, const uint8_t *req, size_t len, grpc_slice *resp,
                       taca_error *err);
-/* Sleeps the next backoff step; returns -1 when the retry budget (from t0) would be exceeded. */
-int client_backoff(const taca_client *c, double t0, int *backoff_ms);
+/* Sleeps the next backoff step (after telling o.on_retry about the failed call cn/m/st, attempt
+ * number `attempt`); returns -1 when the retry budget (from t0) would be exceeded. */
+int client_backoff(const taca_client *c, double t0, int *backoff_ms, const conn *cn, client_method m,
+                   const rpc_status *st, int attempt);
 double client_now(void);
 void client_sleep_ms(int ms);
 /* Fails with "ADDR: Method: CODE: details". */

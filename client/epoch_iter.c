@@ -185,7 +185,7 @@ int taca_epoch_next(taca_epoch *e, taca_batch *out, taca_error *err) {
       attempts++;
       if (attempts == 1) t0 = client_now();
       s->replica = (s->replica + 1) % s->g->n;
-      if (attempts % s->g->n == 0 && client_backoff(e->c, t0, &backoff)) {
+      if (attempts % s->g->n == 0 && client_backoff(e->c, t0, &backoff, cn, CM_STREAM_EPOCH, &st, attempts)) {
         client_fail_status(err, cn, CM_STREAM_EPOCH, &st);
         return taca_error_prefix(err, "gave up resuming at batch %llu after %d attempts",
                                  (unsigned long long)s->received, attempts);

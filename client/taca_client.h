@@ -49,6 +49,11 @@ typedef struct taca_client_options {
   const char *tls_ca;          /* PEM file of trusted roots: connect with TLS; NULL = plaintext */
   const char *tls_server_name; /* host name to verify in the certificate (default: the address's host) */
   size_t max_message;          /* largest response accepted; 0 = 256 MiB */
+  int health_only;             /* connect without Info (no token needed): only taca_client_health works */
+  /* Called before each backoff wait on UNAVAILABLE (NULL = silent): the server, the error
+   * ("Method: CODE: details"), the wait and the attempts so far; e.g. one log line per step. */
+  void (*on_retry)(void *arg, const char *server, const char *error, int wait_ms, int attempt);
+  void *retry_arg;
 } taca_client_options;
 
 typedef enum taca_modality { TACA_IMAGE = 0, TACA_TEXT = 1 } taca_modality;

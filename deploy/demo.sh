@@ -12,13 +12,60 @@
 #     training store (`taca precompute`, `taca add-features`); `taca-train --objective aft` trains a
 #     small ViT (deploy/demo/downstream_vit.json) on the stored labels with AFT, standard training
 #     and KD from the same start, and reports test accuracy per method and rho per source model.
-# Knobs (environment): DEMO_DIR [demo-out], DEMO_TRAIN [4000], DEMO_EVAL [3000], DEMO_STEPS [800],
-# DEMO_BATCH [64], DEMO_AFT_STEPS [600].
+#
+#   deploy/demo.sh OUT_DIR      (`make demo` passes demo-out)
+#
+# OUT_DIR is emptied first, but only if it is new, empty, or made by this script before (it holds
+# the marker file .taca-demo): any other folder is refused (exit 2). Every process it starts
+# (taca-featured, deploy/stack, mpirun and its ranks) is stopped on success, failure and Ctrl-C.
+# Knobs (environment): DEMO_TRAIN [4000], DEMO_EVAL [3000], DEMO_STEPS [800], DEMO_BATCH [64],
+# DEMO_AFT_STEPS [600], and for pretrain-models.sh DEMO_PRETRAIN_STEPS [600],
+# DEMO_PRETRAIN_SYNTH [100000], DEMO_PRETRAIN_EVAL [2000], DEMO_PRETRAIN_BATCH [128] (tests run a
+# tiny configuration: tests/integration/test_demo_lifecycle.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${TACA_BIN_DIR:-$root/build/bin}
-out=${DEMO_DIR:-$root/demo-out}
 py=/usr/bin/python3
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  "") echo "deploy/demo.sh: the output folder is required: deploy/demo.sh OUT_DIR (try --help)" >&2; exit 2 ;;
+esac
+[ $# -eq 1 ] || { echo "deploy/demo.sh: one argument expected (OUT_DIR), got $#" >&2; exit 2; }
+out=$1
+marker=.taca-demo
+if [ -e "$out" ] && [ ! -f "$out/$marker" ] && [ -n "$(ls -A "$out" 2>/dev/null || echo x)" ]; then
+  echo "deploy/demo.sh: $out exists and was not made by deploy/demo.sh (no $out/$marker): not deleting it" >&2
+  exit 2
+fi
+
+# Every background process this script started; stopped (SIGTERM, then waited for) on any exit.
+# Long steps run in the background and are waited for, so that a signal reaches the trap at once.
+# A step's own children (mpirun's ranks, a script's programs) get the signal too: a shell defers its
+# traps while a foreground child runs, so the whole tree is signalled at once.
+pids=()
+tree() { # tree PID: PID and all its descendants
+  ps -e -o pid=,ppid= | awk -v root="$1" '{ kids[$2] = kids[$2] " " $1 }
+    END { todo[1] = root; n = 1; while (n) { p = todo[n--]; print p; m = split(kids[p], k, " ");
+          for (i = 1; i <= m; i++) todo[++n] = k[i] } }'
+}
+stop_all() {
+  local p all=()
+  for p in "${pids[@]}"; do all+=($(tree "$p")); done
+  [ ${#all[@]} -eq 0 ] || kill -TERM "${all[@]}" 2>/dev/null || true
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+trap 'echo "deploy/demo.sh: interrupted" >&2; exit 130' INT TERM
+forget() { local keep=() p; for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; pids=("${keep[@]}"); }
+run() { # run CMD...: in the background, waited for; its status is run's
+  "$@" & local p=$!
+  pids+=("$p")
+  local rc=0; wait "$p" || rc=$?
+  forget "$p"
+  return "$rc"
+}
 . "$root/deploy/demo/demo.env"
 n_train=${DEMO_TRAIN:-4000}
 n_eval=${DEMO_EVAL:-3000}
@@ -28,10 +75,11 @@ batch=${DEMO_BATCH:-64}
 size=$DATA_SIZE
 t0=$(date +%s)
 say() { printf '\n== %s (%ds)\n' "$*" $(( $(date +%s) - t0 )); }
-rm -rf "$out"; mkdir -p "$out"
+rm -rf "$out"; mkdir -p "$out"; : > "$out/$marker"
 
 say "pretraining the old and the new CLIP model (deploy/demo/pretrain-models.sh)"
-TACA="$bin/taca" SIZE="$size" "$root/deploy/demo/pretrain-models.sh" "$out/models"
+TACA="$bin/taca" SIZE="$size" STEPS="${DEMO_PRETRAIN_STEPS:-600}" SYNTH="${DEMO_PRETRAIN_SYNTH:-100000}" \
+  EVAL="${DEMO_PRETRAIN_EVAL:-2000}" BATCH="${DEMO_PRETRAIN_BATCH:-128}" run "$root/deploy/demo/pretrain-models.sh" "$out/models"
 for m in old_clip new_clip; do
   "$py" - "$out/models/$m.summary.json" "$m" <<'PY'
 import json, sys
@@ -43,10 +91,10 @@ PY
 done
 
 say "synthetic data: $n_train training + $n_eval held-out samples"
-"$bin/taca" synth --out "$out/train-data" --n "$n_train" --start 1000000 --size "$size" --shards 4
-"$bin/taca" synth --out "$out/eval-data" --n "$n_eval" --start 2000000 --size "$size" --shards 1
+run "$bin/taca" synth --out "$out/train-data" --n "$n_train" --start 1000000 --size "$size" --shards 4
+run "$bin/taca" synth --out "$out/eval-data" --n "$n_eval" --start 2000000 --size "$size" --shards 1
 say "precompute (old model) of the held-out set"
-"$bin/taca" precompute --model "$out/models/old_clip" --name old --data "$out/eval-data/00000.tar" --db "$out/eval-db" \
+run "$bin/taca" precompute --model "$out/models/old_clip" --name old --data "$out/eval-data/00000.tar" --db "$out/eval-db" \
   --pixel-size "$NEW_IMAGE_SIZE" --quiet
 
 say "stack: precompute -> taca-featured -> 2 trainer ranks ($steps steps, global batch $batch)"
@@ -63,30 +111,34 @@ TACA_OUT=$out/ckpt
 TACA_PRECOMPUTE_ARGS="--quiet --pixel-size $NEW_IMAGE_SIZE"
 TACA_TRAIN_ARGS="--steps $steps --batch-size $batch --save-every $(( steps / 2 )) --log-json $out/ckpt/log.json --lr $TACA_LR --lambda $TACA_LAMBDA --quiet"
 ENV
-"$root/deploy/stack" run "$out/stack.env"
+run "$root/deploy/stack" run "$out/stack.env"
 
 say "evaluation on the held-out store"
 ckpt=$(printf '%s/ckpt/step-%06d.safetensors' "$out" "$steps")
-"$bin/taca" eval --db "$out/eval-db" --old old --new-model "$out/models/new_clip" --checkpoint "$ckpt" \
+run "$bin/taca" eval --db "$out/eval-db" --old old --new-model "$out/models/new_clip" --checkpoint "$ckpt" \
   --log-json "$out/ckpt/log.json" --json "$out/report.json" --html "$out/report.html"
 
 say "AFT: the new model's and random noise features join the old model's in the training store"
-"$bin/taca" precompute --model "$out/models/new_clip" --name new --db "$out/train-db" --quiet
-"$bin/taca" add-features --db "$out/train-db" --name noise --random 32 --seed 1 --quiet
-srv=()
-stop_servers() { for p in "${srv[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; srv=(); }
-trap stop_servers EXIT
-serve() { # serve DB NAME -> the port (taca-featured on 127.0.0.1, an ephemeral port)
-  rm -f "$out/$2.ports"
-  "$bin/taca-featured" --db "$1" --listen 127.0.0.1:0 --port-file "$out/$2.ports" > "$out/$2.featured.log" 2>&1 &
-  srv+=($!)
-  for _ in $(seq 200); do [ -s "$out/$2.ports" ] && break; sleep 0.05; done
-  sed -n 's/^grpc=//p' "$out/$2.ports"
+run "$bin/taca" precompute --model "$out/models/new_clip" --name new --db "$out/train-db" --quiet
+run "$bin/taca" add-features --db "$out/train-db" --name noise --random 32 --seed 1 --quiet
+servers=()
+stop_servers() { # the taca-featured daemons serve started, not the other processes
+  local p
+  for p in "${servers[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; forget "$p"; done
+  servers=()
 }
-p_train=$(serve "$out/train-db" aft-train)
-p_test=$(serve "$out/eval-db" aft-test)
+serve() { # serve DB NAME: taca-featured on 127.0.0.1 (an ephemeral port); sets $port. Not in $(...):
+  rm -f "$out/$2.ports" # a subshell's PIDs would never reach the trap
+  "$bin/taca-featured" --db "$1" --listen 127.0.0.1:0 --port-file "$out/$2.ports" > "$out/$2.featured.log" 2>&1 &
+  pids+=("$!"); servers+=("$!")
+  for _ in $(seq 200); do [ -s "$out/$2.ports" ] && break; sleep 0.05; done
+  port=$(sed -n 's/^grpc=//p' "$out/$2.ports")
+  [ -n "$port" ] || { echo "deploy/demo.sh: taca-featured did not start (see $out/$2.featured.log)" >&2; exit 1; }
+}
+serve "$out/train-db" aft-train; p_train=$port
+serve "$out/eval-db" aft-test; p_test=$port
 say "AFT: small ViT on the labels, $aft_steps steps per method (aft, stl, kd), features old,new,noise"
-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 "$bin/taca-train" \
+run env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 "$bin/taca-train" \
   --objective aft --server "127.0.0.1:$p_train" --test-server "127.0.0.1:$p_test" \
   --features old,new,noise --downstream "$root/deploy/demo/downstream_vit.json" --methods aft,stl,kd \
   --steps "$aft_steps" --batch-size "$batch" --threads 1 --out "$out/aft" --log-json "$out/aft/log.json" --quiet

@@ -117,7 +117,8 @@ static json_t *load_json_object(const char *path, taca_error *err) {
   json_error_t je;
   json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
   if (!root) {
-    taca_fail(err, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
+    if (je.line < 0) taca_fail(err, "%s: %s", path, je.text); /* not read at all: "unable to open ...: No such file" */
+    else taca_fail(err, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
     return NULL;
   }
   if (!json_is_object(root)) {

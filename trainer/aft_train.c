@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,8 @@ static void test_set_free(test_set *t) {
 /* Every sample of the test servers: pixels and labels (GetBatch over the served index range). */
 static int test_set_load(test_set *t, const train_options *o, int S, taca_error *err) {
   memset(t, 0, sizeof *t);
-  taca_client_options co = {.timeout_ms = o->timeout_ms, .retry_budget_ms = o->retry_budget_ms, .token = o->token};
+  taca_client_options co = {.timeout_ms = o->timeout_ms, .retry_budget_ms = o->retry_budget_ms, .token = o->token,
+                            .on_retry = train_log_retry};
   taca_client *c = NULL;
   if (taca_client_connect(&c, o->test_server, &co, err)) return taca_error_prefix(err, "--test-server"), -1;
   const taca_dataset_info *info = taca_client_info(c);
@@ -665,6 +667,7 @@ int aft_run(const train_options *o, const taca_comm *comm, taca_error *err) {
   fo.client.timeout_ms = o->timeout_ms;
   fo.client.retry_budget_ms = o->retry_budget_ms;
   fo.client.token = o->token;
+  fo.client.on_retry = train_log_retry, fo.client.retry_arg = (void *)(intptr_t)rank;
   if (feed_open(&probe, &fo, err)) goto done;
   const taca_model_desc *mp[TACA_CLIENT_MAX_EMB];
   taca_model_desc model_copy[TACA_CLIENT_MAX_EMB]; /* outlive the probe's connection */

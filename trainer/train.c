@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,10 @@ static int setup_ranks(taca_run *r, taca_error *err) {
 static int setup_model(taca_run *r, taca_error *err) {
   const train_options *o = r->o;
   if (!(r->m = clip_model_load(o->new_model, o->arch, r->be, err))) return -1;
+  { /* a bad --adapter-layers is told before the servers are asked anything (and retried) */
+    int first_layer, last_layer;
+    if (taca_parse_layer_range(o->adapter_layers, r->m->cfg.vision.layers, &first_layer, &last_layer, err)) return -1;
+  }
   /* The data first: the target model fixes the projector's output size. The feed starts at the
    * resumed step (the latest complete checkpoint, loaded below once the sizes are known). */
   r->latest = o->resume ? checkpoint_latest(o->out) : -1;
@@ -91,6 +96,7 @@ static int setup_model(taca_run *r, taca_error *err) {
   fo.client.timeout_ms = o->timeout_ms;
   fo.client.retry_budget_ms = o->retry_budget_ms;
   fo.client.token = o->token;
+  fo.client.on_retry = train_log_retry, fo.client.retry_arg = (void *)(intptr_t)r->rank;
   fo.be = r->be;
   fo.start_step = r->start;
   if (feed_open(&r->fd, &fo, err)) return -1;

@@ -1,10 +1,14 @@
 /* train_options.c: parsing of taca-train's options (command line, then TACA_* environment). */
 #include "trainer/train_options.h"
 
-#include <ctype.h>
+#include "base/envopt.h"
+#include "base/hostport.h"
+#include "nn/clip_config.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,8 +95,13 @@ static const struct option OPTS[] = {
     {"schedule", required_argument, 0, O_SCHEDULE},
     {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
 
+static const char *env_source; /* the variable the value being applied came from, or NULL */
+
 static int bad(const char *opt, const char *val, const char *want) {
-  fprintf(stderr, "taca-train: --%s expects %s, got '%s'\n", opt, want, val);
+  if (env_source)
+    fprintf(stderr, "taca-train: --%s expects %s, got '%s' (from the environment variable %s)\n", opt, want, val,
+            env_source);
+  else fprintf(stderr, "taca-train: --%s expects %s, got '%s'\n", opt, want, val);
   return 2;
 }
 
@@ -119,9 +128,29 @@ static int apply(train_options *o, int id, const char *name, const char *v) {
   long l;
   double d;
   switch (id) {
-    case O_SERVER: o->servers = v; break;
+    case O_SERVER:
+    case O_TEST_SERVER: {
+      taca_error err; /* ADDR[,ADDR...], ports 1..65535 (base/hostport.h) */
+      if (taca_hostport_check_list(id == O_SERVER ? "--server" : "--test-server", v, &err)) {
+        fprintf(stderr, "taca-train: %s%s%s%s\n", err.msg, env_source ? " (from the environment variable " : "",
+                env_source ? env_source : "", env_source ? ")" : "");
+        return 2;
+      }
+      *(id == O_SERVER ? &o->servers : &o->test_server) = v;
+      break;
+    }
     case O_NEW_MODEL: o->new_model = v; break;
-    case O_ARCH: o->arch = v; break;
+    case O_ARCH: {
+      clip_config cfg; /* a built-in name or a config JSON: a bad one is a usage error */
+      taca_error err;
+      if (clip_config_from_arg(&cfg, v, &err)) {
+        fprintf(stderr, "taca-train: --arch: %s%s%s%s\n", err.msg, env_source ? " (from the environment variable " : "",
+                env_source ? env_source : "", env_source ? ")" : "");
+        return 2;
+      }
+      o->arch = v;
+      break;
+    }
     case O_OUT: o->out = v; break;
     case O_OBJECTIVE:
       if (!strcmp(v, "taca")) o->objective = OBJECTIVE_TACA;
@@ -129,8 +158,8 @@ static int apply(train_options *o, int id, const char *name, const char *v) {
       else return bad(name, v, "taca or aft");
       break;
     case O_BATCH: if (parse_long(v, 1, &l) || l > 1 << 20) return bad(name, v, "a positive integer"); o->batch_size = (int)l; break;
-    case O_STEPS: if (parse_long(v, 0, &l)) return bad(name, v, "a count >= 0"); o->steps = l; break;
-    case O_LR: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->lr = d; o->lr_given = 1; break;
+    case O_STEPS: if (parse_long(v, 1, &l)) return bad(name, v, "a count >= 1"); o->steps = l; break;
+    case O_LR: if (parse_double(v, 0, &d) || !(d > 0) || !isfinite(d)) return bad(name, v, "a number > 0"); o->lr = d; o->lr_given = 1; break;
     case O_WD: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->weight_decay = d; o->wd_given = 1; break;
     case O_LAMBDA: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->lambda = d; break;
     case O_LOSS:
@@ -185,7 +214,6 @@ static int apply(train_options *o, int id, const char *name, const char *v) {
     }
     case O_BETA: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->beta = d; break;
     case O_PRIOR_LR: if (parse_double(v, 0, &d)) return bad(name, v, "a number >= 0"); o->prior_lr = d; break;
-    case O_TEST_SERVER: o->test_server = v; break;
     case O_NUM_CLASSES: if (parse_long(v, 2, &l) || l > 1 << 20) return bad(name, v, "an integer >= 2"); o->num_classes = (int)l; break;
     case O_REPORT: o->report = v; break;
     case O_SCHEDULE:
@@ -239,20 +267,22 @@ int train_options_parse(train_options *o, int argc, char **argv) {
     fprintf(stderr, "taca-train: unexpected argument '%s'\n", argv[optind]);
     return 2;
   }
-  /* TACA_<NAME> for options not on the command line. */
+  /* TACA_<NAME> for options not on the command line (rules: base/envopt.h). */
   for (const struct option *p = OPTS; p->name; p++) {
-    if (given[p->val] || p->val == O_HELP) continue;
-    char env[64] = "TACA_";
-    size_t k = strlen(env);
-    for (const char *s = p->name; *s && k < sizeof env - 1; s++) env[k++] = *s == '-' ? '_' : (char)toupper((unsigned char)*s);
-    env[k] = 0;
-    const char *v = getenv(env);
-    if (!v || !*v) continue;
-    if (p->has_arg == no_argument && strcmp(v, "1") && strcmp(v, "true") && strcmp(v, "yes")) continue;
-    if (apply(o, p->val, p->name, v)) {
-      fprintf(stderr, "taca-train: (from the environment variable %s)\n", env);
+    if (given[p->val]) continue;
+    char env[64];
+    const char *v;
+    taca_error err;
+    int set = taca_env_option("TACA_", p, env, sizeof env, &v, &err);
+    if (set < 0) {
+      fprintf(stderr, "taca-train: %s\n", err.msg);
       return 2;
     }
+    if (!set) continue;
+    env_source = env;
+    int rc = apply(o, p->val, p->name, v);
+    env_source = NULL;
+    if (rc) return 2;
   }
   if (o->dry_run) return 0;
   if (o->objective == OBJECTIVE_AFT) {
@@ -280,4 +310,9 @@ int train_options_parse(train_options *o, int argc, char **argv) {
 double train_lr_at(const train_options *o, double base_lr, long step) {
   if (!o->cosine || o->steps <= 0) return base_lr;
   return base_lr * 0.5 * (1.0 + cos(M_PI * (double)step / (double)o->steps));
+}
+
+void train_log_retry(void *arg, const char *server, const char *error, int wait_ms, int attempt) {
+  fprintf(stderr, "taca-train: rank %d: %s: %s; retrying in %.1f s (attempt %d, --retry-budget-ms bounds it)\n",
+          (int)(intptr_t)arg, server, error, wait_ms / 1000.0, attempt);
 }

@@ -42,6 +42,10 @@ typedef struct train_options {
  * schedule torch's CosineAnnealingLR(T_max = steps, eta_min = 0): lr (1 + cos(pi step / steps)) / 2. */
 double train_lr_at(const train_options *o, double base_lr, long step);
 
+/* The client's on_retry hook (client/taca_client.h): one stderr line per backoff step with the rank
+ * (arg: (void *)(intptr_t)rank), the server and the error, so that a missing server is not silent. */
+void train_log_retry(void *arg, const char *server, const char *error, int wait_ms, int attempt);
+
 /* Returns 0 to go on, 1 after printing --help, or 2 after printing a usage error. */
 int train_options_parse(train_options *o, int argc, char **argv);
 

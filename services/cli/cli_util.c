@@ -1,6 +1,9 @@
 /* cli_util.c: helpers shared by the taca subcommands. */
 #include "services/cli/cli_util.h"
 
+#include "base/envopt.h"
+#include "nn/clip_config.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -78,20 +81,17 @@ void cli_env_options(int *argc, char ***argv, const char *shortopts, const struc
 
   for (size_t k = 0; k < n_opts && env_n < ENV_MAX; k++) {
     const struct option *o = &opts[k];
-    if (given[k] || !strcmp(o->name, "help") || strlen(o->name) >= sizeof env_opt[0] - 2) continue;
-    char var[sizeof env_var[0]] = "TACA_";
-    size_t l = strlen(var);
-    for (const char *p = o->name; *p && l < sizeof var - 1; p++) var[l++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
-    var[l] = '\0';
-    const char *v = getenv(var);
-    if (!v || !*v) continue;
-    if (o->has_arg == no_argument && (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))) continue;
-    int is_flag = o->has_arg == no_argument && (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"));
-    /* anything else for a flag becomes "--NAME=VALUE", which getopt_long rejects: an error, not a guess */
-    size_t len = strlen(o->name) + strlen(v) + 4;
+    if (given[k] || strlen(o->name) >= sizeof env_opt[0] - 2) continue;
+    char var[sizeof env_var[0]];
+    const char *v;
+    taca_error err;
+    int set = taca_env_option("TACA_", o, var, sizeof var, &v, &err);
+    if (set < 0) exit(cli_fail((*argv)[0], 2, "%s", err.msg));
+    if (!set) continue;
+    size_t len = strlen(o->name) + (v ? strlen(v) : 0) + 4;
     char *arg = malloc(len);
     if (!arg) break;
-    if (is_flag) snprintf(arg, len, "--%s", o->name);
+    if (!v) snprintf(arg, len, "--%s", o->name);
     else snprintf(arg, len, "--%s=%s", o->name, v);
     env_args[env_n] = arg;
     snprintf(env_opt[env_n], sizeof env_opt[0], "--%s", o->name);
@@ -113,6 +113,14 @@ void cli_env_options(int *argc, char ***argv, const char *shortopts, const struc
   env_argv = nv;
   *argv = nv;
   *argc = n + env_n;
+}
+
+int cli_check_arch(const char *cmd, const char *arch) {
+  clip_config cfg;
+  taca_error err;
+  if (clip_config_from_arg(&cfg, arch, &err) == 0) return 0;
+  cli_fail(cmd, 2, "--arch: %s", err.msg);
+  return -1;
 }
 
 int cli_parse_positive(const char *cmd, const char *opt, const char *s, int *out) {

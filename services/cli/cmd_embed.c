@@ -107,7 +107,7 @@ int cmd_embed(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
       case 'm': model = optarg; break;
-      case 'a': arch = optarg; break;
+      case 'a': if (cli_check_arch("embed", optarg)) return 2; arch = optarg; break;
       case 'p': kind = IN_PIXELS, in = optarg, kinds++; break;
       case 'i': kind = IN_IMAGES, kinds++; break;
       case 'k': kind = IN_TOKENS, in = optarg, kinds++; break;

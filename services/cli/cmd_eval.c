@@ -93,7 +93,7 @@ int cmd_eval(int argc, char **argv) {
       case O_DB: o.db = optarg; break;
       case O_OLD: o.old_name = optarg; break;
       case O_NEW: o.new_model = optarg; break;
-      case O_ARCH: o.arch = optarg; break;
+      case O_ARCH: if (cli_check_arch("eval", optarg)) return 2; o.arch = optarg; break;
       case O_CKPT: o.checkpoint = optarg; break;
       case O_SPLIT:
         if (parse_double("--split", optarg, &o.split)) return 2;

@@ -61,7 +61,7 @@ int cmd_precompute(int argc, char **argv) {
   while (rc == 0 && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
       case 'm': o.model_path = optarg; break;
-      case 'a': o.arch = optarg; break;
+      case 'a': if (cli_check_arch("precompute", optarg)) rc = 2; o.arch = optarg; break;
       case 'N': o.name = optarg; break;
       case 'd': /* --data A [B ...]: the paths a shell glob gives, up to the next option */
         data[o.ndata++] = optarg;

@@ -246,7 +246,7 @@ int cmd_pretrain(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     int bad = 0;
     switch (c) {
-      case O_ARCH: o.arch = optarg; break;
+      case O_ARCH: if (cli_check_arch("pretrain", optarg)) return 2; o.arch = optarg; break;
       case O_OUT: o.out = optarg; break;
       case O_INIT: o.init = optarg; break;
       case O_SYNTH: bad = parse_ll("--synth", optarg, 1, &o.synth_n); break;

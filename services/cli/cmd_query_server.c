@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/npy.h"
+#include "base/hostport.h"
 #include "services/cli/cli_util.h"
 #include "services/cli/commands.h"
 #include "client/taca_client.h"
@@ -454,6 +455,10 @@ int cmd_query_server(int argc, char **argv) {
     } else return cli_fail(CMD, 2, "unknown option '%s' (see --help)", a);
   }
   if (!server) return cli_fail(CMD, 2, "--server ADDR is required (see --help)");
+  {
+    taca_error aerr;
+    if (taca_hostport_check_list("--server", server, &aerr)) return cli_fail(CMD, 2, "%s", aerr.msg);
+  }
   if (i >= argc) return cli_fail(CMD, 2, "missing COMMAND: info, keys, lookup, export or search (see --help)");
   const char *sub = argv[i];
   int sargc = argc - i;

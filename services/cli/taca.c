@@ -30,15 +30,16 @@ static const command COMMANDS[] = {
 static void usage(FILE *f) {
   fprintf(f, "usage: taca COMMAND [options]   (taca COMMAND --help for its options)\n\ncommands:\n");
   for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
-    fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
-  fprintf(f, "\nThe options of embed, tokenize, synth, pretrain, precompute and eval can also be set in the\n"
-             "environment: --NAME as TACA_NAME (--batch-size -> TACA_BATCH_SIZE, a flag as TACA_QUIET=1);\n"
-             "the command line wins.\n");
+    fprintf(f, "  %-13s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+  fprintf(f, "\nThe options of embed, tokenize, synth, pretrain, precompute, add-features and eval can also be\n"
+             "set in the environment: --NAME as TACA_NAME (--batch-size -> TACA_BATCH_SIZE; a flag as\n"
+             "TACA_QUIET=1/true/yes or 0/false/no); the command line wins, an empty variable is unset.\n"
+             "query and health read only TACA_TOKEN. Exit status: 0 done, 2 bad usage, 1 failed at run time.\n");
 }
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    usage(stderr);
+    fprintf(stderr, "taca: give a COMMAND (try taca --help)\n");
     return 2;
   }
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

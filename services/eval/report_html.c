@@ -10,7 +10,12 @@
 #include "base/atomicfile.h"
 #include "services/eval/report.h"
 
+/* One colour per meaning in every chart: PALETTE[0] the old model (before the upgrade), [1] the
+ * unadapted new model, [2] the adapted new model (TaCA), [3] the new head on new features, GREY
+ * chance. The loss curves are no model, so they take colours of their own (LOSS_PALETTE: the total
+ * in near-black, the terms in colours the model series never use). */
 static const char *PALETTE[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#7f7f7f"};
+static const char *LOSS_PALETTE[] = {"#222222", "#a0522d", "#d4419a", "#17becf", "#bcbd22", "#6b6b6b"};
 #define GREY "#b0b0b0"
 
 static void esc(FILE *f, const char *s) {
@@ -47,69 +52,97 @@ static void zeta_html(FILE *f, const char *head, const char *feat, int hat) {
 
 /* ---------- the loss curves ---------- */
 
+/* The loss axis: linear from 0, or logarithmic when every value is positive and they span a factor
+ * of 5 or more (the first steps of a run are often 10x the rest, which a linear axis from 0 squeezes
+ * into its bottom strip). */
+typedef struct loss_axis {
+  int log;
+  double y0, y1; /* in axis units: the value, or its log10 */
+} loss_axis;
+
+static double axis_of(const loss_axis *a, double v) { return a->log ? log10(v) : v; }
+
 static void svg_loss(FILE *f, const eval_loss_log *log) {
-  const int W = 760, H = 320, ml = 64, mr = 150, mt = 16, mb = 44;
+  const int W = 760, H = 340, ml = 64, mr = 160, mt = 16, mb = 48;
   const int pw = W - ml - mr, ph = H - mt - mb;
-  double x0 = log->step[0], x1 = log->step[0], y0 = INFINITY, y1 = -INFINITY;
+  double x0 = log->step[0], x1 = log->step[0], lo = INFINITY, hi = -INFINITY;
   for (int i = 0; i < log->n; i++) {
     if (log->step[i] < x0) x0 = log->step[i];
     if (log->step[i] > x1) x1 = log->step[i];
     for (int k = 0; k < log->n_series; k++) {
       double v = log->value[(size_t)i * log->n_series + k];
       if (!isfinite(v)) continue;
-      if (v < y0) y0 = v;
-      if (v > y1) y1 = v;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
     }
   }
-  if (!isfinite(y0)) y0 = 0, y1 = 1;
-  if (y0 > 0) y0 = 0; /* losses are non-negative: start the axis at 0 */
-  if (y1 - y0 < 1e-12) y1 = y0 + (fabs(y0) > 0 ? fabs(y0) : 1);
-  double ys = nice_step(y1 - y0, 5);
-  y0 = floor(y0 / ys) * ys;
-  y1 = ceil(y1 / ys) * ys;
+  loss_axis ax = {0, 0, 1};
+  double ticks[64];
+  int nt = 0;
+  if (isfinite(lo) && lo > 0 && hi / lo >= 5) {
+    ax.log = 1;
+    ax.y0 = floor(log10(lo) * 10) / 10; /* a little room beyond the data, in tenths of a decade */
+    ax.y1 = ceil(log10(hi) * 10) / 10;
+    for (int e = (int)floor(ax.y0); e <= (int)ceil(ax.y1) && nt < 60; e++)
+      for (int m = 0; m < 3; m++) {
+        double t = (m == 0 ? 1 : m == 1 ? 2 : 5) * pow(10, e);
+        if (log10(t) >= ax.y0 - 1e-9 && log10(t) <= ax.y1 + 1e-9) ticks[nt++] = t;
+      }
+  } else {
+    double y0 = isfinite(lo) ? lo : 0, y1 = isfinite(hi) ? hi : 1;
+    if (y0 > 0) y0 = 0; /* losses are non-negative: start the axis at 0 */
+    if (y1 - y0 < 1e-12) y1 = y0 + (fabs(y0) > 0 ? fabs(y0) : 1);
+    double ys = nice_step(y1 - y0, 5);
+    ax.y0 = floor(y0 / ys) * ys;
+    ax.y1 = ceil(y1 / ys) * ys;
+    for (double y = ax.y0; y <= ax.y1 + ys * 1e-6 && nt < 60; y += ys) ticks[nt++] = y;
+  }
   if (x1 <= x0) x1 = x0 + 1;
   double xs = nice_step(x1 - x0, 8);
   if (xs < 1) xs = 1;
 #define PX(x) (ml + ((x) - x0) / (x1 - x0) * pw)
-#define PY(y) (mt + ph - ((y) - y0) / (y1 - y0) * ph)
+#define PY(v) (mt + ph - (axis_of(&ax, v) - ax.y0) / (ax.y1 - ax.y0) * ph)
   fprintf(f, "<svg class=\"chart\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"training loss\">\n",
           W, H, W, H);
-  for (double y = y0; y <= y1 + ys * 1e-6; y += ys) {
-    fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>", ml, ml + pw, PY(y), PY(y));
-    fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%.4g</text>\n", ml - 6, PY(y) + 4, y);
+  for (int t = 0; t < nt; t++) {
+    fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>", ml, ml + pw, PY(ticks[t]),
+            PY(ticks[t]));
+    fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"12\">%.4g</text>\n", ml - 6, PY(ticks[t]) + 4,
+            ticks[t]);
   }
   for (double x = ceil(x0 / xs) * xs; x <= x1 + xs * 1e-6; x += xs)
     fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#999\"/><text x=\"%.1f\" y=\"%d\" "
-               "text-anchor=\"middle\" font-size=\"11\">%.0f</text>\n",
-            PX(x), PX(x), mt + ph, mt + ph + 4, PX(x), mt + ph + 17, x);
+               "text-anchor=\"middle\" font-size=\"12\">%.0f</text>\n",
+            PX(x), PX(x), mt + ph, mt + ph + 4, PX(x), mt + ph + 18, x);
   fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#999\"/>\n", ml, mt, pw, ph);
-  fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\">training step</text>\n", ml + pw / 2, H - 6);
-  fprintf(f, "<text x=\"14\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\" transform=\"rotate(-90 14 %d)\">loss</text>\n",
-          mt + ph / 2, mt + ph / 2);
+  fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"13\">training step</text>\n", ml + pw / 2, H - 8);
+  fprintf(f, "<text x=\"16\" y=\"%d\" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 16 %d)\">%s</text>\n",
+          mt + ph / 2, mt + ph / 2, ax.log ? "loss (log scale)" : "loss");
   /* at most ~2000 points per curve */
   int stride = log->n > 2000 ? (log->n + 1999) / 2000 : 1;
   for (int k = 0; k < log->n_series; k++) {
-    const char *col = PALETTE[k % 8];
+    const char *col = LOSS_PALETTE[k % 6];
     int open = 0;
     for (int i = 0; i < log->n; i += stride) {
       int ii = (i + stride >= log->n) ? log->n - 1 : i; /* always end at the last step */
       double v = log->value[(size_t)ii * log->n_series + k];
-      if (!isfinite(v)) {
+      if (!isfinite(v) || (ax.log && v <= 0)) {
         if (open) fputs("\"/>\n", f);
         open = 0;
         continue;
       }
       if (!open)
-        fprintf(f, "<polyline class=\"series-%d\" fill=\"none\" stroke=\"%s\" stroke-width=\"1.8\" points=\"", k, col);
+        fprintf(f, "<polyline class=\"series-%d\" fill=\"none\" stroke=\"%s\" stroke-width=\"%s\" points=\"", k, col,
+                k == 0 ? "2.2" : "1.6");
       fprintf(f, "%s%.1f,%.1f", open ? " " : "", PX((double)log->step[ii]), PY(v));
       open = 1;
       if (ii == log->n - 1) break;
     }
     if (open) fputs("\"/>\n", f);
-    int ly = mt + 10 + 18 * k;
+    int ly = mt + 12 + 22 * k;
     fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"3\"/>", ml + pw + 12,
             ml + pw + 32, ly, ly, col);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\">", ml + pw + 38, ly + 4);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"13\">", ml + pw + 38, ly + 5);
     esc(f, log->names[k]);
     fputs("</text>\n", f);
   }
@@ -136,7 +169,7 @@ static void svg_bars(FILE *f, const char *aria, int ng, void (*group_label)(FILE
   for (int p = 0; p <= 100; p += 25) {
     double y = mt + ph - p / 100.0 * ph;
     fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>", ml, ml + pw, y, y);
-    fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%d%%</text>\n", ml - 6, y + 4, p);
+    fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"12\">%d%%</text>\n", ml - 6, y + 4, p);
   }
   const double gw = (double)pw / ng, bw = gw * 0.8 / (ns > 0 ? ns : 1);
   for (int g = 0; g < ng; g++) {
@@ -148,9 +181,9 @@ static void svg_bars(FILE *f, const char *aria, int ng, void (*group_label)(FILE
       esc(f, s[k].name);
       fprintf(f, ": %.1f%%</title></rect>", 100 * v);
       fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"%d\">%.*f</text>\n", x + (bw - 2) / 2,
-              mt + ph - h - 3, bw < 30 ? 9 : 10, bw < 30 ? 0 : 1, 100 * v);
+              mt + ph - h - 4, 12, bw < 34 ? 0 : 1, 100 * v); /* narrow bars: whole percents */
     }
-    fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\">", ml + g * gw + gw / 2, mt + ph + 18);
+    fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\">", ml + g * gw + gw / 2, mt + ph + 20);
     group_label(f, g, ctx);
     fputs("</text>\n", f);
   }
@@ -158,11 +191,11 @@ static void svg_bars(FILE *f, const char *aria, int ng, void (*group_label)(FILE
   /* legend across the top */
   double lx = ml;
   for (int k = 0; k < ns; k++) {
-    fprintf(f, "<rect x=\"%.1f\" y=\"8\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%.1f\" y=\"18\" font-size=\"12\">",
-            lx, s[k].color, lx + 16);
+    fprintf(f, "<rect x=\"%.1f\" y=\"8\" width=\"13\" height=\"13\" fill=\"%s\"/><text x=\"%.1f\" y=\"19\" font-size=\"13\">",
+            lx, s[k].color, lx + 17);
     esc(f, s[k].name);
     fputs("</text>\n", f);
-    lx += 28 + 6.8 * strlen(s[k].name);
+    lx += 30 + 7.4 * strlen(s[k].name);
   }
   fputs("</svg>\n", f);
 }
@@ -227,6 +260,9 @@ static const char *CSS =
     "td.sym{text-align:left}.meta{color:#555;font-size:13px}.verdict{padding:8px 12px;border-radius:4px;"
     "margin:10px 0}.ok{background:#e6f4e6;border:1px solid #9c9}.bad{background:#fbeaea;border:1px solid #d99}"
     ".chart{display:block;margin:6px 0}text{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;fill:#333}"
+    /* no chart label under 12 px (CSS beats SVG presentation attributes), subscripts readable too */
+    ".chart text[font-size=\"9\"],.chart text[font-size=\"10\"],.chart text[font-size=\"11\"]{font-size:12px}"
+    ".chart tspan[baseline-shift]{font-size:85%}"
     "code{font-size:12px}";
 
 static void write_page(FILE *f, const eval_result *r, const eval_options *o) {

@@ -110,3 +110,10 @@ void featured_close(featured *f) {
   f->metrics = NULL;
   f->store = NULL;
 }
+
+featured_state featured_advance(featured *f, featured_state to) {
+  int cur = atomic_load(&f->state);
+  while (cur < (int)to && !atomic_compare_exchange_weak(&f->state, &cur, (int)to)) {
+  }
+  return (featured_state)cur;
+}

@@ -54,6 +54,14 @@ typedef struct featured_snapshot {
   uint64_t begin, end; /* served range: the declared one, else that of the stored samples */
 } featured_snapshot;
 
+/* The daemon's lifecycle, one value that only moves forward (featured_advance):
+ *   SERVING   taking calls;
+ *   DRAINING  after SIGTERM/SIGINT (or a failed start): health NOT_SERVING, new FeatureCache calls
+ *             UNAVAILABLE, streams end at their next batch, unary calls finish;
+ *   LINGERING no call left: a short pause so that final statuses reach the clients;
+ *   CLOSING   gRPC shutdown requested (no request is armed again), connections closing. */
+typedef enum featured_state { FS_SERVING, FS_DRAINING, FS_LINGERING, FS_CLOSING } featured_state;
+
 typedef struct featured {
   featured_config cfg;
   taca_store *store;
@@ -66,7 +74,7 @@ typedef struct featured {
   char ann_error[STORE_MAX_MODELS][2][sizeof(taca_error)];
   epoch_cache *epochs;
   featured_metrics *metrics;
-  atomic_int shutting_down; /* set on SIGTERM/SIGINT: health NOT_SERVING, streams end at the next batch */
+  atomic_int state;         /* featured_state */
   atomic_int active_streams;
 } featured;
 
@@ -78,6 +86,12 @@ void featured_close(featured *f);
 void featured_load_ann(featured *f);
 /* Re-reads the store info (new samples, models) into the snapshot. */
 int featured_refresh(featured *f, taca_error *err);
+/* Raises the state to `to` if it is lower; returns the state before (so `prev < to` means this call
+ * made the move: each transition's work runs once). */
+featured_state featured_advance(featured *f, featured_state to);
+static inline featured_state featured_state_now(featured *f) { return (featured_state)atomic_load(&f->state); }
+/* DRAINING or later: health NOT_SERVING, new calls refused. */
+static inline int featured_draining(featured *f) { return featured_state_now(f) >= FS_DRAINING; }
 /* Copies the current snapshot. */
 void featured_snapshot_get(featured *f, featured_snapshot *out);
 

@@ -403,7 +403,7 @@ done:
 
 int health_status(featured *f, const char *service) {
   if (strcmp(service, "") && strcmp(service, "taca.v1.FeatureCache")) return -1;
-  return atomic_load(&f->shutting_down) ? 2 : 1;
+  return featured_draining(f) ? 2 : 1;
 }
 
 int health_parse_request(const uint8_t *req, size_t len, char *buf, size_t cap, reply *r) {

@@ -8,12 +8,14 @@
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
 #include "base/atomicfile.h"
+#include "base/hostport.h"
 #include "services/featured/featured.h"
 #include "services/featured/http.h"
 #include "services/featured/web.h"
@@ -30,8 +32,7 @@ typedef struct app {
   uv_signal_t sigterm, sigint, sighup;
   uv_async_t done_async, idle_async;
   uv_timer_t refresh, grace, linger;
-  int stopping, lingering;
-} app;
+} app; /* the lifecycle state lives in A.f.state (featured.h) */
 
 static app A;
 
@@ -83,8 +84,7 @@ static void on_linger(uv_timer_t *t) {
 
 static void on_idle(uv_async_t *a) {
   (void)a;
-  if (!A.stopping || A.lingering) return;
-  A.lingering = 1;
+  if (featured_state_now(&A.f) != FS_DRAINING || featured_advance(&A.f, FS_LINGERING) != FS_DRAINING) return;
   uv_timer_start(&A.linger, on_linger, LINGER_MS, 0);
 }
 
@@ -97,17 +97,15 @@ static void on_grace(uv_timer_t *t) {
 
 static void on_stop_signal(uv_signal_t *s, int signum) {
   (void)s;
-  if (A.stopping) {
+  if (featured_advance(&A.f, FS_DRAINING) >= FS_DRAINING) {
     log_msg(LOG_WARN, "%s again: cancelling every remaining call", strsignal(signum));
     server_cancel_all(A.srv);
     return;
   }
-  A.stopping = 1;
   log_field fl[] = {LOG_STR("event", "shutdown"), LOG_STR("signal", strsignal(signum)),
                     LOG_INT("grace_s", A.f.cfg.grace_ms / 1000)};
   log_event(LOG_INFO, fl, 3, "%s: shutting down (no new calls; streams end at their next batch; grace %d s)",
             strsignal(signum), A.f.cfg.grace_ms / 1000);
-  atomic_store(&A.f.shutting_down, 1);
   uv_timer_stop(&A.refresh);
   uv_timer_start(&A.grace, on_grace, (uint64_t)A.f.cfg.grace_ms, 0);
   server_drain(A.srv);
@@ -134,7 +132,7 @@ static char *metrics_cb(void *arg, size_t *len) {
   featured_snapshot_get(f, s);
   metrics_gauges g = {
       .active_streams = atomic_load(&f->active_streams),
-      .serving = !atomic_load(&f->shutting_down),
+      .serving = !featured_draining(f),
       .samples = s->info.n_samples,
       .index_begin = s->begin,
       .index_end = s->end,
@@ -145,7 +143,9 @@ static char *metrics_cb(void *arg, size_t *len) {
 
 /* gRPC core's own messages (transport errors, peers that break the protocol) go to the same log, in the
  * same format, as events "grpc" with the gRPC source position. */
+static atomic_int grpc_log_quiet; /* while binding: the clear one-line error replaces gRPC's long one */
 static void grpc_log_cb(gpr_log_func_args *a) {
+  if (atomic_load(&grpc_log_quiet)) return;
   log_level lv = a->severity == GPR_LOG_SEVERITY_ERROR  ? LOG_ERROR
                  : a->severity == GPR_LOG_SEVERITY_INFO ? LOG_INFO
                                                         : LOG_DEBUG;
@@ -155,7 +155,7 @@ static void grpc_log_cb(gpr_log_func_args *a) {
   log_event(lv, fl, 3, "grpc: %s", a->message ? a->message : "");
 }
 
-static int serving_cb(void *arg) { return !atomic_load(&((featured *)arg)->shutting_down); }
+static int serving_cb(void *arg) { return !featured_draining((featured *)arg); }
 
 static int write_port_file(const char *path, int grpc_port, int metrics_port, taca_error *err) {
   char buf[64];
@@ -193,7 +193,10 @@ int main(int argc, char **argv) {
   uv_timer_init(&A.loop, &A.linger);
   int grpc_port = 0, metrics_port = 0;
   server_callbacks cb = {on_grpc_idle, on_grpc_done, NULL};
-  if (server_start(&A.f, &cb, &A.srv, &grpc_port, &err)) {
+  atomic_store(&grpc_log_quiet, 1);
+  int started = server_start(&A.f, &cb, &A.srv, &grpc_port, &err);
+  atomic_store(&grpc_log_quiet, 0);
+  if (started) {
     log_msg(LOG_ERROR, "%s", err.msg);
     if (cfg.log_path) fprintf(stderr, "taca-featured: %s\n", err.msg);
     rc = 1;
@@ -205,10 +208,9 @@ int main(int argc, char **argv) {
       log_msg(LOG_ERROR, "%s", err.msg);
       if (cfg.log_path) fprintf(stderr, "taca-featured: %s\n", err.msg);
       rc = 1;
-      atomic_store(&A.f.shutting_down, 1);
+      featured_advance(&A.f, FS_DRAINING);
       server_begin_shutdown(A.srv);
       server_cancel_all(A.srv);
-      A.stopping = 1;
     }
   }
   uv_signal_init(&A.loop, &A.sigterm);
@@ -219,18 +221,25 @@ int main(int argc, char **argv) {
   uv_signal_start(&A.sighup, on_hup, SIGHUP);
   uv_timer_init(&A.loop, &A.refresh);
   uv_timer_init(&A.loop, &A.grace);
-  if (!A.stopping) {
+  if (!featured_draining(&A.f)) {
     uv_timer_start(&A.refresh, on_refresh, (uint64_t)cfg.refresh_ms, (uint64_t)cfg.refresh_ms);
     if (cfg.port_file && write_port_file(cfg.port_file, grpc_port, metrics_port, &err)) {
       log_msg(LOG_ERROR, "--port-file: %s", err.msg);
       rc = 1;
-      A.stopping = 1;
-      atomic_store(&A.f.shutting_down, 1);
+      featured_advance(&A.f, FS_DRAINING);
       server_begin_shutdown(A.srv);
       server_cancel_all(A.srv);
     }
   }
-  if (!A.stopping) {
+  /* The bound addresses (an ephemeral ":0" shows the port it got). */
+  char grpc_addr[300], metrics_addr[300] = "";
+  taca_hostport hp;
+  if (taca_hostport_parse("--listen", cfg.listen, TACA_PORT_ZERO_OK, &hp, NULL) == 0)
+    taca_hostport_format(&hp, grpc_port, grpc_addr, sizeof grpc_addr);
+  else snprintf(grpc_addr, sizeof grpc_addr, "%s", cfg.listen);
+  if (cfg.metrics_listen && taca_hostport_parse("--metrics", cfg.metrics_listen, TACA_PORT_ZERO_OK, &hp, NULL) == 0)
+    taca_hostport_format(&hp, metrics_port, metrics_addr, sizeof metrics_addr);
+  if (!featured_draining(&A.f)) {
     featured_snapshot *s = malloc(sizeof *s);
     if (s) {
       featured_snapshot_get(&A.f, s);
@@ -241,15 +250,14 @@ int main(int argc, char **argv) {
                         LOG_INT("threads", cfg.threads), LOG_BOOL("token", cfg.token != NULL),
                         LOG_STR("metrics_listen", cfg.metrics_listen), LOG_INT("metrics_port", metrics_port)};
       log_event(LOG_INFO, fl, (int)(sizeof fl / sizeof fl[0]),
-              "serving %s on %s (port %d%s), %llu samples in [%llu, %llu), %d models, %d threads%s%s",
-              cfg.db, cfg.listen, grpc_port, cfg.tls_cert ? ", TLS" : "", (unsigned long long)s->info.n_samples,
+              "serving %s on %s%s, %llu samples in [%llu, %llu), %d models, %d threads%s%s",
+              cfg.db, grpc_addr, cfg.tls_cert ? " (TLS)" : "", (unsigned long long)s->info.n_samples,
               (unsigned long long)s->begin, (unsigned long long)s->end, s->info.n_models, cfg.threads,
               cfg.token ? ", bearer token required" : "", cfg.metrics_listen ? "" : ", no metrics endpoint");
       if (cfg.metrics_listen) {
         log_field fm[] = {LOG_STR("event", "metrics"), LOG_STR("listen", cfg.metrics_listen),
                           LOG_INT("port", metrics_port)};
-        log_event(LOG_INFO, fm, 3, "metrics on http://%s/metrics (port %d); search page at /", cfg.metrics_listen,
-                  metrics_port);
+        log_event(LOG_INFO, fm, 3, "metrics on http://%s/metrics; search page at /", metrics_addr);
       }
       if (cfg.token && !cfg.tls_cert)
         log_msg(LOG_WARN, "--token without TLS: the token travels in clear text; use --tls-cert off loopback");

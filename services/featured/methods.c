@@ -4,7 +4,7 @@
 #include <stddef.h>
 
 const char *const FEATURED_METHOD_NAMES[FM_COUNT] = {
-    "Info", "GetBatch", "StreamEpoch", "Lookup", "Search", "Health.Check", "Health.Watch", "Unknown",
+    "Info", "GetBatch", "StreamEpoch", "Lookup", "Search", "Health.Check", "Health.Watch", "Reflection", "Reflection.v1alpha", "Unknown",
 };
 
 const char *const FEATURED_METHOD_PATHS[FM_COUNT] = {
@@ -15,7 +15,9 @@ const char *const FEATURED_METHOD_PATHS[FM_COUNT] = {
     "/taca.v1.FeatureCache/Search",
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
     NULL,
 };
 
-const int FEATURED_METHOD_STREAMING[FM_COUNT] = {0, 0, 1, 0, 0, 0, 1, 0};
+const int FEATURED_METHOD_STREAMING[FM_COUNT] = {0, 0, 1, 0, 0, 0, 1, 1, 1, 0};

@@ -10,6 +10,8 @@ typedef enum featured_method {
   FM_SEARCH,
   FM_HEALTH_CHECK,
   FM_HEALTH_WATCH,
+  FM_REFLECTION,        /* grpc.reflection.v1.ServerReflection/ServerReflectionInfo (bidi stream) */
+  FM_REFLECTION_ALPHA,  /* the same as grpc.reflection.v1alpha */
   FM_UNKNOWN,  /* any other path: answered UNIMPLEMENTED */
   FM_COUNT
 } featured_method;
@@ -19,5 +21,7 @@ typedef enum featured_method {
 extern const char *const FEATURED_METHOD_NAMES[FM_COUNT];
 extern const char *const FEATURED_METHOD_PATHS[FM_COUNT];
 extern const int FEATURED_METHOD_STREAMING[FM_COUNT];
+/* Whether requests stream too (no initial payload: messages are received one by one). */
+#define FEATURED_METHOD_BIDI(m) ((m) == FM_REFLECTION || (m) == FM_REFLECTION_ALPHA)
 
 #endif

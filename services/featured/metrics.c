@@ -8,12 +8,14 @@
 #include <string.h>
 #include <time.h>
 
-/* Upper bounds (seconds) of the latency buckets; a final +Inf bucket follows. */
-static const double BUCKET_LE[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10};
-static const char *const BUCKET_TEXT[METRICS_BUCKETS] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
-                                                         "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "0.5",
-                                                         "1",      "2.5",     "5",      "10"};
+/* Upper bounds (seconds) of the latency buckets, from 10 us (most unary calls on loopback finish
+ * under 100 us, so their quantiles need buckets there); a final +Inf bucket follows. */
+static const double BUCKET_LE[METRICS_BUCKETS] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                                                  0.0025,  0.005,    0.01,    0.025,  0.05,    0.1,    0.25,
+                                                  0.5,     1,        2.5,     5,      10};
+static const char *const BUCKET_TEXT[METRICS_BUCKETS] = {
+    "0.00001", "0.000025", "0.00005", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01",
+    "0.025",   "0.05",     "0.1",     "0.25",   "0.5",     "1",      "2.5",   "5",      "10"};
 
 static const char *const CODE_NAMES[METRICS_CODES] = {
     "OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -134,9 +136,8 @@ char *metrics_render(featured_metrics *m, const metrics_gauges *g, size_t *len) 
           "# TYPE taca_featured_handled_total counter\n");
   for (int i = 0; i < FM_COUNT; i++)
     for (int c = 0; c < METRICS_CODES; c++) {
-      unsigned long long v = LOAD(m->m[i].codes[c]);
-      if (v || c == 0)
-        put(&b, "taca_featured_handled_total{method=\"%s\",code=\"%s\"} %llu\n", FEATURED_METHOD_NAMES[i],
+      unsigned long long v = LOAD(m->m[i].codes[c]); /* every series from the start, 0 included: rate() */
+      put(&b, "taca_featured_handled_total{method=\"%s\",code=\"%s\"} %llu\n", FEATURED_METHOD_NAMES[i],
             CODE_NAMES[c], v);
     }
   put(&b, "# HELP taca_featured_errors_total Calls finished with a status other than OK.\n"

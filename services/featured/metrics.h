@@ -20,7 +20,7 @@
 
 #include "services/featured/methods.h"
 
-#define METRICS_BUCKETS 16
+#define METRICS_BUCKETS 19
 #define METRICS_CODES 17
 
 typedef struct featured_metrics featured_metrics;

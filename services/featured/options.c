@@ -2,9 +2,10 @@
  * option not given there from the environment variable TACA_FEATURED_<OPTION>. */
 #include "services/featured/options.h"
 
+#include "base/envopt.h"
+#include "base/hostport.h"
 #include "services/featured/log.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -110,8 +111,13 @@ static int apply(featured_config *cfg, int id, char *val, taca_error *err) {
   long v = 0;
   switch (id) {
     case O_DB: cfg->db = val; break;
-    case O_LISTEN: cfg->listen = val; break;
-    case O_METRICS: cfg->metrics_listen = val; break;
+    case O_LISTEN:
+    case O_METRICS: {
+      taca_hostport hp; /* checked here, so that a bad address from the environment is named so */
+      if (taca_hostport_parse(id == O_LISTEN ? "--listen" : "--metrics", val, TACA_PORT_ZERO_OK, &hp, err)) return -1;
+      *(id == O_LISTEN ? &cfg->listen : &cfg->metrics_listen) = val;
+      break;
+    }
     case O_MODEL: return parse_model(cfg, val, err);
     case O_THREADS:
       if (parse_int("--threads", val, 1, 256, &v, err)) return -1;
@@ -195,15 +201,15 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
     given[c] = 1;
   }
   if (optind < argc) return taca_fail(err, "unexpected argument '%s' (try --help)", argv[optind]);
-  /* TACA_FEATURED_<OPTION> for the options not on the command line; an empty value is unset. */
+  /* TACA_FEATURED_<OPTION> for the options not on the command line (rules: base/envopt.h). */
   for (const struct option *p = LONG; p->name; p++) {
     if (p->val == O_HELP || given[p->val]) continue;
-    char env[64] = "TACA_FEATURED_";
-    size_t k = strlen(env);
-    for (const char *s = p->name; *s && k < sizeof env - 1; s++) env[k++] = *s == '-' ? '_' : (char)toupper((unsigned char)*s);
-    env[k] = '\0';
-    char *val = getenv(env);
-    if (!val || !*val) continue;
+    char env[64];
+    const char *cval;
+    int set = taca_env_option("TACA_FEATURED_", p, env, sizeof env, &cval, err);
+    if (set < 0) return -1;
+    if (!set) continue;
+    char *val = (char *)cval; /* parse_model cuts --model values in place; the env copy is private */
     if ((p->val == O_MODEL ? apply_env_models(cfg, val, err) : apply(cfg, p->val, val, err)) < 0) {
       if (!err) return -1;
       char why[sizeof err->msg];
@@ -212,10 +218,6 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
     }
   }
   if (!cfg->db) return taca_fail(err, "--db DIR is required (try --help)");
-  if (!*cfg->listen || !strchr(cfg->listen, ':'))
-    return taca_fail(err, "--listen: expected HOST:PORT, got '%s'", cfg->listen);
-  if (cfg->metrics_listen && !strchr(cfg->metrics_listen, ':'))
-    return taca_fail(err, "--metrics: expected HOST:PORT, got '%s'", cfg->metrics_listen);
   if (!cfg->tls_cert != !cfg->tls_key) return taca_fail(err, "--tls-cert and --tls-key go together");
   return 0;
 }

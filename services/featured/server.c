@@ -12,6 +12,9 @@
  *           the status. Freed when no batch of the call is pending.
  *   watch   (Health.Watch) the current status, then a message at each change; ends UNAVAILABLE on
  *           shutdown.
+ *   reflection (ServerReflectionInfo, v1 and v1alpha) RECV_CLOSE_ON_SERVER first; then one
+ *           RECV_MESSAGE at a time, each answered by one SEND_MESSAGE (reflection.c) before the next
+ *           receive; the client's half-close ends it OK.
  *   unknown any other method: UNIMPLEMENTED (a request for unregistered methods is always armed,
  *           otherwise such calls would hang until their deadline). */
 #include "services/featured/server.h"
@@ -22,6 +25,8 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
+
+#include "base/hostport.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +36,9 @@
 #include "services/featured/log.h"
 #include "services/featured/methods.h"
 #include "services/featured/metrics.h"
+#include "services/featured/reflection.h"
 
-typedef enum tag_kind { T_NEW, T_UNARY, T_SEND, T_CLOSE, T_SHUTDOWN } tag_kind;
+typedef enum tag_kind { T_NEW, T_UNARY, T_SEND, T_CLOSE, T_RECV, T_SHUTDOWN } tag_kind;
 
 struct call;
 typedef struct tag {
@@ -54,7 +60,6 @@ struct featured_server {
   int nworkers;
   worker *w;
   tag shutdown_tag;
-  atomic_int stopping;  /* phase 2 begun */
   atomic_int active;    /* calls arrived and not yet freed */
   server_callbacks cb;
   pthread_mutex_t watch_mu;
@@ -70,7 +75,7 @@ typedef struct call {
   grpc_metadata_array md;
   grpc_call_details details; /* FM_UNKNOWN only */
   grpc_byte_buffer *payload;
-  tag t_new, t_unary, t_send, t_close;
+  tag t_new, t_unary, t_send, t_close, t_recv;
   struct timespec t0;
   int recv_cancelled;        /* written by RECV_CLOSE_ON_SERVER */
   int pending;               /* batches in flight */
@@ -114,7 +119,7 @@ static void call_free(call *c) {
   if (c->mu_init) pthread_mutex_destroy(&c->mu);
   free(c);
   /* the last call of a draining server: phase 1 is over */
-  if (arrived && atomic_fetch_sub(&s->active, 1) == 1 && atomic_load(&s->f->shutting_down)) s->cb.idle(s->cb.arg);
+  if (arrived && atomic_fetch_sub(&s->active, 1) == 1 && featured_draining(s->f)) s->cb.idle(s->cb.arg);
 }
 
 /* Requests the next call of `method` on worker w's queue. */
@@ -132,6 +137,7 @@ static void arm(worker *w, featured_method method) {
   c->t_unary = (tag){T_UNARY, c};
   c->t_send = (tag){T_SEND, c};
   c->t_close = (tag){T_CLOSE, c};
+  c->t_recv = (tag){T_RECV, c};
   c->last_status = -1;
   grpc_metadata_array_init(&c->md);
   grpc_call_error e;
@@ -140,7 +146,8 @@ static void arm(worker *w, featured_method method) {
     e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, w->cq, w->cq, &c->t_new);
   } else {
     e = grpc_server_request_registered_call(s->server, s->handles[method], &c->call, &c->deadline, &c->md,
-                                            &c->payload, w->cq, w->cq, &c->t_new);
+                                            FEATURED_METHOD_BIDI(method) ? NULL : &c->payload, w->cq, w->cq,
+                                            &c->t_new);
   }
   if (e != GRPC_CALL_OK) {
     log_msg(LOG_ERROR, "arming a %s request failed (grpc_call_error %d)", FEATURED_METHOD_NAMES[method], (int)e);
@@ -347,7 +354,7 @@ static void stream_prefetch(call *c) {
 static void stream_pump(call *c) {
   if (c->closed || c->broken || c->status_sent || c->in_flight) return;
   featured *f = c->srv->f;
-  if (atomic_load(&f->shutting_down) && (c->prefetched || c->has_err)) {
+  if (featured_draining(f) && (c->prefetched || c->has_err)) {
     uint64_t next = epoch_stream_position(c->es) - (c->prefetched ? 1 : 0);
     char msg[256];
     snprintf(msg, sizeof msg,
@@ -432,7 +439,7 @@ static void watch_send_locked(call *c) {
     }
     return;
   }
-  if (atomic_load(&f->shutting_down)) send_status(c, GRPC_STATUS_UNAVAILABLE, "taca-featured is shutting down");
+  if (featured_draining(f)) send_status(c, GRPC_STATUS_UNAVAILABLE, "taca-featured is shutting down");
 }
 
 static void watch_release(call *c) {
@@ -478,6 +485,60 @@ static void watch_begin(call *c, const uint8_t *req, size_t len) {
   if (release) watch_release(c);
 }
 
+/* ---------- ServerReflectionInfo ---------- */
+
+static int reflection_recv(call *c) {
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &c->payload;
+  return start(c, &op, 1, &c->t_recv);
+}
+
+static void reflection_begin(call *c) {
+  if (admit_stream(c)) return;
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  op.data.recv_close_on_server.cancelled = &c->recv_cancelled;
+  if (start(c, &op, 1, &c->t_close) == 0) reflection_recv(c);
+  stream_maybe_free(c);
+}
+
+/* One request received (or the client's half-close: payload NULL): answer it, or end the call. */
+static void on_reflection_recv(call *c, int ok) {
+  c->pending--;
+  if (c->closed || c->broken || c->status_sent) {
+  } else if (!ok || !c->payload) {
+    send_status(c, GRPC_STATUS_OK, "");
+  } else if (featured_draining(c->srv->f)) {
+    send_status(c, GRPC_STATUS_UNAVAILABLE, "taca-featured is shutting down");
+  } else {
+    grpc_byte_buffer_reader rd;
+    grpc_slice body = grpc_empty_slice();
+    if (grpc_byte_buffer_reader_init(&rd, c->payload)) {
+      body = grpc_byte_buffer_reader_readall(&rd);
+      grpc_byte_buffer_reader_destroy(&rd);
+    }
+    metrics_request(c->srv->f->metrics, c->method, GRPC_SLICE_LENGTH(body));
+    reply r = {0};
+    reflection_handle(GRPC_SLICE_START_PTR(body), GRPC_SLICE_LENGTH(body), &r);
+    grpc_slice_unref(body);
+    if (r.code != GRPC_STATUS_OK) {
+      send_status(c, r.code, r.msg);
+    } else {
+      size_t len = reply_bytes(&r);
+      grpc_byte_buffer *bb = reply_to_bb(&r);
+      if (!bb) send_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory sending the response");
+      else if (send_message(c, bb) == 0) metrics_message(c->srv->f->metrics, c->method, len);
+    }
+    reply_clear(&r);
+  }
+  if (c->payload) grpc_byte_buffer_destroy(c->payload);
+  c->payload = NULL;
+  stream_maybe_free(c);
+}
+
 /* ---------- dispatch ---------- */
 
 static int authorized(call *c) {
@@ -505,11 +566,12 @@ static void on_new(call *c, int ok) {
   }
   c->arrived = 1;
   atomic_fetch_add(&s->active, 1);
-  if (!atomic_load(&s->stopping)) arm(c->w, c->method);
+  if (featured_state_now(s->f) < FS_CLOSING) arm(c->w, c->method);
   clock_gettime(CLOCK_MONOTONIC, &c->t0);
   featured *f = s->f;
   grpc_slice body = grpc_empty_slice();
-  int no_message = c->method != FM_UNKNOWN && !c->payload; /* half-closed before one whole message */
+  /* half-closed before one whole message (bidi calls receive theirs later) */
+  int no_message = c->method != FM_UNKNOWN && !FEATURED_METHOD_BIDI(c->method) && !c->payload;
   if (c->payload) {
     grpc_byte_buffer_reader rd;
     if (grpc_byte_buffer_reader_init(&rd, c->payload)) {
@@ -527,7 +589,7 @@ static void on_new(call *c, int ok) {
     char path[256];
     size_t pl = GRPC_SLICE_LENGTH(c->details.method);
     snprintf(path, sizeof path, "%.*s", (int)(pl > 200 ? 200 : pl), (const char *)GRPC_SLICE_START_PTR(c->details.method));
-    reply_fail(&r, GRPC_STATUS_UNIMPLEMENTED, "method %s is not served here (taca.v1.FeatureCache, grpc.health.v1.Health)",
+    reply_fail(&r, GRPC_STATUS_UNIMPLEMENTED, "method %s is not served here (taca.v1.FeatureCache, grpc.health.v1.Health, grpc.reflection.v1[alpha].ServerReflection)",
                path);
     finish_unary(c, &r);
   } else if (no_message) {
@@ -536,13 +598,14 @@ static void on_new(call *c, int ok) {
     reply_fail(&r, GRPC_STATUS_INVALID_ARGUMENT,
                "no complete request message arrived (the stream ended inside or before it)");
     finish_unary(c, &r);
-  } else if (c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && atomic_load(&f->shutting_down)) {
+  } else if (c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && featured_draining(f)) {
     reply_fail(&r, GRPC_STATUS_UNAVAILABLE, "taca-featured is shutting down: use another replica or retry later");
     finish_unary(c, &r);
-  } else if (c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && !authorized(c)) {
+  } else if (c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && !FEATURED_METHOD_BIDI(c->method) &&
+             !authorized(c)) { /* health and reflection (the public schema) stay open for tools */
     reply_fail(&r, GRPC_STATUS_UNAUTHENTICATED, "this server needs 'authorization: Bearer <token>' metadata (--token)");
     finish_unary(c, &r);
-  } else if (c->method != FM_HEALTH_WATCH && c->method != FM_STREAM_EPOCH &&
+  } else if (c->method != FM_HEALTH_WATCH && c->method != FM_STREAM_EPOCH && !FEATURED_METHOD_BIDI(c->method) &&
              gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0) {
     reply_fail(&r, GRPC_STATUS_DEADLINE_EXCEEDED, "the deadline passed before the call was handled");
     finish_unary(c, &r);
@@ -555,6 +618,8 @@ static void on_new(call *c, int ok) {
       case FM_HEALTH_CHECK: handle_health_check(f, req, len, &r); finish_unary(c, &r); break;
       case FM_STREAM_EPOCH: stream_begin(c, req, len); break;
       case FM_HEALTH_WATCH: watch_begin(c, req, len); break;
+      case FM_REFLECTION:
+      case FM_REFLECTION_ALPHA: reflection_begin(c); break;
       default: break;
     }
   }
@@ -580,7 +645,9 @@ static void on_send(call *c, int ok) {
   if (c->inflight) grpc_byte_buffer_destroy(c->inflight);
   c->inflight = NULL;
   if (!ok) c->broken = 1;
-  else stream_pump(c);
+  else if (FEATURED_METHOD_BIDI(c->method)) {
+    if (!c->status_sent && !c->closed) reflection_recv(c); /* the answer went out: the next question */
+  } else stream_pump(c);
   stream_maybe_free(c);
 }
 
@@ -612,6 +679,7 @@ static void *worker_main(void *arg) {
       case T_UNARY: on_unary_done(t->c); break;
       case T_SEND: on_send(t->c, ev.success); break;
       case T_CLOSE: on_close(t->c); break;
+      case T_RECV: on_reflection_recv(t->c, ev.success); break;
     }
   }
   return NULL;
@@ -698,7 +766,9 @@ int server_start(featured *f, const server_callbacks *cb, featured_server **out,
   for (int m = 0; m < FM_COUNT; m++)
     if (FEATURED_METHOD_PATHS[m])
       s->handles[m] = grpc_server_register_method(s->server, FEATURED_METHOD_PATHS[m], NULL,
-                                                  GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+                                                  FEATURED_METHOD_BIDI(m) ? GRPC_SRM_PAYLOAD_NONE
+                                                                          : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                                  0);
   grpc_server_credentials *creds = make_creds(&f->cfg, err);
   if (!creds) {
     server_destroy(s);
@@ -708,14 +778,18 @@ int server_start(featured *f, const server_callbacks *cb, featured_server **out,
   grpc_server_credentials_release(creds);
   if (*port == 0) {
     server_destroy(s);
-    return taca_fail(err, "--listen %s: cannot bind (address in use, or not a HOST:PORT this machine has)",
-                     f->cfg.listen);
+    taca_hostport hp;
+    const char *why = taca_hostport_parse("--listen", f->cfg.listen, TACA_PORT_ZERO_OK, &hp, NULL) == 0
+                          ? taca_hostport_bind_problem(&hp) : NULL;
+    return taca_fail(err, "--listen %s: cannot listen there: %s", f->cfg.listen,
+                     why ? why : "gRPC refused the address (not one this machine has?)");
   }
   grpc_server_start(s->server);
   /* Keep several requests armed per method and queue, so that bursts do not wait for re-arming. */
   for (int i = 0; i < s->nworkers; i++)
     for (int m = 0; m < FM_COUNT; m++) {
-      int k = (m == FM_GET_BATCH || m == FM_LOOKUP) ? 8 : (m == FM_UNKNOWN || m == FM_HEALTH_WATCH) ? 2 : 4;
+      int k = (m == FM_GET_BATCH || m == FM_LOOKUP) ? 8
+              : (m == FM_UNKNOWN || m == FM_HEALTH_WATCH || FEATURED_METHOD_BIDI(m)) ? 2 : 4;
       for (int j = 0; j < k; j++) arm(&s->w[i], (featured_method)m);
     }
   for (int i = 0; i < s->nworkers; i++) {
@@ -740,13 +814,13 @@ void server_drain(featured_server *s) {
 }
 
 void server_begin_shutdown(featured_server *s) {
-  if (atomic_exchange(&s->stopping, 1)) return;
+  if (featured_advance(s->f, FS_CLOSING) >= FS_CLOSING) return;
   grpc_server_shutdown_and_notify(s->server, s->w[0].cq, &s->shutdown_tag);
   server_health_changed(s);
 }
 
 void server_cancel_all(featured_server *s) {
-  if (!atomic_load(&s->stopping)) server_begin_shutdown(s);
+  if (featured_state_now(s->f) < FS_CLOSING) server_begin_shutdown(s);
   grpc_server_cancel_all_calls(s->server);
 }
 

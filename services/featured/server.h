@@ -2,7 +2,7 @@
  * per thread), and a state machine per call (unary, StreamEpoch, Health.Watch, unknown methods).
  *
  * Shutdown, driven from the libuv main thread, in two phases:
- *   1. drain (after f->shutting_down is set and server_drain is called): new FeatureCache calls are
+ *   1. drain (after featured_advance(f, FS_DRAINING) and server_drain): new FeatureCache calls are
  *      answered UNAVAILABLE, health is NOT_SERVING (Watch streams are told, then ended UNAVAILABLE),
  *      each StreamEpoch ends at its next batch boundary with UNAVAILABLE naming the batch to resume
  *      from, unary calls finish. Connections stay open meanwhile, so that clients receive those
@@ -27,7 +27,7 @@ typedef struct server_callbacks {
 
 /* Binds cfg.listen, starts the threads and returns the bound port in *port. */
 int server_start(featured *f, const server_callbacks *cb, featured_server **out, int *port, taca_error *err);
-/* Phase 1 (call after setting f->shutting_down): tells Watch streams; cb.idle follows when no call
+/* Phase 1 (call after featured_advance(f, FS_DRAINING)): tells Watch streams; cb.idle follows when no call
  * is left (at once if there is none). */
 void server_drain(featured_server *s);
 /* Phase 2. */

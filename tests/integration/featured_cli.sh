@@ -65,7 +65,11 @@ expect 1 "--model tiny: the store has no model of that name \(it has: old, wide\
 
 start a --db "$tmp/db" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --log "$tmp/a.log"
 a_pid=$pid a_port=$port a_mport=$mport
-expect 1 "cannot bind" "$F" --db "$tmp/db" --listen "127.0.0.1:$a_port"
+expect 1 "cannot listen there: Address already in use" "$F" --db "$tmp/db" --listen "127.0.0.1:$a_port"
+n_err=$("$F" --db "$tmp/db" --listen "127.0.0.1:$a_port" 2>&1 | grep -c " error " || true)
+[ "$n_err" -eq 1 ] || fail "a busy port logs $n_err error lines (want the one clear line, no gRPC internals)"
+grep -q "serving $tmp/db on 127.0.0.1:$a_port," "$tmp/a.log" || fail "the log does not name the bound gRPC port: $(head -3 "$tmp/a.log")"
+grep -q "metrics on http://127.0.0.1:$a_mport/metrics" "$tmp/a.log" || fail "the log does not name the bound metrics port"
 
 # /healthz, /metrics, 404
 r=$(http_get "$a_mport" /healthz) || fail "GET /healthz"

@@ -197,7 +197,7 @@ expect_error() { # expect_error STATUS PATTERN ARGS...
   grep -q -- "$pat" "$tmp/err" || fail "no '$pat' in: $(cat "$tmp/err")"
   [ "$(wc -l < "$tmp/err")" = 1 ] || fail "more than one line: $(cat "$tmp/err")"
 }
-expect_error 2 "needs --server, --features" "$bin/taca-train" --objective aft --server x --out "$tmp/e"
+expect_error 2 "needs --server, --features" "$bin/taca-train" --objective aft --server 127.0.0.1:1 --out "$tmp/e"
 expect_error 2 "aft, stl, kd" "$bin/taca-train" "${common[@]}" --downstream linear --methods aft,foo --out "$tmp/e"
 expect_error 1 "'nope' is not stored" "$bin/taca-train" --objective aft --server "127.0.0.1:$p1" --features clipA,nope \
   --num-classes 30 --downstream linear --out "$tmp/e" --quiet

@@ -1004,6 +1004,9 @@ START_TEST(test_metrics) {
   ck_assert(strstr(body, "taca_featured_errors_total{method=\"GetBatch\"} ") != NULL);
   ck_assert(strstr(body, "taca_featured_response_bytes_total{method=\"GetBatch\"} ") != NULL);
   ck_assert(strstr(body, "taca_featured_serving 1\n") != NULL);
+  /* every error series exists at 0 before its first error; the lowest bucket is 10 us */
+  ck_assert(strstr(body, "taca_featured_handled_total{method=\"Search\",code=\"DATA_LOSS\"} 0\n") != NULL);
+  ck_assert(strstr(body, "taca_featured_latency_seconds_bucket{method=\"Lookup\",le=\"0.00001\"} ") != NULL);
   ck_assert(strstr(body, "taca_featured_samples 100\n") != NULL);
   free(body);
 }

@@ -52,6 +52,8 @@ TACA_FEATURED_TOKEN=s3cret "$bin/taca-featured" --db "$tmp/db" --listen 127.0.0.
 srv=$!
 wait_ports "$srv" "$tmp/ports"
 if "$bin/taca" query --server "127.0.0.1:$port" info > /dev/null 2>&1; then fail "TACA_FEATURED_TOKEN not required"; fi
+# the health check (compose, deploy/stack) works without the token: it calls only grpc.health.v1
+"$bin/taca" health "127.0.0.1:$port" | grep -qx SERVING || fail "taca health fails on a token-protected server"
 export TACA_TOKEN=s3cret
 "$bin/taca" query --server "127.0.0.1:$port" info > /dev/null || fail "the token from TACA_FEATURED_TOKEN is not accepted"
 

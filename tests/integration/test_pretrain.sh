@@ -36,7 +36,7 @@ EOF
 
 expect 0 "--arch CONFIG.json" "$T" pretrain --help
 expect 2 "--arch and --out are required" "$T" pretrain --out "$tmp/m"
-expect 2 "unknown or incomplete option '--bogus'" "$T" pretrain --arch x --out y --bogus
+expect 2 "unknown or incomplete option '--bogus'" "$T" pretrain --arch ViT-B-32 --out y --bogus
 expect 2 "--steps expects a positive integer, got '0'" "$T" pretrain --arch "$tmp/tiny.json" --out "$tmp/m" --steps 0
 expect 2 "--lr expects a number >= 0, got 'abc'" "$T" pretrain --arch "$tmp/tiny.json" --out "$tmp/m" --lr abc
 expect 2 "unknown architecture 'ViT-X'" "$T" pretrain --arch ViT-X --out "$tmp/m"

@@ -99,6 +99,9 @@ if wait "$pid"; then fail "training succeeded without a server"; fi
 elapsed=$(( $(date +%s) - t0 ))
 [ "$elapsed" -le 30 ] || fail "giving up took ${elapsed}s"
 grep -q "UNAVAILABLE\|unavailable\|connect" "$tmp/gone.err" || { cat "$tmp/gone.err"; fail "no clear error"; }
+# not silent while it retries: one line per backoff step, naming the server and the error
+grep -q "^taca-train: rank [01]: 127.0.0.1:[0-9]*: StreamEpoch: UNAVAILABLE: .*; retrying in " "$tmp/gone.err" ||
+  { cat "$tmp/gone.err"; fail "no line per backoff step while the server is gone"; }
 last=$(ls "$tmp/gone" | sed -n 's/^step-\([0-9]*\)\.safetensors$/\1/p' | sort | tail -1)
 "$py" - "$tmp/gone/step-$last.safetensors" <<'PY' || fail "last checkpoint unreadable"
 import json, struct, sys
