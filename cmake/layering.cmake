@@ -40,7 +40,7 @@ endfunction()
 foreach(lib taca_storage taca_client)
   taca_link_closure(${lib} closure)
   foreach(bad taca_nn taca_methods taca_image taca_text PkgConfig::OPENBLAS PkgConfig::PNG
-      PkgConfig::WEBP JPEG::JPEG PkgConfig::UTF8PROC OpenMP::OpenMP_C)
+      PkgConfig::WEBP JPEG::JPEG PkgConfig::UTF8PROC OpenMP::OpenMP_C TACA::DNNL)
     if(bad IN_LIST closure)
       message(FATAL_ERROR "layering: ${lib} links ${bad} (closure: ${closure})")
     endif()

@@ -12,6 +12,7 @@ core=(
   liblmdb-dev lmdb-utils libuv1-dev libxxhash-dev
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler grpc-proto
   libopenmpi-dev openmpi-bin liblbfgs-dev libfaiss-dev liblapack-dev g++
+  libdnnl-dev  # oneDNN 2.6: the CPU backend's BF16 GEMMs (--precision bf16), as PyTorch uses it
   qemu-user binutils  # test_portable.sh: taca embed under qemu-x86_64 -cpu Haswell; objdump scan
   python3 python3-numpy python3-grpcio python3-protobuf python3-h2
   chromium  # tests/integration/test_search_page.sh: the search page in a headless browser

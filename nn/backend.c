@@ -80,3 +80,19 @@ const char *nn_backend_missing_op(const nn_backend *be) {
   }
   return NULL;
 }
+
+int nn_precision_parse(const char *s, nn_precision *p, taca_error *err) {
+  if (s && !strcmp(s, "f32")) *p = NN_PRECISION_F32;
+  else if (s && !strcmp(s, "bf16")) *p = NN_PRECISION_BF16;
+  else return taca_fail(err, "precision '%s': expected f32 or bf16", s ? s : "");
+  return 0;
+}
+
+const char *nn_precision_name(nn_precision p) { return p == NN_PRECISION_BF16 ? "bf16" : "f32"; }
+
+int nn_backend_check_precision(const nn_backend *be, nn_precision p, taca_error *err) {
+  if (p == NN_PRECISION_BF16 && (!be->bf16_register || !be->bf16_unregister))
+    return taca_fail(err, "--precision bf16: the %s backend has no BF16 matrix multiplies (use "
+                          "--precision f32 or --device cpu)", be->name);
+  return 0;
+}

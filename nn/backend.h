@@ -130,7 +130,36 @@ struct nn_backend {
 
   void (*destroy)(nn_backend *be);
   void *impl;
+
+  /* ---- Optional: BF16 matrix multiplies (NULL where a backend has none: only the CPU backend has
+   * them now; nn_backend_missing_op does not ask for them). The F32 path never changes: a backend
+   * on which nothing is registered computes exactly what it computes without these slots.
+   *
+   * bf16_register: weight region w[0:n] (backend memory, F32, left unchanged while registered) is
+   * converted once to BF16 (round to nearest even, as torch's .bfloat16()). From then on, a
+   * linear_forward whose W lies wholly inside a registered region, and the dinp GEMM of a
+   * linear_backward on such a W, multiply in BF16 with F32 accumulation: the activation operand is
+   * rounded to BF16 at the GEMM, the output, bias, accumulation and every other op stay F32 (what
+   * torch.autocast("cpu", dtype=torch.bfloat16) does to nn.Linear, with F32 outputs). Weights that
+   * are never registered (trainable adapters, projectors) stay F32. Returns 0, or -1 when out of
+   * memory (err says so). Registering a region twice is a no-op.
+   * bf16_unregister: forgets the region registered at w (before its memory is freed). */
+  int (*bf16_register)(nn_backend *be, const float *w, size_t n, taca_error *err);
+  void (*bf16_unregister)(nn_backend *be, const float *w);
 };
+
+/* The arithmetic of a model's matrix multiplies (--precision, TACA_PRECISION). */
+typedef enum nn_precision {
+  NN_PRECISION_F32 = 0,  /* the default: everything F32 */
+  NN_PRECISION_BF16 = 1, /* GEMMs on registered (frozen) weights in BF16, F32 accumulation */
+} nn_precision;
+
+/* Parses "f32" or "bf16" into *p; fails naming the value otherwise. */
+int nn_precision_parse(const char *s, nn_precision *p, taca_error *err);
+/* "f32" or "bf16". */
+const char *nn_precision_name(nn_precision p);
+/* Fails, naming the backend, when p is BF16 and be has no BF16 GEMMs; 0 otherwise. */
+int nn_backend_check_precision(const nn_backend *be, nn_precision p, taca_error *err);
 
 /* Every backend fills all the slots above from a static const table of its own (no slot is NULL;
  * test_backend_ops checks). */
@@ -141,6 +170,12 @@ struct nn_backend {
 nn_backend *nn_backend_cpu_create(int threads);
 /* The instruction set the CPU backend's vectorised ops use here: "x86-64-v3" or "baseline". */
 const char *nn_backend_cpu_isa(void);
+/* What the CPU backend's BF16 GEMMs run on here: "oneDNN <implementation>" (for instance "oneDNN
+ * brg:avx512_core_amx_bf16" or "oneDNN brg:avx512_core_bf16", the kernel oneDNN picks for this
+ * CPU), or "portable" (inputs rounded to BF16, products in F32 by sgemm: the same arithmetic, for
+ * CPUs or builds where oneDNN has no BF16 matmul). TACA_BF16_GEMM=portable forces the portable
+ * path (tests compare the two). */
+const char *nn_backend_cpu_bf16_impl(void);
 /* The slot name of the first NULL function pointer in be, or NULL when every slot is set. */
 const char *nn_backend_missing_op(const nn_backend *be);
 void nn_backend_destroy(nn_backend *be); /* be->destroy(be); NULL is a no-op */

@@ -1,5 +1,5 @@
-/* backend_cpu.c: the CPU compute backend: OpenBLAS sgemm for every matrix product, OpenMP-parallel
- * vectorised loops for the elementwise ops.
+/* backend_cpu.c: the CPU compute backend: OpenBLAS sgemm for every matrix product (BF16 ones on
+ * registered weights: backend_cpu_bf16.c), OpenMP-parallel vectorised loops for the elementwise ops.
  *
  * Threading (one owner, DESIGN.md "Known pitfalls"): OpenMP owns the cores. OpenBLAS is set to one
  * thread; GEMMs are split across the OpenMP threads (each part one single-threaded sgemm),
@@ -59,9 +59,9 @@ static void linear_part(float *out, int ldo, const float *inp, int ldi, const fl
 /* GEMMs are split across the OpenMP threads by rows (or, for few rows, by output columns), each
  * part a single-threaded sgemm: one thread pool owns the cores, so OpenBLAS's own threads never
  * compete with the OpenMP loops around them. */
-static void cpu_linear_forward(nn_backend *be, float *out, int ldo, const float *inp, int ldi,
-                               const float *w, const float *bias, int N, int C, int OC,
-                               int accumulate) {
+void cpu_linear_forward_f32(nn_backend *be, float *out, int ldo, const float *inp, int ldi,
+                            const float *w, const float *bias, int N, int C, int OC,
+                            int accumulate) {
   const int nt = ((cpu_impl *)be->impl)->threads;
   if (N <= 0 || OC <= 0) return;
   if (nt == 1 || (size_t)N * OC * C < (1u << 18)) {
@@ -83,6 +83,17 @@ static void cpu_linear_forward(nn_backend *be, float *out, int ldo, const float 
       linear_part(out, ldo, inp, ldi, w, bias, C, 0, N, c0, c1 < OC ? c1 : OC, accumulate);
     }
   }
+}
+
+/* W inside a region registered for BF16 (bf16_register): the BF16 GEMM; else the F32 one. */
+static void cpu_linear_forward(nn_backend *be, float *out, int ldo, const float *inp, int ldi,
+                               const float *w, const float *bias, int N, int C, int OC,
+                               int accumulate) {
+  const uint16_t *h = cpu_bf16_find(be, w, (size_t)OC, (size_t)C);
+  if (h && N > 0 && OC > 0)
+    cpu_bf16_linear_forward(be, out, ldo, inp, ldi, h, bias, N, C, OC, accumulate);
+  else
+    cpu_linear_forward_f32(be, out, ldo, inp, ldi, w, bias, N, C, OC, accumulate);
 }
 
 static void cpu_layernorm_forward(nn_backend *be, float *out, float *mean, float *rstd,
@@ -235,6 +246,7 @@ static void cpu_gather_rows(nn_backend *be, float *out, const float *inp, const 
 
 static void cpu_destroy(nn_backend *be) {
   cpu_impl *impl = be->impl;
+  cpu_bf16_destroy(be);
   free(impl->scratch);
   free(impl);
   free(be);
@@ -274,6 +286,8 @@ static const nn_backend cpu_ops = {
     .host_alloc = cpu_host_alloc,
     .host_free = cpu_host_free,
     .destroy = cpu_destroy,
+    .bf16_register = cpu_bf16_register,
+    .bf16_unregister = cpu_bf16_unregister,
 };
 
 nn_backend *nn_backend_cpu_create_isa(int threads) {

@@ -82,8 +82,11 @@ void cpu_linear_backward(nn_backend *be, float *dinp, int lddi, float *dw, float
                                 const float *w, int N, int C, int OC, int accumulate) {
   const int nt = ((cpu_impl *)be->impl)->threads;
   if (N <= 0 || C <= 0 || OC <= 0) return;
-  /* dinp[N, C] = dout[N, OC] . W[OC, C]; dW[OC, C] += dout^T . inp[N, C]. */
-  if (dinp) par_sgemm(nt, 0, 0, N, C, OC, dout, ldd, w, C, accumulate ? 1.0f : 0.0f, dinp, lddi);
+  /* dinp[N, C] = dout[N, OC] . W[OC, C]; dW[OC, C] += dout^T . inp[N, C]. dinp in BF16 when W is
+   * registered for it (backend_cpu_bf16.c). */
+  const uint16_t *h = dinp ? cpu_bf16_find(be, w, (size_t)OC, (size_t)C) : NULL;
+  if (h) cpu_bf16_linear_dinp(be, dinp, lddi, dout, ldd, h, N, C, OC, accumulate);
+  else if (dinp) par_sgemm(nt, 0, 0, N, C, OC, dout, ldd, w, C, accumulate ? 1.0f : 0.0f, dinp, lddi);
   if (dw) par_sgemm(nt, 1, 0, OC, C, N, dout, ldd, inp, ldi, 1.0f, dw, C);
   if (db) column_sums(db, dout, ldd, N, OC);
 }

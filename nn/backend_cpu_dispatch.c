@@ -3,6 +3,7 @@
  * nn/CMakeLists.txt) when the CPU has those, else the portable baseline. The choice only changes
  * speed and the order of the vectorised reductions (LayerNorm, softmax), never what is computed.
  * TACA_CPU_ISA=baseline in the environment forces the baseline (tests compare the two). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,12 @@ static int use_v3(void) {
 }
 
 const char *nn_backend_cpu_isa(void) { return use_v3() ? "x86-64-v3" : "baseline"; }
+
+const char *nn_backend_cpu_bf16_impl(void) {
+  static char name[96];
+  if (!name[0]) cpu_bf16_probe(name, sizeof name);
+  return name;
+}
 
 nn_backend *nn_backend_cpu_create(int threads) {
 #ifdef TACA_CPU_V3

@@ -450,6 +450,8 @@ static const nn_backend cuda_ops = {
     cu_bias_act_forward_pre, cu_act_backward, cu_attention_backward, cu_scatter_rows_add,
     cu_adamw_update,         cu_host_alloc, cu_host_free, cu_destroy,
     NULL,                    /* impl */
+    NULL,                    /* bf16_register: none on the GPU yet (optional slot) */
+    NULL,                    /* bf16_unregister */
 };
 
 static nn_backend *mod_create(int ordinal, nn_cuda_math math, taca_error *err) {

@@ -58,6 +58,9 @@ typedef struct clip_model {
   void **owned;             /* backend buffers this model allocated */
   int n_owned, cap_owned;
   struct clip_workspace *ws;
+  nn_precision precision;   /* of its GEMMs: clip_model_set_precision (F32 after loading) */
+  const float **bf16_regions; /* weight regions registered with the backend for BF16 */
+  int n_bf16;
 } clip_model;
 
 /* Loads a model. path is a HF directory (config.json + model.safetensors) or an open_clip
@@ -66,6 +69,14 @@ typedef struct clip_model {
  * *.position_ids) or mis-shaped tensors are errors naming the tensor. */
 clip_model *clip_model_load(const char *path, const char *arch, nn_backend *be, taca_error *err);
 void clip_model_free(clip_model *m);
+
+/* Sets the arithmetic of the model's GEMMs. BF16: every weight that multiplies activations (patch
+ * embedding, q/k/v, attention output, MLP, projections; not the token embedding, LayerNorms, biases)
+ * is registered with the backend (backend.h, bf16_register), so converted once to BF16, and those
+ * GEMMs run in BF16 with F32 accumulation; everything else stays F32 (torch.autocast on the CPU, but
+ * with F32 GEMM outputs). F32 unregisters them: the model computes exactly what it did after
+ * loading. Fails when the backend has no BF16 GEMMs or memory runs out (the model stays F32). */
+int clip_model_set_precision(clip_model *m, nn_precision p, taca_error *err);
 
 /* Which towers clip_model_load_towers loads. */
 #define CLIP_TOWER_VISION 1u

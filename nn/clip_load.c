@@ -324,10 +324,76 @@ clip_model *clip_model_load_towers(const char *file, const clip_config *cfg, uns
   return m;
 }
 
+static void unregister_bf16(clip_model *m) {
+  for (int i = 0; i < m->n_bf16; i++) m->be->bf16_unregister(m->be, m->bf16_regions[i]);
+  free(m->bf16_regions);
+  m->bf16_regions = NULL;
+  m->n_bf16 = 0;
+  m->precision = NN_PRECISION_F32;
+}
+
+static int register_bf16(clip_model *m, const float *w, size_t n, taca_error *err) {
+  if (!w || !n) return 0;
+  for (int i = 0; i < m->n_bf16; i++)
+    if (m->bf16_regions[i] == w) return 0;
+  const float **r = realloc(m->bf16_regions, sizeof *r * (m->n_bf16 + 1));
+  if (!r) return taca_fail(err, "out of memory");
+  m->bf16_regions = r;
+  if (m->be->bf16_register(m->be, w, n, err)) return -1;
+  r[m->n_bf16++] = w;
+  return 0;
+}
+
+/* A block's GEMM weights: q, k and v as one region where they lie back to back (open_clip's packed
+ * in_proj_weight; the trainer then multiplies them as one [3W, W] matrix). */
+static int register_block(clip_model *m, const clip_block *b, const clip_tower_config *tc,
+                          taca_error *err) {
+  const size_t W = tc->width, M = tc->mlp, WW = W * W;
+  if (b->k_w == b->q_w + WW && b->v_w == b->k_w + WW) {
+    if (register_bf16(m, b->q_w, 3 * WW, err)) return -1;
+  } else if (register_bf16(m, b->q_w, WW, err) || register_bf16(m, b->k_w, WW, err) ||
+             register_bf16(m, b->v_w, WW, err)) {
+    return -1;
+  }
+  return register_bf16(m, b->out_w, WW, err) || register_bf16(m, b->fc1_w, M * W, err) ||
+                 register_bf16(m, b->fc2_w, W * M, err)
+             ? -1
+             : 0;
+}
+
+int clip_model_set_precision(clip_model *m, nn_precision p, taca_error *err) {
+  if (p == m->precision) return 0;
+  unregister_bf16(m);
+  if (p == NN_PRECISION_F32) return 0;
+  if (nn_backend_check_precision(m->be, p, err)) return -1;
+  const clip_config *c = &m->cfg;
+  const size_t E = c->embed_dim;
+  int rc = 0;
+  if (m->has_vision) {
+    const size_t W = c->vision.width, P = c->patch_size;
+    rc = register_bf16(m, m->vision.patch_w, W * 3 * P * P, err) ||
+         register_bf16(m, m->vision.proj, E * W, err);
+    for (int l = 0; !rc && l < c->vision.layers; l++)
+      rc = register_block(m, &m->vision.blocks[l], &c->vision, err);
+  }
+  if (!rc && c->has_text) {
+    rc = register_bf16(m, m->text.proj, E * (size_t)c->text.width, err);
+    for (int l = 0; !rc && l < c->text.layers; l++)
+      rc = register_block(m, &m->text.blocks[l], &c->text, err);
+  }
+  if (rc) {
+    unregister_bf16(m);
+    return -1;
+  }
+  m->precision = p;
+  return 0;
+}
+
 void clip_model_workspace_free(clip_model *m);
 
 void clip_model_free(clip_model *m) {
   if (!m) return;
+  unregister_bf16(m);
   clip_model_workspace_free(m);
   for (int i = 0; i < m->n_owned; i++) {
     if (m->be->host_memory) free(m->owned[i]);
