@@ -22,6 +22,7 @@ struct taca_encoder {
   taca_adapted *ad;  /* ENCODER_ADAPTED */
   encoder_provenance prov;
   int have_prov;
+  nn_precision precision;
 };
 
 /* OpenAI's CLIP normalisation (image/image.h CLIP_MEAN/CLIP_STD hold the same literals). */
@@ -85,6 +86,22 @@ taca_encoder *encoder_open_adapted(const char *new_path, const char *arch, const
   if (!arch) snprintf(e->arch, sizeof e->arch, "%s", taca_adapted_new_model(e->ad)->cfg.name);
   return e;
 }
+
+int encoder_set_precision(taca_encoder *e, nn_precision p, taca_error *err) {
+  clip_model *ms[2] = {e->clip, NULL};
+  if (e->ad) ms[0] = taca_adapted_new_model(e->ad), ms[1] = taca_adapted_text_model(e->ad);
+  for (int i = 0; i < 2; i++) {
+    if (ms[i] && clip_model_set_precision(ms[i], p, err)) {
+      for (int k = 0; k < i; k++)
+        if (ms[k]) clip_model_set_precision(ms[k], NN_PRECISION_F32, err);
+      return -1;
+    }
+  }
+  e->precision = p;
+  return 0;
+}
+
+nn_precision encoder_precision(const taca_encoder *e) { return e->precision; }
 
 void encoder_close(taca_encoder *e) {
   if (!e) return;

@@ -98,6 +98,12 @@ void encoder_default_preprocess(encoder_preprocess *p);
 /* Computes the hashes on first use; NULL with err on a read failure. */
 const encoder_provenance *encoder_provenance_get(taca_encoder *e, taca_error *err);
 
+/* --precision: the arithmetic of the frozen towers' GEMMs (nn/clip.h clip_model_set_precision on
+ * the CLIP model, or on an adapted encoder's NEW and OLD towers; adapters, LoRA and the projector
+ * stay F32). F32 after opening. Fails naming the reason (a backend without BF16 GEMMs). */
+int encoder_set_precision(taca_encoder *e, nn_precision p, taca_error *err);
+nn_precision encoder_precision(const taca_encoder *e);
+
 int encoder_embed_images(taca_encoder *e, const float *pixels, int n, float *out, taca_error *err);
 int encoder_embed_texts(taca_encoder *e, const int32_t *tokens, int n, float *out, taca_error *err);
 

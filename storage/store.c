@@ -281,6 +281,14 @@ static int parse_model(const MDB_val *v, store_model *m, const char *what, taca_
            json_int(j, "image_size", &m->image_size, what, err) ||
            json_int(j, "block_size", &m->block_size, what, err);
   if (!rc) {
+    /* optional (records written before it, and every F32 model, have none) */
+    json_t *pr = json_object_get(j, "precision");
+    const char *ps = pr ? json_string_value(pr) : "f32";
+    if (!ps || (strcmp(ps, "f32") && strcmp(ps, "bf16")))
+      rc = store_corrupt(err, "meta '%s': field 'precision' is not \"f32\" or \"bf16\"", what);
+    else snprintf(m->precision, sizeof m->precision, "%s", ps);
+  }
+  if (!rc) {
     json_t *ls = json_object_get(j, "logit_scale");
     if (!json_is_number(ls)) rc = store_corrupt(err, "meta '%s': field 'logit_scale' missing or not a number", what);
     else m->logit_scale = (float)json_number_value(ls);
@@ -301,6 +309,11 @@ static int model_json(const store_model *m, char **out, taca_error *err) {
                         "weights_xxh", m->weights_xxh, "image_size", m->image_size, "block_size",
                         m->block_size);
   if (!j) return taca_fail(err, "model '%s': cannot encode JSON", m->name);
+  /* Only where it is not F32, so that F32 records stay as they were (and so the content hash). */
+  if (strcmp(m->precision, "f32") && json_object_set_new(j, "precision", json_string(m->precision))) {
+    json_decref(j);
+    return taca_fail(err, "model '%s': cannot encode JSON", m->name);
+  }
   return dump_json(j, out, err, m->name);
 }
 
@@ -701,6 +714,7 @@ static const char *model_diff(const store_model *a, const store_model *b) {
   if (a->image_dim != b->image_dim) return "image_dim";
   if (a->text_dim != b->text_dim) return "text_dim";
   if (a->dtype != b->dtype) return "dtype";
+  if (strcmp(a->precision, b->precision)) return "precision";
   if (memcmp(&a->logit_scale, &b->logit_scale, sizeof(float))) return "logit_scale";
   if (strcmp(a->weights_xxh, b->weights_xxh)) return "weights_xxh";
   if (a->image_size != b->image_size) return "image_size";
@@ -717,6 +731,9 @@ int store_register_model(store_txn *t, const store_model *in, int *id, taca_erro
   if (strnlen(m.weights_xxh, sizeof m.weights_xxh) >= sizeof m.weights_xxh)
     return taca_fail(err, "model '%s': weights_xxh too long", m.name);
   if (m.block_size == 0) m.block_size = STORE_DEFAULT_BLOCK;
+  if (!m.precision[0]) snprintf(m.precision, sizeof m.precision, "f32");
+  if (strcmp(m.precision, "f32") && strcmp(m.precision, "bf16"))
+    return taca_fail(err, "model '%s': precision '%s' is not f32 or bf16", m.name, m.precision);
   if (m.block_size < 1 || m.block_size > 65536)
     return taca_fail(err, "model '%s': block_size %d is not in 1..65536", m.name, m.block_size);
   if (m.image_dim < 0 || m.text_dim < 0 || m.image_dim > 65536 || m.text_dim > 65536 || (!m.image_dim && !m.text_dim))

@@ -82,6 +82,8 @@ typedef struct store_model {
   char weights_xxh[40];          /* checksum of the weights file(s) (store_file_checksum), may be "" */
   int image_size;                /* the vision tower's input side */
   int block_size;                /* embeddings per block record; 0 at registration = default 256 */
+  char precision[8];             /* arithmetic the embeddings were computed in: "f32" or "bf16"
+                                  * (--precision); "" at registration = "f32" */
 } store_model;
 
 typedef struct store_info {

@@ -83,6 +83,12 @@ static int setup_ranks(taca_run *r, taca_error *err) {
 static int setup_model(taca_run *r, taca_error *err) {
   const train_options *o = r->o;
   if (!(r->m = clip_model_load(o->new_model, o->arch, r->be, err))) return -1;
+  /* --precision bf16: the frozen tower's GEMMs (its forward and the input gradients through it) in
+   * BF16; the trainable tensors are never registered, so they stay F32 (backend.h). */
+  if (clip_model_set_precision(r->m, o->precision, err)) return -1;
+  if (o->precision != NN_PRECISION_F32 && r->rank == 0 && !o->quiet)
+    fprintf(stderr, "taca-train: frozen tower in %s (GEMMs: %s)\n", nn_precision_name(o->precision),
+            r->be->host_memory ? nn_backend_cpu_bf16_impl() : r->be->name);
   { /* a bad --adapter-layers is told before the servers are asked anything (and retried) */
     int first_layer, last_layer;
     if (taca_parse_layer_range(o->adapter_layers, r->m->cfg.vision.layers, &first_layer, &last_layer, err)) return -1;

@@ -39,6 +39,9 @@ static const char *USAGE =
     "  --log-json FILE            one JSON object per step (rank 0)\n"
     "  --recompute                recompute block activations in the backward (less memory)\n"
     "  --threads N                compute threads per rank (default: all cores / ranks on this host)\n"
+    "  --precision f32|bf16       the frozen tower's forward and input-gradient GEMMs in BF16 with\n"
+    "                             F32 accumulation (adapters, LoRA, projector, AdamW stay F32;\n"
+    "                             CPU; TaCA only); default f32\n"
     "  --timeout-ms T --retry-budget-ms R   per-call deadline and the time to keep retrying an\n"
     "                             unavailable server before giving up (defaults 30000, 60000)\n"
     "  --token TOKEN              bearer token for the servers\n"
@@ -67,7 +70,7 @@ enum {
   O_LOSS, O_PEFT, O_BOTTLENECK, O_LORA_RANK, O_LORA_ALPHA, O_LAYERS, O_HIDDEN, O_TARGETS, O_SEED,
   O_SAVE_EVERY, O_RESUME, O_INIT, O_LOG_JSON, O_RECOMPUTE, O_THREADS, O_TIMEOUT, O_RETRY, O_TOKEN,
   O_DRY_RUN, O_QUIET, O_DEVICE, O_FEATURES, O_DOWNSTREAM, O_DOWNSTREAM_INIT, O_METHODS, O_BETA,
-  O_PRIOR_LR, O_TEST_SERVER, O_NUM_CLASSES, O_REPORT, O_SCHEDULE, O_HELP
+  O_PRIOR_LR, O_TEST_SERVER, O_NUM_CLASSES, O_REPORT, O_SCHEDULE, O_PRECISION, O_HELP
 };
 
 static const struct option OPTS[] = {
@@ -92,7 +95,7 @@ static const struct option OPTS[] = {
     {"methods", required_argument, 0, O_METHODS}, {"beta", required_argument, 0, O_BETA},
     {"prior-lr", required_argument, 0, O_PRIOR_LR}, {"test-server", required_argument, 0, O_TEST_SERVER},
     {"num-classes", required_argument, 0, O_NUM_CLASSES}, {"report", required_argument, 0, O_REPORT},
-    {"schedule", required_argument, 0, O_SCHEDULE},
+    {"schedule", required_argument, 0, O_SCHEDULE}, {"precision", required_argument, 0, O_PRECISION},
     {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
 
 static const char *env_source; /* the variable the value being applied came from, or NULL */
@@ -221,6 +224,11 @@ static int apply(train_options *o, int id, const char *name, const char *v) {
       else if (!strcmp(v, "constant")) o->cosine = 0;
       else return bad(name, v, "cosine or constant");
       break;
+    case O_PRECISION: {
+      taca_error e;
+      if (nn_precision_parse(v, &o->precision, &e)) return bad(name, v, "f32 or bf16");
+      break;
+    }
   }
   return 0;
 }
@@ -286,6 +294,10 @@ int train_options_parse(train_options *o, int argc, char **argv) {
   }
   if (o->dry_run) return 0;
   if (o->objective == OBJECTIVE_AFT) {
+    if (o->precision != NN_PRECISION_F32) {
+      fprintf(stderr, "taca-train: --precision bf16 is for --objective taca (AFT trains its whole model, in F32)\n");
+      return 2;
+    }
     if (!o->lr_given) o->lr = 1e-3;
     if (!o->wd_given) o->weight_decay = 0;
     if (o->cosine < 0) o->cosine = 1;

@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+#include "nn/backend.h"
+
 typedef enum train_loss_kind { LOSS_TACA = 0, LOSS_CONTRASTIVE = 1, LOSS_DISTILL = 2 } train_loss_kind;
 
 typedef enum train_objective { OBJECTIVE_TACA = 0, OBJECTIVE_AFT = 1 } train_objective;
@@ -34,6 +36,7 @@ typedef struct train_options {
   long save_every;             /* 0 = only the last step */
   train_loss_kind loss;
   int recompute, threads, dry_run, quiet;
+  nn_precision precision;      /* the frozen tower's GEMMs (--precision; TaCA only) */
   int timeout_ms, retry_budget_ms;
   const char *token;
 } train_options;

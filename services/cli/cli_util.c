@@ -135,6 +135,15 @@ int cli_parse_positive(const char *cmd, const char *opt, const char *s, int *out
   return 0;
 }
 
+int cli_parse_precision(const char *cmd, const char *s, nn_precision *out) {
+  taca_error err = {{0}};
+  if (nn_precision_parse(s, out, &err)) {
+    cli_fail(cmd, 2, "--%s", err.msg);
+    return -1;
+  }
+  return 0;
+}
+
 int cli_read_lines(const char *path, char ***lines, taca_error *err) {
   FILE *f = fopen(path, "rb");
   if (!f) return taca_fail(err, "%s: %s", path, strerror(errno));

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "base/error.h"
+#include "nn/backend.h"
 
 /* Prints "taca CMD: message" to stderr as one line and returns status (for `return cli_fail(...)`). */
 int cli_fail(const char *cmd, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -26,6 +27,8 @@ int cli_check_arch(const char *cmd, const char *arch);
 
 /* Parses a positive int option value; returns -1 (after printing) if it is not one. */
 int cli_parse_positive(const char *cmd, const char *opt, const char *s, int *out);
+/* --precision f32|bf16 (nn/backend.h); prints the one-line usage error and returns -1 otherwise. */
+int cli_parse_precision(const char *cmd, const char *s, nn_precision *out);
 
 /* Reads a UTF-8 text file, one caption per line ('\n' or "\r\n"; a final newline does not start a
  * new caption). Returns the number of lines (>= 0) and sets *lines (free with cli_free_lines),

@@ -15,7 +15,7 @@
 
 static const char *USAGE =
     "usage: taca embed --model M [--arch NAME|CONFIG.json] INPUT --out Y.npy [--normalize]\n"
-    "                  [--batch-size B] [--threads N]\n"
+    "                  [--batch-size B] [--threads N] [--precision f32|bf16]\n"
     "  M is a HuggingFace CLIP directory (config.json + model.safetensors), an open_clip\n"
     "  .safetensors state dict (then --arch is required: ViT-B-16, ViT-B-32, ViT-L-14, ViT-H-14,\n"
     "  ViT-g-14, ViT-bigG-14, optionally with -quickgelu, or an open_clip model-config JSON), or a\n"
@@ -27,7 +27,10 @@ static const char *USAGE =
     "    --tokens T.npy     token ids, int32 or int64 [N, 77]\n"
     "    --text FILE        captions, one per line\n"
     "  Writes float32 [N, embed_dim] features, L2-normalised with --normalize. Features depend on\n"
-    "  nothing but the model and the rows of each --batch-size chunk.\n";
+    "  nothing but the model and the rows of each --batch-size chunk.\n"
+    "  --precision bf16 multiplies the towers' matrices in BF16 with F32 accumulation (weights\n"
+    "  converted once at load, everything else F32, as torch.autocast; oneDNN where the CPU has BF16\n"
+    "  units); f32 (default) is exact F32.\n";
 
 typedef enum { IN_NONE, IN_PIXELS, IN_IMAGES, IN_TOKENS, IN_TEXT } input_kind;
 
@@ -93,12 +96,14 @@ int cmd_embed(int argc, char **argv) {
   const char *model = NULL, *arch = NULL, *out = NULL, *in = NULL;
   input_kind kind = IN_NONE;
   int normalize = 0, batch = 8, threads = 0, kinds = 0;
+  nn_precision precision = NN_PRECISION_F32;
   static const struct option opts[] = {
       {"model", required_argument, 0, 'm'}, {"arch", required_argument, 0, 'a'},
       {"pixels", required_argument, 0, 'p'}, {"images", no_argument, 0, 'i'},
       {"tokens", required_argument, 0, 'k'}, {"text", required_argument, 0, 't'},
       {"out", required_argument, 0, 'o'},   {"normalize", no_argument, 0, 'n'},
       {"batch-size", required_argument, 0, 'b'}, {"threads", required_argument, 0, 'j'},
+      {"precision", required_argument, 0, 'r'},
       {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   int c;
   cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
@@ -116,6 +121,7 @@ int cmd_embed(int argc, char **argv) {
       case 'n': normalize = 1; break;
       case 'b': if (cli_parse_positive("embed", "--batch-size", optarg, &batch)) return 2; break;
       case 'j': if (cli_parse_positive("embed", "--threads", optarg, &threads)) return 2; break;
+      case 'r': if (cli_parse_precision("embed", optarg, &precision)) return 2; break;
       case 'h': fputs(USAGE, stdout); return 0;
       default: return cli_fail("embed", 2, "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
     }
@@ -130,6 +136,10 @@ int cmd_embed(int argc, char **argv) {
   taca_error err = {{0}};
   nn_backend *be = nn_backend_cpu_create(threads);
   taca_encoder *m = be ? encoder_open(model, arch, be, batch, &err) : NULL;
+  if (m && encoder_set_precision(m, precision, &err)) {
+    encoder_close(m);
+    m = NULL;
+  }
   if (!m) {
     nn_backend_destroy(be);
     return cli_fail("embed", 1, "%s", be ? err.msg : "out of memory");

@@ -16,6 +16,7 @@ static const char *USAGE =
     "usage: taca eval --db DIR --old NAME --new-model NEW [--arch A] [--checkpoint CKPT.safetensors]\n"
     "                 [--split 0.8] [--seed S] [--json OUT.json] [--html OUT.html]\n"
     "                 [--log-json TRAIN_LOG.json] [--batch-size 32] [--threads N] [--quiet]\n"
+    "                 [--precision f32|bf16]\n"
     "                 [--no-new-head] [--head-l2 1e-3] [--head-iters 1000] [--lora-alpha 8]\n"
     "                 [--save-features DIR] [--gate min-gain=X,max-flip=Y,min-update-gain=Z]\n"
     "  NEW is a CLIP model (with --checkpoint: plus that TaCA checkpoint) or a directory written by\n"
@@ -50,7 +51,9 @@ static const char *USAGE =
     "  --log-json, the recalls and accuracies, the tables). --lora-alpha is used for a LoRA\n"
     "  checkpoint whose metadata has no taca.lora_alpha. --save-features DIR writes what was scored\n"
     "  as .npy: test_index, test_label, test_old_image, test_old_text, test_new, test_adapted,\n"
-    "  train_index, train_label, train_new (rows in split order).\n";
+    "  train_index, train_label, train_new (rows in split order).\n"
+    "  --precision bf16: the new tower's matrix multiplies in BF16 with F32 accumulation (adapters,\n"
+    "  LoRA and projector stay F32); recorded in the JSON as \"precision\". Default f32.\n";
 
 #define CMD "eval"
 
@@ -70,7 +73,7 @@ int cmd_eval(int argc, char **argv) {
   eval_gate gate;
   int have_gate = 0;
   enum { O_DB = 1, O_OLD, O_NEW, O_ARCH, O_CKPT, O_SPLIT, O_SEED, O_JSON, O_HTML, O_LOG, O_BATCH, O_THREADS,
-         O_QUIET, O_NO_NEW_HEAD, O_HEAD_L2, O_HEAD_ITERS, O_LORA_ALPHA, O_SAVE, O_GATE, O_HELP };
+         O_QUIET, O_NO_NEW_HEAD, O_HEAD_L2, O_HEAD_ITERS, O_LORA_ALPHA, O_SAVE, O_GATE, O_PRECISION, O_HELP };
   static const struct option opts[] = {
       {"db", required_argument, 0, O_DB},           {"old", required_argument, 0, O_OLD},
       {"new-model", required_argument, 0, O_NEW},   {"arch", required_argument, 0, O_ARCH},
@@ -78,6 +81,7 @@ int cmd_eval(int argc, char **argv) {
       {"seed", required_argument, 0, O_SEED},       {"json", required_argument, 0, O_JSON},
       {"html", required_argument, 0, O_HTML},       {"log-json", required_argument, 0, O_LOG},
       {"batch-size", required_argument, 0, O_BATCH}, {"threads", required_argument, 0, O_THREADS},
+      {"precision", required_argument, 0, O_PRECISION},
       {"quiet", no_argument, 0, O_QUIET},           {"no-new-head", no_argument, 0, O_NO_NEW_HEAD},
       {"head-l2", required_argument, 0, O_HEAD_L2}, {"head-iters", required_argument, 0, O_HEAD_ITERS},
       {"lora-alpha", required_argument, 0, O_LORA_ALPHA}, {"save-features", required_argument, 0, O_SAVE},
@@ -113,6 +117,7 @@ int cmd_eval(int argc, char **argv) {
       case O_LOG: o.log_json = optarg; break;
       case O_BATCH: if (cli_parse_positive(CMD, "--batch-size", optarg, &o.batch_size)) return 2; break;
       case O_THREADS: if (cli_parse_positive(CMD, "--threads", optarg, &o.threads)) return 2; break;
+      case O_PRECISION: if (cli_parse_precision(CMD, optarg, &o.precision)) return 2; break;
       case O_QUIET: o.quiet = 1; break;
       case O_NO_NEW_HEAD: o.new_head = 0; break;
       case O_HEAD_L2:

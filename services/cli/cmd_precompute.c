@@ -33,6 +33,8 @@ static const char *USAGE =
     "  --pixel-codec raw|jpeg  stored crops as uint8 CHW (default, exact) or as JPEG (several\n"
     "                       times smaller, lossy); --pixel-quality Q for JPEG (default 95)\n"
     "  --threads N          compute threads (default: all cores)\n"
+    "  --precision f32|bf16 arithmetic of the model's matrix multiplies (default f32; bf16: BF16\n"
+    "                       with F32 accumulation, recorded with the model in the store)\n"
     "  --workers N          image decoding threads (default 2)\n"
     "  --map-size BYTES     LMDB map size (default 1 TiB, sparse)\n"
     "  --quiet              no progress output\n";
@@ -52,7 +54,8 @@ int cmd_precompute(int argc, char **argv) {
       {"pixel-codec", required_argument, 0, 'C'}, {"pixel-quality", required_argument, 0, 'Q'},
       {"threads", required_argument, 0, 'j'},  {"workers", required_argument, 0, 'w'},
       {"map-size", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
-      {"shard-count", required_argument, 0, 'K'}, {"help", no_argument, 0, 'h'},
+      {"shard-count", required_argument, 0, 'K'}, {"precision", required_argument, 0, 'r'},
+      {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int c, rc = 0, jpeg = 0, quality = 95, shard_auto = 0, shard_count = 0;
   cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
@@ -103,6 +106,7 @@ int cmd_precompute(int argc, char **argv) {
         break;
       case 'j': if (cli_parse_positive("precompute", "--threads", optarg, &o.threads)) rc = 2; break;
       case 'w': if (cli_parse_positive("precompute", "--workers", optarg, &o.workers)) rc = 2; break;
+      case 'r': if (cli_parse_precision("precompute", optarg, &o.precision)) rc = 2; break;
       case 'M': {
         char *end;
         unsigned long long v = strtoull(optarg, &end, 10);

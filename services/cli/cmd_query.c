@@ -46,7 +46,9 @@ static const char *USAGE =
     "                            exact top-K (default 10) for each row of Q ([nq, dim] or [dim]) or\n"
     "                            each caption (--caption repeats, then one per line of FILE), encoded\n"
     "                            with the text tower at PATH, which must be the checkpoint the store\n"
-    "                            model was made with (its weights hash is checked)\n"
+    "                            model was made with (its weights hash is checked), in the\n"
+    "                            precision the store records for it (f32; bf16 after precompute\n"
+    "                            --precision bf16)\n"
     "         [--ann [--nprobe N]]  through the model's ANN index (taca index), rescored exactly\n"
     "  --json prints JSON (one object for info, one line per key or query otherwise).\n";
 
@@ -170,6 +172,8 @@ static int cmd_info(store_view *v, const char *db, int json, int argc, char **ar
                         "text_dim", m->text_dim, "logit_scale", (double)m->logit_scale, "weights_xxh", m->weights_xxh,
                         "image_size", m->image_size, "block_size", m->block_size, "image_count",
                         (json_int_t)in->n_embeddings[i][0], "text_count", (json_int_t)in->n_embeddings[i][1]));
+      json_object_set_new(json_array_get(ms, json_array_size(ms) - 1), "precision",
+                          json_string(m->precision[0] ? m->precision : "f32"));
     }
     json_object_set_new(o, "models", ms);
     if (hash) json_object_set_new(o, "content_hash", json_string(hex));
@@ -201,6 +205,7 @@ static int cmd_info(store_view *v, const char *db, int json, int argc, char **ar
     const store_model *m = &in->models[i];
     printf("  [%d] %s  arch %s  %s  block %d  logit_scale %g  image_size %d\n", m->id, m->name, m->arch[0] ? m->arch : "-",
            m->dtype == TACA_DT_F16 ? "f16" : "f32", m->block_size, (double)m->logit_scale, m->image_size);
+    if (!strcmp(m->precision, "bf16")) printf("      computed with --precision bf16\n");
     printf("      image dim %d: %" PRIu64 " stored; text dim %d: %" PRIu64 " stored; weights xxh3 %s\n", m->image_dim,
            in->n_embeddings[i][0], m->text_dim, in->n_embeddings[i][1], m->weights_xxh[0] ? m->weights_xxh : "-");
   }
@@ -621,6 +626,11 @@ static int encode_captions(const store_model *sm, const char *spec, char **caps,
   nn_backend *be = nn_backend_cpu_create(0);
   clip_tokenizer *tok = be ? clip_tokenizer_load(NULL, &err) : NULL;
   clip_model *m = tok ? clip_model_load(path, arch, be, &err) : NULL;
+  /* The captions are encoded in the arithmetic the store's embeddings were computed in. */
+  if (m && !strcmp(sm->precision, "bf16") && clip_model_set_precision(m, NN_PRECISION_BF16, &err)) {
+    clip_model_free(m);
+    m = NULL;
+  }
   int rc = 0;
   if (!be) rc = cli_fail(CMD, 1, "out of memory");
   else if (!m) rc = cli_fail(CMD, 1, "--text-model: %s", err.msg);

@@ -441,6 +441,7 @@ static int open_models(run *R, taca_error *err) {
   else
     R->plain = encoder_open(o->new_model, o->arch, R->be, o->batch_size, err);
   if (!R->tm && !R->plain) return -1;
+  if (encoder_set_precision(R->tm ? R->tm : R->plain, o->precision, err)) return -1;
   if (R->plain && encoder_get_kind(R->plain) == ENCODER_ADAPTED) R->tm = R->plain, R->plain = NULL;
   R->m = encoder_vision_model(R->tm ? R->tm : R->plain);
   const int S = R->m->cfg.image_size;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
+#include "nn/backend.h"
 #include "services/eval/metrics.h"
 
 /* --gate: thresholds that make `taca eval` exit EVAL_GATE_EXIT when one fails (or cannot be
@@ -47,6 +48,7 @@ typedef struct eval_options {
   uint64_t seed;           /* split seed, 0 */
   int batch_size;          /* new-model forward batch, 32 */
   int threads;             /* compute threads (<= 0: all cores) */
+  nn_precision precision;  /* of the new tower's GEMMs (--precision; adapters/projector stay F32) */
   int new_head;            /* also encode the train split and fit the head on new features */
   float lora_alpha;        /* LoRA scale numerator when the checkpoint does not record it (8) */
   eval_head_config head;

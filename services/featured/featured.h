@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
+#include "nn/backend.h"
 #include "search/ann.h"
 #include "storage/store.h"
 
@@ -40,6 +41,8 @@ typedef struct featured_config {
   size_t max_message;          /* bytes, each way */
   int grace_ms;                /* shutdown: cancel what is still running after this long */
   int refresh_ms;              /* store info refresh period */
+  nn_precision precision;      /* of the text towers' GEMMs (--precision) ... */
+  int precision_set;           /* ... when given; else each model's as the store records it */
   int n_models;
   featured_model_opt models[FEATURED_MAX_MODEL_OPTS];
 } featured_config;

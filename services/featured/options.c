@@ -18,7 +18,7 @@ const char *FEATURED_USAGE =
     "                     [--model NAME=PATH[:ARCH]]... [--threads N] [--max-batch N]\n"
     "                     [--max-streams N] [--max-message BYTES] [--max-k K] [--grace SECONDS]\n"
     "                     [--port-file FILE] [--log FILE] [--log-format text|json]\n"
-    "                     [--tls-cert PEM --tls-key PEM] [--token TOKEN]\n"
+    "                     [--tls-cert PEM --tls-key PEM] [--token TOKEN] [--precision f32|bf16]\n"
     "  Serves a feature store (read-only) over gRPC: taca.v1.FeatureCache (Info, GetBatch,\n"
     "  StreamEpoch, Lookup, Search) and grpc.health.v1.Health.\n"
     "  --db DIR            the store (one LMDB environment, e.g. one shard)\n"
@@ -43,6 +43,10 @@ const char *FEATURED_USAGE =
     "  --tls-cert, --tls-key  serve TLS with this certificate chain and private key (PEM)\n"
     "  --token TOKEN       require 'authorization: Bearer TOKEN' on FeatureCache calls (the\n"
     "                      health service stays open for probes)\n"
+    "  --precision f32|bf16  arithmetic of the text towers' matrix multiplies for Search by\n"
+    "                      caption (bf16: BF16 with F32 accumulation); default: the precision\n"
+    "                      the store records for the model (f32 unless precompute ran with\n"
+    "                      --precision bf16)\n"
     "  Every option is also read from the environment variable TACA_FEATURED_<OPTION> when it is\n"
     "  not on the command line (--max-batch -> TACA_FEATURED_MAX_BATCH); TACA_FEATURED_MODEL takes\n"
     "  one or more NAME=PATH[:ARCH] separated by commas.\n";
@@ -83,7 +87,7 @@ static int parse_model(featured_config *cfg, char *s, taca_error *err) {
 }
 
 enum { O_DB = 256, O_LISTEN, O_METRICS, O_MODEL, O_THREADS, O_MAX_BATCH, O_MAX_STREAMS, O_MAX_MESSAGE, O_MAX_K,
-       O_GRACE, O_PORT_FILE, O_LOG, O_LOG_FORMAT, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_HELP };
+       O_GRACE, O_PORT_FILE, O_LOG, O_LOG_FORMAT, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_PRECISION, O_HELP };
 static const struct option LONG[] = {
     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, O_LISTEN},
@@ -102,6 +106,7 @@ static const struct option LONG[] = {
     {"tls-cert", required_argument, 0, O_TLS_CERT},
     {"tls-key", required_argument, 0, O_TLS_KEY},
     {"token", required_argument, 0, O_TOKEN},
+    {"precision", required_argument, 0, O_PRECISION},
     {"help", no_argument, 0, O_HELP},
     {0, 0, 0, 0},
 };
@@ -157,6 +162,12 @@ static int apply(featured_config *cfg, int id, char *val, taca_error *err) {
       if (!*val) return taca_fail(err, "--token: empty token");
       cfg->token = val;
       break;
+    case O_PRECISION: {
+      taca_error e;
+      if (nn_precision_parse(val, &cfg->precision, &e)) return taca_fail(err, "--%s", e.msg);
+      cfg->precision_set = 1;
+      break;
+    }
   }
   return 0;
 }
@@ -195,7 +206,7 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
       fputs(FEATURED_USAGE, out);
       return 1;
     }
-    if (c < O_DB || c > O_TOKEN)
+    if (c < O_DB || c > O_PRECISION)
       return taca_fail(err, "unknown or incomplete option '%s' (try --help)", argv[optind - 1]);
     if (apply(cfg, c, optarg, err)) return -1;
     given[c] = 1;

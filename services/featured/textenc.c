@@ -40,7 +40,8 @@ static const store_model *find_model(const store_info *info, const char *name) {
   return NULL;
 }
 
-static int load_one(text_towers *tt, const featured_model_opt *o, const store_info *info, taca_error *err) {
+static int load_one(text_towers *tt, const featured_model_opt *o, const featured_config *cfg,
+                    const store_info *info, taca_error *err) {
   const store_model *sm = find_model(info, o->name);
   if (!sm) {
     char list[512] = "";
@@ -65,6 +66,17 @@ static int load_one(text_towers *tt, const featured_model_opt *o, const store_in
   }
   clip_model *m = clip_model_load(o->path, o->arch, tt->be, err);
   if (!m) return taca_error_prefix(err, "--model %s", o->name);
+  const nn_precision precision = cfg->precision_set          ? cfg->precision
+                                 : !strcmp(sm->precision, "bf16") ? NN_PRECISION_BF16
+                                                                  : NN_PRECISION_F32;
+  if (clip_model_set_precision(m, precision, err)) {
+    clip_model_free(m);
+    return taca_error_prefix(err, "--model %s", o->name);
+  }
+  if (sm->precision[0] && strcmp(sm->precision, nn_precision_name(precision)))
+    log_msg(LOG_WARN, "text tower of '%s' runs in %s, the store's embeddings were computed in %s "
+            "(--precision %s matches them)", o->name, nn_precision_name(precision), sm->precision,
+            sm->precision);
   int dim = m->cfg.embed_dim;
   const char *why = NULL;
   if (!m->cfg.has_text) why = "has no text tower";
@@ -79,7 +91,8 @@ static int load_one(text_towers *tt, const featured_model_opt *o, const store_in
   snprintf(t->name, sizeof t->name, "%s", o->name);
   t->model = m;
   t->dim = dim;
-  log_msg(LOG_INFO, "text tower of '%s' loaded from %s (embed dim %d)", o->name, o->path, dim);
+  log_msg(LOG_INFO, "text tower of '%s' loaded from %s (embed dim %d, %s)", o->name, o->path, dim,
+          nn_precision_name(precision));
   return 0;
 }
 
@@ -100,7 +113,7 @@ int text_towers_load(text_towers **out, const featured_config *cfg, const store_
     return -1;
   }
   for (int i = 0; i < cfg->n_models; i++)
-    if (load_one(tt, &cfg->models[i], info, err)) {
+    if (load_one(tt, &cfg->models[i], cfg, info, err)) {
       text_towers_free(tt);
       return -1;
     }

@@ -739,6 +739,7 @@ static int register_model(job *J, taca_error *err) {
   sm.logit_scale = encoder_logit_scale(J->m);
   sm.image_size = J->pp.image_size;
   snprintf(sm.weights_xxh, sizeof sm.weights_xxh, "%s", prov->weights_xxh); /* = store_file_checksum */
+  snprintf(sm.precision, sizeof sm.precision, "%s", nn_precision_name(encoder_precision(J->m)));
   store_txn *t;
   if (store_txn_begin(J->store, &t, err)) return -1;
   store_pixel_format pf = {o->pixel_size > 0 ? o->pixel_size : J->pp.image_size, 3, "raw", o->jpeg_quality};
@@ -788,7 +789,7 @@ int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *e
   if (!be) return taca_fail(err, "out of memory");
   int rc = -1;
   J.m = encoder_open(o->model_path, o->arch, be, o->batch, err);
-  if (!J.m) goto out;
+  if (!J.m || encoder_set_precision(J.m, o->precision, err)) goto out;
   encoder_get_preprocess(J.m, &J.pp);
   J.image_dim = encoder_image_dim(J.m);
   J.text_dim = encoder_text_dim(J.m);

@@ -16,6 +16,7 @@
 
 #include "base/dtype.h"
 #include "base/error.h"
+#include "nn/backend.h"
 
 typedef struct precompute_opts {
   const char *model_path;
@@ -33,6 +34,7 @@ typedef struct precompute_opts {
                             * training a new tower at another resolution keeps crops at the new
                             * tower's size while the old model embeds its own-size crop. */
   int threads;             /* compute threads (0 = all cores) */
+  nn_precision precision;  /* of the model's GEMMs (--precision); recorded with the model */
   int workers;             /* decode threads (0 = all cores) */
   uint64_t map_size;       /* 0 = store default */
   int64_t index_base;      /* < 0: computed from the entries of lower shards */
