@@ -8,7 +8,9 @@
 #  2. `taca embed` (pixels, images, text) under qemu-x86_64 -cpu Haswell (AVX2, no AVX-512): the
 #     same bytes as natively here (the dispatched x86-64-v3 paths on both, OpenBLAS's Haswell
 #     kernels pinned for the native run); under -cpu Nehalem
-#     (SSE4.2 only: the baseline paths) within 1e-5 of the native features.
+#     (SSE4.2 only: the baseline paths) within 1e-5 of the native features; `--precision bf16`
+#     under -cpu Haswell (oneDNN has no BF16 matmul without AVX-512: the portable BF16 path) the
+#     same bytes as that path forced natively.
 # Skips (77) on a non-x86-64 machine or a TACA_NATIVE=ON build (not portable by choice); the qemu part
 # skips when qemu-user is not installed (deploy/install-deps.sh installs it) and is left out in a
 # sanitizer build (ASan does not run under qemu-user).
@@ -81,4 +83,11 @@ for k in ('pix', 'img', 'txt'):
 print(f"  taca embed: -cpu Haswell bit-identical to native; -cpu Nehalem (baseline paths) max rel. diff {worst:.2g}")
 sys.exit(0 if worst < 1e-5 else 1)
 PY
+# --precision bf16 on a CPU without AVX-512 (oneDNN has no BF16 matmul there): the portable BF16 path,
+# bit-identical to that path forced natively (TACA_BF16_GEMM=portable, same OpenBLAS kernels).
+b16=("$bin/taca" embed --model "$m" --pixels "$m/pixels.npy" --threads 2 --precision bf16)
+TACA_BF16_GEMM=portable OPENBLAS_CORETYPE=Haswell "${b16[@]}" --out "$tmp/native.b16.npy"
+qemu-x86_64 -cpu Haswell "${b16[@]}" --out "$tmp/haswell.b16.npy" 2> "$tmp/qemu.err" || { cat "$tmp/qemu.err"; fail "taca embed --precision bf16 failed under qemu -cpu Haswell"; }
+cmp -s "$tmp/native.b16.npy" "$tmp/haswell.b16.npy" || fail "taca embed --precision bf16 under -cpu Haswell differs from the native portable BF16 path"
+echo "  taca embed --precision bf16: -cpu Haswell (no AVX-512: portable BF16 path) bit-identical to it natively"
 echo "test_portable: all checks passed"
