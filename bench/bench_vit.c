@@ -2,10 +2,14 @@
  * OpenBLAS sgemm roofline measured on the model's own GEMM shapes in the same process.
  *
  *   bench_vit --model WEIGHTS.safetensors --arch ViT-B-16 [--batch 8] [--iters 5]
+ *             [--precision f32|bf16]
  *
  * Prints one JSON line: images/s, GFLOP/image, the sgemm-only time for one batch's GEMMs, the
  * roofline images/s that implies, and the fraction of it reached. bench/run-vit.sh runs this beside
- * PyTorch (bench/bench_vit.py) on the same weights. */
+ * PyTorch (bench/bench_vit.py) on the same weights. With --precision bf16 (bench/run-bf16.sh) the
+ * model's GEMMs run in BF16 (nn/backend.h bf16_register), the JSON names what runs them
+ * ("gemm_impl": the oneDNN kernel), and the GEMM-only time is that of the same BF16 GEMMs through
+ * the backend (the linear layers on registered weights; attention stays F32 sgemm as in the model). */
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -14,6 +18,7 @@
 #include <time.h>
 
 #include "nn/clip.h"
+#include "nn/backend.h"
 
 void openblas_set_num_threads(int num_threads);
 int openblas_get_num_threads(void);
@@ -95,15 +100,46 @@ static double time_attention_gemms(int B, int H, int T, int hd, int reps) {
   return median(t, reps);
 }
 
+/* Median seconds of one BF16 linear layer out[M, N] = inp[M, K] . W[N, K]^T through the backend,
+ * W registered for BF16 (the activation rounding included, as in the model). */
+static double time_bf16_linear(nn_backend *be, int M, int N, int K, int reps) {
+  float *a = malloc(sizeof(float) * M * K), *w = malloc(sizeof(float) * N * K),
+        *c = malloc(sizeof(float) * M * N);
+  for (long i = 0; i < (long)M * K; i++) a[i] = (float)((i * 7 % 13) - 6) * 0.01f;
+  for (long i = 0; i < (long)N * K; i++) w[i] = (float)((i * 5 % 11) - 5) * 0.01f;
+  taca_error err;
+  double t[32];
+  if (be->bf16_register(be, w, (size_t)N * K, &err)) {
+    fprintf(stderr, "bench_vit: %s\n", err.msg);
+    exit(1);
+  }
+  for (int r = -1; r < reps; r++) {
+    double t0 = now();
+    be->linear_forward(be, c, N, a, K, w, NULL, M, K, N, 0);
+    if (r >= 0) t[r] = now() - t0;
+  }
+  be->bf16_unregister(be, w);
+  free(a), free(w), free(c);
+  return median(t, reps);
+}
+
 int main(int argc, char **argv) {
   const char *model = NULL, *arch = "ViT-B-16";
   int batch = 8, iters = 5, roofline = 1;
+  nn_precision precision = NN_PRECISION_F32;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
     else if (!strcmp(argv[i], "--arch") && i + 1 < argc) arch = argv[++i];
     else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--no-roofline")) roofline = 0; /* for profiling the forward alone */
+    else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+      taca_error e;
+      if (nn_precision_parse(argv[++i], &precision, &e)) {
+        fprintf(stderr, "bench_vit: --%s\n", e.msg);
+        return 2;
+      }
+    }
     else {
       fprintf(stderr, "usage: bench_vit --model W.safetensors [--arch ViT-B-16] [--batch 8] [--iters 5]\n");
       return 2;
@@ -120,6 +156,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "bench_vit: %s\n", err.msg);
     return 1;
   }
+  if (clip_model_set_precision(m, precision, &err)) {
+    fprintf(stderr, "bench_vit: %s\n", err.msg);
+    return 1;
+  }
+  const int bf16 = precision == NN_PRECISION_BF16;
   const clip_config *c = &m->cfg;
   const int S = c->image_size, P = c->patch_size, G = S / P, T = G * G + 1, W = c->vision.width;
   const int Mw = c->vision.mlp, L = c->vision.layers, H = c->vision.heads, E = c->embed_dim;
@@ -148,19 +189,28 @@ int main(int argc, char **argv) {
                  2.0 * batch * W * E;
   int reps = roofline ? 5 : 0;
   double gemm = 1e30;
-  if (roofline) gemm = time_gemm(batch * G * G, W, 3 * P * P, reps);
-  if (roofline) {
+  if (roofline && !bf16) {
+    gemm = time_gemm(batch * G * G, W, 3 * P * P, reps);
     double g_qkvo = time_gemm(batch * T, W, W, reps), g_fc1 = time_gemm(batch * T, Mw, W, reps);
     double g_fc2 = time_gemm(batch * T, W, Mw, reps);
     double g_att = time_attention_gemms(batch, H, T, W / H, reps);
     gemm += L * (4 * g_qkvo + g_fc1 + g_fc2 + g_att) + time_gemm(batch, E, W, reps);
+  } else if (roofline) { /* the model's own BF16 GEMMs (q, k, v, out separately as it runs them) */
+    gemm = time_bf16_linear(be, batch * G * G, W, 3 * P * P, reps);
+    double g_qkvo = time_bf16_linear(be, batch * T, W, W, reps);
+    double g_fc1 = time_bf16_linear(be, batch * T, Mw, W, reps);
+    double g_fc2 = time_bf16_linear(be, batch * T, W, Mw, reps);
+    double g_att = time_attention_gemms(batch, H, T, W / H, reps);
+    gemm += L * (4 * g_qkvo + g_fc1 + g_fc2 + g_att) + time_bf16_linear(be, batch, E, W, reps);
   }
 
   printf("{\"impl\": \"taca-c\", \"arch\": \"%s\", \"batch\": %d, \"threads\": %d, "
+         "\"precision\": \"%s\", \"gemm_impl\": \"%s\", \"cpu_isa\": \"%s\", "
          "\"images_per_s\": %.3f, \"gflop_per_image\": %.2f, \"gflops\": %.1f, "
          "\"sgemm_s_per_batch\": %.4f, \"roofline_images_per_s\": %.3f, \"fraction_of_roofline\": %.3f}\n",
-         arch, batch, omp_get_max_threads(), batch / fwd, flops / batch * 1e-9, flops / fwd * 1e-9,
-         gemm, batch / gemm, gemm / fwd);
+         arch, batch, omp_get_max_threads(), nn_precision_name(precision),
+         bf16 ? nn_backend_cpu_bf16_impl() : "OpenBLAS sgemm", nn_backend_cpu_isa(), batch / fwd,
+         flops / batch * 1e-9, flops / fwd * 1e-9, gemm, batch / gemm, gemm / fwd);
   free(pix);
   free(out);
   clip_model_free(m);

@@ -4,8 +4,10 @@ the reference forward on the same weights.
 
   bench_vit.py write --arch ViT-B-16 --out W.safetensors
   bench_vit.py time  --arch ViT-B-16 --weights W.safetensors [--batch 8] [--iters 5] [--threads 2]
+                     [--autocast]   (under torch.autocast("cpu", dtype=torch.bfloat16), as bench/run-bf16.sh)
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -53,6 +55,7 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--autocast", action="store_true", help="bf16 autocast (CPU)")
     a = p.parse_args()
     torch.manual_seed(0)
     if a.mode == "write":
@@ -66,15 +69,17 @@ def main():
     v.load_state_dict({k[len("visual."):]: t for k, t in sd.items()})
     x = torch.randn(a.batch, 3, ARCHS[a.arch]["image"], ARCHS[a.arch]["image"])
     times = []
-    with torch.no_grad():
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if a.autocast else contextlib.nullcontext()
+    with torch.no_grad(), ctx:
         v(x)
         for _ in range(a.iters):
             t0 = time.perf_counter()
             v(x)
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    print(json.dumps({"impl": "pytorch-" + torch.__version__, "arch": a.arch, "batch": a.batch,
-                      "threads": a.threads, "images_per_s": round(a.batch / med, 3)}))
+    print(json.dumps({"impl": "pytorch-" + torch.__version__ + ("-autocast-bf16" if a.autocast else ""),
+                      "arch": a.arch, "batch": a.batch, "threads": a.threads,
+                      "images_per_s": round(a.batch / med, 3)}))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ typedef struct clip_block {
   const float *ln2_w, *ln2_b;
   const float *fc1_w, *fc1_b;   /* [M, W], [M] */
   const float *fc2_w, *fc2_b;   /* [W, M], [W] */
+  int qkv_fused;                /* set by clip_model_set_precision(BF16) where q|k|v weights and
+                                 * biases lie back to back: one [3W, W] GEMM instead of three */
 } clip_block;
 
 typedef struct clip_vision_weights {

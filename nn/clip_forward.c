@@ -61,9 +61,13 @@ void clip_block_forward(nn_backend *be, const clip_block *blk, const clip_tower_
                         float *h, float *qkv, float *y, float *mlp, int B, int T, int causal) {
   const int W = tc->width, M = tc->mlp, N = B * T;
   be->layernorm_forward(be, h, NULL, NULL, x, blk->ln1_w, blk->ln1_b, N, W);
-  be->linear_forward(be, qkv, 3 * W, h, W, blk->q_w, blk->q_b, N, W, W, 0);
-  be->linear_forward(be, qkv + W, 3 * W, h, W, blk->k_w, blk->k_b, N, W, W, 0);
-  be->linear_forward(be, qkv + 2 * W, 3 * W, h, W, blk->v_w, blk->v_b, N, W, W, 0);
+  if (blk->qkv_fused) { /* BF16 only: F32 keeps its three GEMMs, bit for bit */
+    be->linear_forward(be, qkv, 3 * W, h, W, blk->q_w, blk->q_b, N, W, 3 * W, 0);
+  } else {
+    be->linear_forward(be, qkv, 3 * W, h, W, blk->q_w, blk->q_b, N, W, W, 0);
+    be->linear_forward(be, qkv + W, 3 * W, h, W, blk->k_w, blk->k_b, N, W, W, 0);
+    be->linear_forward(be, qkv + 2 * W, 3 * W, h, W, blk->v_w, blk->v_b, N, W, W, 0);
+  }
   be->attention_forward(be, y, NULL, qkv, B, T, W, tc->heads, causal);
   be->linear_forward(be, x, W, y, W, blk->out_w, blk->out_b, N, W, W, 1);
   be->layernorm_forward(be, h, NULL, NULL, x, blk->ln2_w, blk->ln2_b, N, W);

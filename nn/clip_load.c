@@ -325,6 +325,8 @@ clip_model *clip_model_load_towers(const char *file, const clip_config *cfg, uns
 }
 
 static void unregister_bf16(clip_model *m) {
+  for (int l = 0; m->vision.blocks && l < m->cfg.vision.layers; l++) m->vision.blocks[l].qkv_fused = 0;
+  for (int l = 0; m->text.blocks && l < m->cfg.text.layers; l++) m->text.blocks[l].qkv_fused = 0;
   for (int i = 0; i < m->n_bf16; i++) m->be->bf16_unregister(m->be, m->bf16_regions[i]);
   free(m->bf16_regions);
   m->bf16_regions = NULL;
@@ -346,11 +348,12 @@ static int register_bf16(clip_model *m, const float *w, size_t n, taca_error *er
 
 /* A block's GEMM weights: q, k and v as one region where they lie back to back (open_clip's packed
  * in_proj_weight; the trainer then multiplies them as one [3W, W] matrix). */
-static int register_block(clip_model *m, const clip_block *b, const clip_tower_config *tc,
+static int register_block(clip_model *m, clip_block *b, const clip_tower_config *tc,
                           taca_error *err) {
   const size_t W = tc->width, M = tc->mlp, WW = W * W;
   if (b->k_w == b->q_w + WW && b->v_w == b->k_w + WW) {
     if (register_bf16(m, b->q_w, 3 * WW, err)) return -1;
+    b->qkv_fused = b->k_b == b->q_b + W && b->v_b == b->k_b + W;
   } else if (register_bf16(m, b->q_w, WW, err) || register_bf16(m, b->k_w, WW, err) ||
              register_bf16(m, b->v_w, WW, err)) {
     return -1;
