@@ -146,12 +146,12 @@ static void softmax_row(float *row, int len, int T) {
   float mx = row[0];
 #pragma omp simd reduction(max : mx)
   for (int j = 1; j < len; j++) mx = row[j] > mx ? row[j] : mx;
+  /* exp vectorised (elementwise), then the sum in index order: the same bits as one scalar loop
+   * (which is what the fused loop compiled to before -fno-trapping-math, nn/CMakeLists.txt). */
+#pragma omp simd
+  for (int j = 0; j < len; j++) row[j] = fast_expf(row[j] - mx);
   float s = 0.f;
-#pragma omp simd reduction(+ : s)
-  for (int j = 0; j < len; j++) {
-    row[j] = fast_expf(row[j] - mx);
-    s += row[j];
-  }
+  for (int j = 0; j < len; j++) s += row[j];
   float inv = 1.f / s;
 #pragma omp simd
   for (int j = 0; j < len; j++) row[j] *= inv;
