@@ -93,6 +93,7 @@ const char *nn_precision_name(nn_precision p) { return p == NN_PRECISION_BF16 ? 
 int nn_backend_check_precision(const nn_backend *be, nn_precision p, taca_error *err) {
   if (p == NN_PRECISION_BF16 && (!be->bf16_register || !be->bf16_unregister))
     return taca_fail(err, "--precision bf16: the %s backend has no BF16 matrix multiplies (use "
-                          "--precision f32 or --device cpu)", be->name);
+                          "--precision f32 or --device cpu%s)", be->name,
+                     strcmp(be->name, "cuda") ? "" : "; on a GPU, TACA_CUDA_MATH=bf16 is its own BF16 mode");
   return 0;
 }

@@ -53,7 +53,7 @@ static const char *USAGE =
     "  as .npy: test_index, test_label, test_old_image, test_old_text, test_new, test_adapted,\n"
     "  train_index, train_label, train_new (rows in split order).\n"
     "  --precision bf16: the new tower's matrix multiplies in BF16 with F32 accumulation (adapters,\n"
-    "  LoRA and projector stay F32); recorded in the JSON as \"precision\". Default f32.\n";
+    "  LoRA and projector stay F32); the JSON then has \"precision\": \"bf16\". Default f32.\n";
 
 #define CMD "eval"
 

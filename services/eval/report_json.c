@@ -58,7 +58,9 @@ json_t *eval_result_json(const eval_result *r, const eval_options *o) {
   json_object_set_new(root, "dims",
                       json_pack("{s:i, s:i, s:i, s:i}", "old_image", r->old_image_dim, "old_text", r->old_text_dim,
                                 "new", r->new_dim, "image_size", r->image_size));
-  json_object_set_new(root, "precision", json_string(nn_precision_name(o->precision)));
+  /* only for BF16: an F32 report keeps its fields as they were (absent = f32) */
+  if (o->precision != NN_PRECISION_F32)
+    json_object_set_new(root, "precision", json_string(nn_precision_name(o->precision)));
   if (r->checkpoint[0])
     json_object_set_new(
         root, "checkpoint",

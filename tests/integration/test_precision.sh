@@ -8,7 +8,8 @@
 #     store records f32 and has the content hash of a run without the flag; resuming the model in
 #     another precision fails naming the field;
 #  3. caption search: offline (taca query) and through taca-featured (default: the precision the
-#     store records) return the same hits on the bf16 store;
+#     store records) return the same hits on the bf16 store; taca eval --precision bf16 scores BF16
+#     features (within cosine 0.999 of the stored F32 ones) and says so in its JSON;
 #  4. usage errors of taca-featured, taca-train and taca eval.
 set -euo pipefail
 bin=${TACA_BIN_DIR:?}
@@ -124,6 +125,22 @@ def hits(f):
 a, b = hits(f"{t}/off.jsonl"), hits(f"{t}/on.jsonl")
 print(f"  offline {a}\n  served  {b}")
 assert a == b and len(a) == 2 and all(len(h) == 5 for h in a)
+PY
+
+# --- 3b. taca eval --precision bf16: the new tower (here the old model itself) in BF16 against the
+#     F32 store: features within cosine 0.999 of the stored ones, and the report says bf16 ---
+"$bin/taca" eval --db "$tmp/db_f32" --old hf_gelu_f16 --new-model "$model" --split 0.5 --precision bf16 \
+  --json "$tmp/e16.json" --quiet > /dev/null
+"$bin/taca" eval --db "$tmp/db_f32" --old hf_gelu_f16 --new-model "$model" --split 0.5 \
+  --json "$tmp/e32.json" --quiet > /dev/null
+"$py" - "$tmp" <<'PY' || fail "taca eval --precision bf16"
+import json, sys
+t = sys.argv[1]
+e16, e32 = json.load(open(f"{t}/e16.json")), json.load(open(f"{t}/e32.json"))
+d16, d32 = e16["distance"]["new_vs_old"], e32["distance"]["new_vs_old"]
+print(f"  eval: new vs stored old, mean cosine {d16['mean_cosine']:.6f} (bf16), {d32['mean_cosine']:.6f} (f32)")
+assert e16["precision"] == "bf16" and "precision" not in e32
+assert d16["mean_cosine"] >= 0.999 and d16["mean_l2"] > d32["mean_l2"]
 PY
 
 # --- 4. usage errors ---
