@@ -18,7 +18,19 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$root/deploy/install-deps.sh" --reference
 "$py" "$here/bench_vit.py" write --arch "$arch" --out "$tmp/w.safetensors"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+idle() { # percent of CPU time idle over the next 2 s (other work on the machine shows here)
+  local a b
+  read -r -a a < /proc/stat
+  sleep 2
+  read -r -a b < /proc/stat
+  local t=0 i
+  for i in 1 2 3 4 5 6 7 8; do t=$((t + b[i] - a[i])); done
+  echo $((100 * (b[4] + b[5] - a[4] - a[5]) / (t > 0 ? t : 1)))
+}
+flags=$(grep -m1 '^flags' /proc/cpuinfo)
+isa=$(for f in avx512f avx512_bf16 amx_bf16 amx_tile; do [[ " $flags " == *" $f "* ]] && printf '%s ' "$f"; done)
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; CPU flags: ${isa:-no AVX-512}"
+echo "before: load average $(cut -d' ' -f1-3 /proc/loadavg), CPU idle $(idle)% (near 100% on a quiet machine)"
 
 # --- the kernels in use (oneDNN's verbose log of one batch-1 forward) ---
 kernels() { "$py" "$here/onednn_kernels.py" "$1"; } # kernels LABEL < verbose log
@@ -52,4 +64,4 @@ print(f"  taca BF16 / PyTorch autocast = {c16['images_per_s'] / t16['images_per_
       f"taca F32 / PyTorch F32 = {c32['images_per_s'] / t32['images_per_s']:.2f}x")
 PY
 done
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "after: load average $(cut -d' ' -f1-3 /proc/loadavg), CPU idle $(idle)%"
