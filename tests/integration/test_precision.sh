@@ -8,7 +8,8 @@
 #     store records f32 and has the content hash of a run without the flag; resuming the model in
 #     another precision fails naming the field;
 #  3. caption search: offline (taca query) and through taca-featured (default: the precision the
-#     store records) return the same hits on the bf16 store; taca eval --precision bf16 scores BF16
+#     store records) return the same hits on the bf16 store; taca-train --precision bf16 against
+#     that server stays within 1% of the F32 run's losses over 20 steps; taca eval --precision bf16 scores BF16
 #     features (within cosine 0.999 of the stored F32 ones) and says so in its JSON;
 #  4. usage errors of taca-featured, taca-train and taca eval.
 set -euo pipefail
@@ -125,6 +126,24 @@ def hits(f):
 a, b = hits(f"{t}/off.jsonl"), hits(f"{t}/on.jsonl")
 print(f"  offline {a}\n  served  {b}")
 assert a == b and len(a) == 2 and all(len(h) == 5 for h in a)
+PY
+
+# --- 3a. taca-train --precision bf16 against that server: 20 steps within 1% of the F32 run's losses ---
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
+T=("$bin/taca-train" --server "127.0.0.1:$port" --new-model "$model" --projector-hidden 64 --threads 2
+   --batch-size 16 --steps 20)
+"${T[@]}" --out "$tmp/t32" --log-json "$tmp/t32.json" --quiet
+"${T[@]}" --out "$tmp/t16" --log-json "$tmp/t16.json" --precision bf16 2> "$tmp/t16.err"
+grep -q "frozen tower in bf16 (GEMMs: " "$tmp/t16.err" || fail "taca-train --precision bf16 did not say so: $(cat "$tmp/t16.err")"
+"$py" - "$tmp" <<'PY' || fail "taca-train --precision bf16 loss curve"
+import json, sys
+t = sys.argv[1]
+a, b = [[json.loads(l) for l in open(f"{t}/{x}.json")] for x in ("t32", "t16")]
+assert [r["step"] for r in a] == list(range(20)) == [r["step"] for r in b]
+gap = max(abs(x["loss"] - y["loss"]) / abs(x["loss"]) for x, y in zip(a, b))
+print(f"  taca-train 20 steps: loss {a[0]['loss']:.4f} -> {a[-1]['loss']:.4f} (f32), "
+      f"{b[0]['loss']:.4f} -> {b[-1]['loss']:.4f} (bf16), largest gap {gap:.2g}")
+assert 0 < gap <= 0.01
 PY
 
 # --- 3b. taca eval --precision bf16: the new tower (here the old model itself) in BF16 against the
