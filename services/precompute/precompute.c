@@ -726,6 +726,35 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
 
 /* ---------- the job ---------- */
 
+/* meta "provenance/NAME": what made the model's vectors and the space they live in (featured's Info
+ * returns it; Search compares spaces). The record is as deterministic as the store's content. */
+static int put_provenance(store_txn *t, const job *J, const encoder_provenance *p, const store_model *sm,
+                          taca_error *err) {
+  json_t *pp = json_pack("{s:i, s:s, s:[f,f,f], s:[f,f,f]}", "image_size", J->pp.image_size, "resize", J->pp.resize,
+                         "mean", (double)J->pp.mean[0], (double)J->pp.mean[1], (double)J->pp.mean[2], "std",
+                         (double)J->pp.std[0], (double)J->pp.std[1], (double)J->pp.std[2]);
+  json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:b, s:i, s:i}", "kind", p->kind_name, "arch", p->arch,
+                        "weights_xxh", p->weights_xxh, "space", p->space[0] ? p->space : p->weights_xxh,
+                        "preprocess", pp, "dtype", sm->dtype == TACA_DT_F16 ? "f16" : "f32", "normalized", 0,
+                        "image_dim", sm->image_dim, "text_dim", sm->text_dim);
+  if (!j) return taca_fail(err, "out of memory");
+  if (p->kind == ENCODER_ADAPTED) {
+    json_object_set_new(j, "new_xxh", json_string(p->new_xxh));
+    json_object_set_new(j, "old_xxh", json_string(p->old_xxh));
+    json_object_set_new(j, "checkpoint_xxh", json_string(p->ckpt_xxh));
+    json_object_set_new(j, "peft", json_string(p->peft));
+    json_object_set_new(j, "layers", json_string(p->layers));
+  }
+  char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(j);
+  if (!text) return taca_fail(err, "out of memory");
+  char key[96];
+  snprintf(key, sizeof key, "provenance/%s", J->name);
+  int rc = store_put_meta(t, key, text, strlen(text), err);
+  free(text);
+  return rc;
+}
+
 static int register_model(job *J, taca_error *err) {
   const precompute_opts *o = J->o;
   store_model sm = {0};
@@ -744,6 +773,7 @@ static int register_model(job *J, taca_error *err) {
   store_pixel_format pf = {o->pixel_size > 0 ? o->pixel_size : J->pp.image_size, 3, "raw", o->jpeg_quality};
   if (o->jpeg_quality > 0) snprintf(pf.codec, sizeof pf.codec, "jpeg");
   int ok = store_register_model(t, &sm, &J->model_id, err) == 0;
+  if (ok) ok = put_provenance(t, J, prov, &sm, err) == 0;
   if (ok && o->store_pixels && o->ndata > 0) {
     /* Ingest runs fix the pixel format; a store that already has one keeps it (checked). */
     const void *val;
