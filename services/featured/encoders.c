@@ -133,6 +133,8 @@ int featured_encoders_has_texts(const featured_encoders *e, const char *name) {
   return l && l->text_dim > 0;
 }
 
+int featured_encoders_loaded(const featured_encoders *e, const char *name) { return find(e, name) != NULL; }
+
 void featured_encoders_list(const featured_encoders *e, char *buf, size_t cap) {
   snprintf(buf, cap, "none");
   if (!e || e->n == 0) return;

@@ -21,6 +21,8 @@ void featured_encoders_free(featured_encoders *e);
 /* 1 when the store model `name` has its image encoder (resp. its text tower) loaded. */
 int featured_encoders_has_images(const featured_encoders *e, const char *name);
 int featured_encoders_has_texts(const featured_encoders *e, const char *name);
+/* 1 when an encoder of `name` is loaded at all (it may lack a text tower). */
+int featured_encoders_loaded(const featured_encoders *e, const char *name);
 /* Comma-separated names of the loaded encoders into buf ("none" when there are none). */
 void featured_encoders_list(const featured_encoders *e, char *buf, size_t cap);
 /* Tokenizes and encodes n captions with the text tower of `name` into out [n, dim] (dim must be the

@@ -361,6 +361,11 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
     nq = in->n_captions ? in->n_captions : in->n_images;
     int have = in->n_captions ? featured_encoders_has_texts(f->encoders, qm->name)
                               : featured_encoders_has_images(f->encoders, qm->name);
+    if (!have && featured_encoders_loaded(f->encoders, qm->name)) {
+      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "model '%s' has no %s (its encoder is loaded, without one)",
+                 qm->name, in->n_captions ? "text tower" : "image tower");
+      goto done;
+    }
     if (!have) {
       char list[512];
       featured_encoders_list(f->encoders, list, sizeof list);
@@ -714,6 +719,12 @@ void handle_embed(featured *f, const uint8_t *req, size_t len, reply *r) {
     goto done;
   }
   int images = in->n_images > 0;
+  if ((images ? !featured_encoders_has_images(f->encoders, m->name) : !featured_encoders_has_texts(f->encoders, m->name)) &&
+      featured_encoders_loaded(f->encoders, m->name)) {
+    reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "model '%s' has no %s (its encoder is loaded, without one)", m->name,
+               images ? "image tower" : "text tower");
+    goto done;
+  }
   if (images ? !featured_encoders_has_images(f->encoders, m->name) : !featured_encoders_has_texts(f->encoders, m->name)) {
     char list[512];
     featured_encoders_list(f->encoders, list, sizeof list);

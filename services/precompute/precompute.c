@@ -620,6 +620,11 @@ done:
 
 /* ---------- embed: a new model over the stored samples ---------- */
 
+static uint64_t jget_u64_at(json_t *a, size_t i) {
+  json_t *v = json_array_get(a, i);
+  return json_is_integer(v) && json_integer_value(v) >= 0 ? (uint64_t)json_integer_value(v) : UINT64_MAX;
+}
+
 static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
   const precompute_opts *o = J->o;
   const int S = J->pp.image_size, B = o->batch;
@@ -641,6 +646,16 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
                      "(it has %s); this model's image size differs or pixels were not stored",
                      o->db, S, S, info.has_pixel_format ? info.pixel.codec : "none");
   }
+  if (prog && o->has_range) { /* progress belongs to the range it was made for */
+    json_t *pr = json_object_get(prog, "range");
+    if (!json_is_array(pr) || jget_u64_at(pr, 0) != o->range_begin || jget_u64_at(pr, 1) != o->range_end) {
+      json_decref(prog);
+      prog = NULL;
+    }
+  } else if (prog && json_object_get(prog, "range")) {
+    json_decref(prog); /* a range run before: the whole store is not done */
+    prog = NULL;
+  }
   if (prog && json_is_true(json_object_get(prog, "done"))) {
     store_view_end(v);
     json_decref(prog);
@@ -650,6 +665,16 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
   }
   uint64_t begin = info.has_range ? info.range.begin : info.first_index;
   uint64_t end = info.has_range ? info.range.end : info.last_index + 1;
+  if (o->has_range) {
+    if (o->range_begin > begin) begin = o->range_begin;
+    if (o->range_end < end) end = o->range_end;
+    if (begin >= end) {
+      store_view_end(v);
+      json_decref(prog);
+      return taca_fail(err, "--range %llu:%llu holds none of the store's samples", (unsigned long long)o->range_begin,
+                       (unsigned long long)o->range_end);
+    }
+  }
   uint64_t next = prog ? jget_u64(prog, "next_index") : begin;
   json_decref(prog);
   store_view_end(v);
@@ -696,6 +721,8 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
         ok = store_put_embedding(t, J->model_id, STORE_TEXT, idx[k], J->txt + (size_t)k * J->text_dim, err) == 0;
     }
     json_t *pj = json_pack("{s:I,s:b}", "next_index", (json_int_t)i, "done", i >= end);
+    if (o->has_range)
+      json_object_set_new(pj, "range", json_pack("[I,I]", (json_int_t)o->range_begin, (json_int_t)o->range_end));
     ok = ok && put_json_meta(t, key, pj, err) == 0;
     json_decref(pj);
     if (!ok || store_txn_commit(t, err)) {
