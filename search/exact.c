@@ -356,8 +356,8 @@ int store_search_skip(store_view *v, int model, store_modality mod, const float 
       float *row = q + (size_t)i * dim;
       double ss = 0;
       for (int j = 0; j < dim; j++) ss += (double)row[j] * row[j];
-      float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-      for (int j = 0; j < dim; j++) row[j] *= inv;
+      double inv = ss > 0 ? 1.0 / sqrt(ss) : 0.0; /* in double: a tiny query's 1/|q| overflows a float */
+      for (int j = 0; j < dim; j++) row[j] = (float)(row[j] * inv);
     }
 
   if (T > 1) blas_single_begin();

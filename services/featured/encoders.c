@@ -175,46 +175,45 @@ int featured_encoders_embed_images(featured_encoders *e, const char *name, const
   if (n <= 0) return 0;
   const int S = l->pp.image_size;
   const size_t per = (size_t)3 * S * S;
+  /* Decoded in groups of ENCODER_CHUNK good images, each embedded before the next is decoded: the
+   * memory is one group's pixels whatever n is, and the forwards see the same rows as one
+   * encoder_embed_images call over all good images would (it splits into chunks of the same size). */
   uint8_t *u8 = malloc(per);
-  float *pix = malloc(per * (size_t)n * sizeof *pix);
-  int *pos = malloc((size_t)n * sizeof *pos);
-  if (!u8 || !pix || !pos) {
+  float *pix = malloc(per * ENCODER_CHUNK * sizeof *pix);
+  float *emb = malloc((size_t)ENCODER_CHUNK * (size_t)dim * sizeof *emb);
+  int pos[ENCODER_CHUNK];
+  if (!u8 || !pix || !emb) {
     free(u8);
     free(pix);
-    free(pos);
-    return taca_fail(err, "out of memory for %d images of %dx%d", n, S, S);
-  }
-  int good = 0;
-  for (int i = 0; i < n; i++) {
-    rgb_image img = {0};
-    ok[i] = 0;
-    item_err[i].msg[0] = '\0';
-    if (image_decode(bufs[i], lens[i], &img, &item_err[i]) || clip_resize_crop_u8(&img, S, u8, &item_err[i])) {
-      rgb_image_free(&img);
-      continue;
-    }
-    rgb_image_free(&img);
-    clip_normalize_u8(u8, S, l->pp.mean, l->pp.std, pix + per * (size_t)good);
-    pos[good++] = i;
-    ok[i] = 1;
+    free(emb);
+    return taca_fail(err, "out of memory for images of %dx%d", S, S);
   }
   memset(out, 0, (size_t)n * (size_t)dim * sizeof *out);
-  int rc = 0;
-  if (good > 0) {
-    float *emb = malloc((size_t)good * (size_t)dim * sizeof *emb);
-    if (!emb) {
-      rc = taca_fail(err, "out of memory");
-    } else {
+  int rc = 0, good = 0;
+  for (int i = 0; rc == 0 && i <= n; i++) {
+    if (i < n) {
+      rgb_image img = {0};
+      ok[i] = 0;
+      item_err[i].msg[0] = '\0';
+      int bad = image_decode(bufs[i], lens[i], &img, &item_err[i]) || clip_resize_crop_u8(&img, S, u8, &item_err[i]);
+      rgb_image_free(&img);
+      if (!bad) {
+        clip_normalize_u8(u8, S, l->pp.mean, l->pp.std, pix + per * (size_t)good);
+        pos[good++] = i;
+        ok[i] = 1;
+      }
+    }
+    if (good == ENCODER_CHUNK || (i == n && good > 0)) {
       pthread_mutex_lock(&e->mu);
       rc = encoder_embed_images(l->enc, pix, good, emb, err);
       pthread_mutex_unlock(&e->mu);
-      if (rc == 0)
-        for (int j = 0; j < good; j++) memcpy(out + (size_t)pos[j] * dim, emb + (size_t)j * dim, sizeof *out * dim);
-      free(emb);
+      for (int j = 0; rc == 0 && j < good; j++)
+        memcpy(out + (size_t)pos[j] * dim, emb + (size_t)j * dim, sizeof *out * dim);
+      good = 0;
     }
   }
   free(u8);
   free(pix);
-  free(pos);
+  free(emb);
   return rc;
 }

@@ -168,7 +168,12 @@ int featured_open(featured *f, const featured_config *cfg, taca_error *err) {
   f->cfg = *cfg;
   pthread_rwlock_init(&f->snap_lock, NULL);
   pthread_mutex_init(&f->alias_mu, NULL);
-  store_options so = {.readonly = 1};
+  /* LMDB reader slots: every open StreamEpoch holds a view for its life, every unary call one for
+   * its duration on a completion-queue thread, the HTTP pool one per search; plus the other
+   * processes on the store (precompute, taca query). The table is sized when the lock file is
+   * created: the first process to open the store sets it. */
+  unsigned readers = (unsigned)(2 * cfg->max_streams + 16 * cfg->threads + 128);
+  store_options so = {.readonly = 1, .max_readers = readers < 512 ? 512 : readers};
   if (store_open(&f->store, cfg->db, &so, err)) {
     taca_error_prefix(err, "--db %s", cfg->db);
     featured_close(f);

@@ -37,7 +37,11 @@ typedef struct featured_config {
   const char *aliases_path;    /* the alias table's file; NULL = DB/aliases.json */
   int threads;                 /* completion-queue threads */
   int max_batch;               /* samples per batch, queries per Search */
-  int max_streams;             /* concurrent StreamEpoch + Health.Watch calls */
+  int max_streams;             /* concurrent StreamEpoch calls */
+  int max_watches;             /* concurrent Health.Watch calls (no token needed: a budget of their own) */
+  int handshake_ms;            /* a connection's HTTP/2 + TLS handshake must finish within this */
+  int metrics_auth;            /* /metrics needs the token too */
+  int insecure;                /* allow a non-loopback --listen without TLS and token (warned) */
   int max_k;
   size_t max_message;          /* bytes, each way */
   int grace_ms;                /* shutdown: cancel what is still running after this long */
@@ -93,6 +97,7 @@ typedef struct featured {
   featured_metrics *metrics;
   atomic_int state;         /* featured_state */
   atomic_int active_streams;
+  atomic_int active_watches;
 } featured;
 
 /* Opens the store read-only, takes the first snapshot, loads the alias table and the --model

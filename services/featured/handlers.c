@@ -15,9 +15,45 @@
 #include "storage/gather.h"
 #include "taca/v1/feature_cache.pb-c.h"
 
-#define UNPACK(type, desc, req, len) ((type *)protobuf_c_message_unpack(&(desc), NULL, (len), (req)))
+/* Decoding is bounded before any check of the decoded request can run: protobuf-c allocates every
+ * element of a repeated field, so a small request of empty elements could otherwise decode to
+ * gigabytes. The allocator below refuses past len + UNPACK_SLACK bytes in all (every legitimate
+ * request decodes to about its own size: packed floats and bytes 1:1, index lists of --max-batch
+ * entries well inside the slack); the messages are freed with the system allocator as usual. */
+#define UNPACK_SLACK ((size_t)16 << 20)
+typedef struct unpack_budget {
+  size_t left;
+} unpack_budget;
+static _Thread_local int unpack_over_budget;
+
+static void *budget_alloc(void *data, size_t n) {
+  unpack_budget *b = data;
+  if (n > b->left) {
+    unpack_over_budget = 1;
+    return NULL;
+  }
+  b->left -= n;
+  return malloc(n);
+}
+
+static void budget_free(void *data, void *p) {
+  (void)data;
+  free(p);
+}
+
+static ProtobufCMessage *unpack_bounded(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len) {
+  unpack_budget b = {len + UNPACK_SLACK};
+  ProtobufCAllocator a = {budget_alloc, budget_free, &b};
+  unpack_over_budget = 0;
+  return protobuf_c_message_unpack(d, &a, len, req);
+}
+#define UNPACK(type, desc, req, len) ((type *)unpack_bounded(&(desc), (req), (len)))
 
 static int malformed(reply *r, const char *what, size_t len) {
+  if (unpack_over_budget)
+    return reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "%s of %zu bytes would take more than %zu MiB to decode (too many repeated elements)", what, len,
+                      (len + UNPACK_SLACK) >> 20);
   return reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s (%zu bytes): not a valid protobuf message", what,
                     len);
 }
@@ -174,6 +210,47 @@ done:
 
 /* ---------- Lookup ---------- */
 
+/* protobuf-c hands strings over NUL-terminated, so a key with a NUL inside would be looked up as its
+ * prefix (another sample). The wire bytes are checked instead: the position of the first top-level
+ * length-delimited field number `field` holding a NUL byte, or -1. */
+static long wire_string_with_nul(const uint8_t *p, size_t len, uint32_t field) {
+  size_t i = 0;
+  long nth = 0;
+  while (i < len) {
+    uint64_t tag = 0;
+    int sh = 0;
+    while (i < len && sh < 64) {
+      tag |= (uint64_t)(p[i] & 0x7f) << sh;
+      sh += 7;
+      if (!(p[i++] & 0x80)) break;
+    }
+    uint32_t wt = (uint32_t)(tag & 7), fn = (uint32_t)(tag >> 3);
+    if (wt == 0) {
+      while (i < len && (p[i++] & 0x80)) {
+      }
+    } else if (wt == 1 || wt == 5) {
+      i += wt == 1 ? 8 : 4;
+    } else if (wt == 2) {
+      uint64_t l = 0;
+      sh = 0;
+      while (i < len && sh < 64) {
+        l |= (uint64_t)(p[i] & 0x7f) << sh;
+        sh += 7;
+        if (!(p[i++] & 0x80)) break;
+      }
+      if (l > len - i) return -1;
+      if (fn == field) {
+        if (memchr(p + i, 0, (size_t)l)) return nth;
+        nth++;
+      }
+      i += (size_t)l;
+    } else {
+      return -1;
+    }
+  }
+  return -1;
+}
+
 void handle_lookup(featured *f, const uint8_t *req, size_t len, reply *r) {
   Taca__V1__LookupRequest *in = UNPACK(Taca__V1__LookupRequest, taca__v1__lookup_request__descriptor, req, len);
   if (!in) {
@@ -190,6 +267,11 @@ void handle_lookup(featured *f, const uint8_t *req, size_t len, reply *r) {
   }
   featured_snapshot_get(f, s);
   size_t n = in->n_keys;
+  long nul = wire_string_with_nul(req, len, 1);
+  if (nul >= 0) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "keys[%ld] holds a NUL byte: keys are UTF-8 text without NUL", nul);
+    goto done;
+  }
   if (n > (size_t)f->cfg.max_batch) {
     reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu keys asked for; at most %d per request (--max-batch)", n,
                f->cfg.max_batch);
@@ -425,7 +507,10 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
     }
     q = enc;
   }
-  size_t k = in->k;
+  /* buffers by what can come back: k past the stored vectors returns them all */
+  uint64_t stored = 0;
+  for (int t = 0; t < ngal; t++) stored += s->info.n_embeddings[gal[t]][mod];
+  size_t k = in->k < stored ? in->k : (stored ? (size_t)stored : 1);
   int64_t *hit = arena_alloc(&a, nq * k * sizeof *hit);
   float *score = arena_alloc(&a, nq * k * sizeof *score);
   int *hit_model = ngal > 1 ? arena_alloc(&a, nq * k * sizeof *hit_model) : NULL;
@@ -471,9 +556,12 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
   for (size_t i = 0; i < nq; i++) {
     Taca__V1__SearchHits *h = &hits[i];
     taca__v1__search_hits__init(h);
-    size_t cnt = 0;
-    while (cnt < k && hit[i * k + cnt] >= 0) {
-      ids[i * k + cnt] = (uint64_t)hit[i * k + cnt];
+    size_t cnt = 0; /* the hits, in order; a score that over- or underflowed to +-inf/NaN is no hit */
+    for (size_t j = 0; j < k && hit[i * k + j] >= 0; j++) {
+      if (!isfinite(score[i * k + j])) continue;
+      ids[i * k + cnt] = (uint64_t)hit[i * k + j];
+      score[i * k + cnt] = score[i * k + j];
+      if (hit_model) hit_model[i * k + cnt] = hit_model[i * k + j];
       cnt++;
     }
     h->n_indices = h->n_scores = cnt;

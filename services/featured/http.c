@@ -180,6 +180,18 @@ static void handle_request(conn *c) {
     return;
   }
   http_server *s = c->srv;
+  if (!strcmp(target, "/metrics") && s->h.metrics_token) {
+    char auth[512];
+    int ok = header_value(c, "Authorization", auth, sizeof auth) && !strncmp(auth, "Bearer ", 7) &&
+             strlen(auth + 7) == strlen(s->h.metrics_token);
+    unsigned char diff = 0; /* constant time in the token */
+    for (size_t i = 0; ok && s->h.metrics_token[i]; i++) diff |= (unsigned char)(auth[7 + i] ^ s->h.metrics_token[i]);
+    if (!ok || diff) {
+      static const char msg[] = "this endpoint needs 'Authorization: Bearer <token>' (--metrics-auth)\n";
+      respond(c, 401, "Unauthorized", "text/plain", msg, sizeof msg - 1, head);
+      return;
+    }
+  }
   if (!strcmp(target, "/metrics")) {
     size_t len = 0;
     char *body = s->h.metrics(s->h.arg, &len);

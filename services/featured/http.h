@@ -30,6 +30,7 @@ typedef struct http_handlers {
    * thread-pool thread; fills out. */
   void (*app)(void *arg, const char *target, const char *authorization, const char *body, size_t body_len,
               http_reply *out);
+  const char *metrics_token; /* non-NULL: GET /metrics needs "Authorization: Bearer TOKEN" (401 otherwise) */
 } http_handlers;
 
 /* Listens on hostport ("127.0.0.1:9090", "[::1]:0", "localhost:9090"); *port receives the bound port. */
