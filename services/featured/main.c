@@ -166,10 +166,21 @@ static int write_port_file(const char *path, int grpc_port, int metrics_port, ta
   return taca_write_file_atomic(path, &c, 1, err);
 }
 
+/* A stop signal that arrives before libuv's handlers are installed: recorded, then raised again
+ * once they are, so that it drains like any other. */
+static volatile sig_atomic_t early_stop;
+static void on_early_stop(int sig) { early_stop = sig; }
+
 int main(int argc, char **argv) {
   /* Stop signals wait until the loop can drain (an early SIGTERM must not kill a starting server
-   * with 143): blocked here, in every thread started from now on, and unblocked for this thread
-   * once libuv's handlers are installed. */
+   * with 143): caught from here on (libraries start threads before main, OpenBLAS's among them, and
+   * any thread may receive a process signal), blocked in every thread started from now on, and
+   * unblocked for this thread once libuv's handlers are installed. */
+  struct sigaction early = {0};
+  early.sa_handler = on_early_stop;
+  sigemptyset(&early.sa_mask);
+  sigaction(SIGTERM, &early, NULL);
+  sigaction(SIGINT, &early, NULL);
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
@@ -241,6 +252,7 @@ int main(int argc, char **argv) {
   uv_signal_start(&A.sigint, on_stop_signal, SIGINT);
   uv_signal_start(&A.sighup, on_hup, SIGHUP);
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL); /* a signal that came meanwhile is handled now */
+  if (early_stop) raise(early_stop);
   uv_timer_init(&A.loop, &A.refresh);
   uv_timer_init(&A.loop, &A.grace);
   if (!featured_draining(&A.f)) {
