@@ -23,8 +23,12 @@
 
 #define PROGRESS_INGEST "progress/ingest"
 #define MAX_LOGGED_REJECTS 20
-/* What the stored crops are (meta "dataset".preprocessing; image/image.h has the steps). */
-#define PREPROCESSING "clip: decode, convert to RGB, resize shorter side bicubic (PIL), center crop"
+/* What the stored crops are (meta "dataset".preprocessing; image/image.h has the steps), and the
+ * order of the mode handling ("dataset".preprocessing_order; absent in stores written before: those
+ * converted to RGB first, which differs for RGBA, LA, P, 1, CMYK and I sources). */
+#define PREPROCESSING "clip: decode in the source's PIL mode, resize shorter side bicubic as PIL does for " \
+                      "that mode, center crop, convert to RGB"
+#define PREPROCESSING_ORDER "pil-mode resize, crop, then convert RGB (OpenAI CLIP / open_clip)"
 
 typedef struct prepared {
   char *key;
@@ -552,6 +556,7 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
                               (json_int_t)ds_total_entries(ds), "stored", (json_int_t)(accepted + b->n),
                               "rejected", (json_int_t)(rejected + b->n_rej), "rejected_by_reason", reasons,
                               "damaged_inputs", damaged, "preprocessing", PREPROCESSING);
+      json_object_set_new(dsj, "preprocessing_order", json_string(PREPROCESSING_ORDER));
       if (json_object_size(meta_problems)) json_object_set(dsj, "metadata_problems", meta_problems);
       ok = ok && store_set_range(t, &range, err) == 0 && put_json_meta(t, "dataset", dsj, err) == 0;
       json_decref(dsj);
