@@ -16,6 +16,7 @@
 #include "methods/encoder.h"
 #include "image/image.h"
 #include "text/tokenizer.h"
+#include "services/precompute/append.h"
 #include "services/precompute/data_source.h"
 #include "services/precompute/inputs.h"
 #include "services/precompute/progress.h"
@@ -23,12 +24,10 @@
 
 #define PROGRESS_INGEST "progress/ingest"
 #define MAX_LOGGED_REJECTS 20
-/* What the stored crops are (meta "dataset".preprocessing; image/image.h has the steps), and the
- * order of the mode handling ("dataset".preprocessing_order; absent in stores written before: those
- * converted to RGB first, which differs for RGBA, LA, P, 1, CMYK and I sources). */
+/* What the stored crops are (meta "dataset".preprocessing; image/image.h has the steps; the order of
+ * the mode handling is PRECOMPUTE_PREPROCESSING_ORDER). */
 #define PREPROCESSING "clip: decode in the source's PIL mode, resize shorter side bicubic as PIL does for " \
                       "that mode, center crop, convert to RGB"
-#define PREPROCESSING_ORDER "pil-mode resize, crop, then convert RGB (OpenAI CLIP / open_clip)"
 
 typedef struct prepared {
   char *key;
@@ -366,8 +365,8 @@ static json_t *ingest_progress(job *J, json_t *prog, json_t *inputs, uint64_t ba
     return NULL;
   }
   if (inputs_differ(json_object_get(prog, "inputs"), inputs, why, sizeof why)) {
-    taca_fail(err, "%s: the unfinished ingest in this store read other data: %s; resume with the same --data", o->db,
-              why);
+    taca_fail(err, "%s: the unfinished ingest in this store read other data: %s; resume with the same --data (new "
+              "inputs: add them with --append)", o->db, why);
     return NULL;
   }
   json_incref(prog);
@@ -556,7 +555,7 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
                               (json_int_t)ds_total_entries(ds), "stored", (json_int_t)(accepted + b->n),
                               "rejected", (json_int_t)(rejected + b->n_rej), "rejected_by_reason", reasons,
                               "damaged_inputs", damaged, "preprocessing", PREPROCESSING);
-      json_object_set_new(dsj, "preprocessing_order", json_string(PREPROCESSING_ORDER));
+      json_object_set_new(dsj, "preprocessing_order", json_string(PRECOMPUTE_PREPROCESSING_ORDER));
       if (json_object_size(meta_problems)) json_object_set(dsj, "metadata_problems", meta_problems);
       ok = ok && store_set_range(t, &range, err) == 0 && put_json_meta(t, "dataset", dsj, err) == 0;
       json_decref(dsj);
@@ -646,15 +645,16 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
                      "(it has %s); this model's image size differs or pixels were not stored",
                      o->db, S, S, info.has_pixel_format ? info.pixel.codec : "none");
   }
-  if (prog && json_is_true(json_object_get(prog, "done"))) {
+  uint64_t begin = info.has_range ? info.range.begin : info.first_index;
+  uint64_t end = info.has_range ? info.range.end : info.last_index + 1;
+  /* done, unless samples were appended after it (--append): then it goes on from where it stopped */
+  if (prog && json_is_true(json_object_get(prog, "done")) && jget_u64(prog, "next_index") >= end) {
     store_view_end(v);
     json_decref(prog);
     fprintf(stderr, "precompute: model '%s' is already complete in %s\n", J->name, o->db);
     st->stored = info.n_samples;
     return 0;
   }
-  uint64_t begin = info.has_range ? info.range.begin : info.first_index;
-  uint64_t end = info.has_range ? info.range.end : info.last_index + 1;
   uint64_t next = prog ? jget_u64(prog, "next_index") : begin;
   json_decref(prog);
   store_view_end(v);
@@ -776,8 +776,8 @@ static int finished_inputs_differ(job *J, json_t *prog, taca_error *err) {
   int differ = inputs_differ(json_object_get(prog, "inputs"), now, why, sizeof why);
   json_decref(now);
   if (differ)
-    return taca_fail(err, "%s: the finished ingest in this store read other data: %s (a finished store takes no "
-                     "new inputs: ingest them into a new store)", o->db, why);
+    return taca_fail(err, "%s: the finished ingest in this store read other data: %s (new inputs are added with "
+                     "--append; changed ones need a new store)", o->db, why);
   return 0;
 }
 
@@ -821,6 +821,26 @@ int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *e
   if (!prog && info.n_samples > 0) {
     taca_fail(err, "%s: the store has samples but no ingest record; it was not written by precompute", o->db);
     json_decref(prog);
+    goto out;
+  }
+  if (o->append && prog) { /* --append onto a store with an ingest (an empty store: a plain ingest) */
+    append_plan ap;
+    st->mode = "ingest";
+    if (append_prepare(J.store, o, J.name, J.pp.image_size, prog, &ap, err)) {
+      json_decref(prog);
+      goto out;
+    }
+    json_decref(prog);
+    if (register_model(&J, err) == 0 && append_commit(J.store, &ap, err) == 0) {
+      if (!o->quiet)
+        fprintf(stderr, "precompute: appending %d inputs (%llu entries) after sample %llu\n", ap.n_new,
+                (unsigned long long)ap.new_entries, (unsigned long long)jget_u64(ap.prog, "next_index"));
+      J.o = &ap.run;
+      rc = ingest(&J, ap.prog, st, err);
+      J.o = o;
+      if (rc == 0) append_report_models(J.store, J.name, o->db);
+    }
+    append_plan_free(&ap);
     goto out;
   }
   if (finished && finished_inputs_differ(&J, prog, err)) {

@@ -7,8 +7,9 @@
  * uninterrupted run (same indices, same bytes).
  *
  * Modes: `ingest` (the store has no finished ingest: reads --data, writes samples + this model's
- * embeddings) and `embed` (ingest is finished and this model is new to the store: embeds the stored
- * pixels and token ids only, without reading the data again). */
+ * embeddings), `embed` (ingest is finished and this model is new to the store, or the store grew
+ * since it embedded: embeds the stored pixels and token ids it lacks, without reading the data
+ * again) and, with `append`, an ingest of new inputs after the stored samples (append.h). */
 #ifndef TACA_PRECOMPUTE_PRECOMPUTE_H
 #define TACA_PRECOMPUTE_PRECOMPUTE_H
 
@@ -37,7 +38,12 @@ typedef struct precompute_opts {
   uint64_t map_size;       /* 0 = store default */
   int64_t index_base;      /* < 0: computed from the entries of lower shards */
   int quiet;               /* no progress output */
+  int append;              /* --append: ingest the inputs not yet ingested after the stored samples */
 } precompute_opts;
+
+/* How the stored crops were made (meta "dataset".preprocessing_order; absent in stores written
+ * before: those converted to RGB first, which differs for RGBA, LA, P, 1, CMYK and I sources). */
+#define PRECOMPUTE_PREPROCESSING_ORDER "pil-mode resize, crop, then convert RGB (OpenAI CLIP / open_clip)"
 
 typedef struct precompute_stats {
   uint64_t stored;         /* samples in the store from this data (all runs) */
