@@ -619,8 +619,7 @@ int clip_resize_crop_u8(const rgb_image *in, int size, uint8_t *out_chw, taca_er
 }
 
 int image_resize_bicubic(const rgb_image *in, int out_w, int out_h, rgb_image *out, taca_error *err) {
-  out->width = out->height = 0;
-  out->rgb = NULL;
+  memset(out, 0, sizeof *out); /* an RGB image: no other planes */
   if (check_input(in, err)) return -1;
   if (out_w <= 0 || out_h <= 0 || out_w > IMAGE_MAX_SIDE * 4 || out_h > IMAGE_MAX_SIDE * 4 ||
       (long long)out_w * out_h > IMAGE_MAX_PIXELS)
