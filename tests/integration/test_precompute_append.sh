@@ -7,7 +7,9 @@
 #  2. refused, each with a message naming the cause: a shard already ingested (again, or a copy
 #     under another path), an ingested shard changed on disk (given again or not), another model
 #     than the ingesting one, other pixel settings, --append without --data;
-#  3. a partial store (its ingest not finished) takes an --append too.
+#  3. a partial store (its ingest not finished) takes an --append too;
+#  4. kill -9 at random moments of an append, then the same command again: the content hash equals
+#     the uninterrupted append's, which equals one ingest of all the inputs.
 set -euo pipefail
 bin=${TACA_BIN_DIR:?}
 fix=${TACA_FIXTURES_DIR:?}
@@ -129,4 +131,35 @@ import json, sys
 d = json.load(sys.stdin)["dataset"]
 assert len(d["inputs"]) == 2 and d["rejected"] == 3 and d["stored"] == 12, d' || fail "the partial store's record"
 echo "  ok  a partial store takes an --append"
+
+# --- 4. kill -9 during an append ---
+"$bin/taca" synth --out "$tmp/big" --n 800 --size 40 --shards 2 --corrupt 6 --seed 7   # 400 a shard: whole batches
+hash() { "$bin/taca" query --db "$1" --json info --hash | "$py" -c 'import json,sys; print(json.load(sys.stdin)["content_hash"])'; }
+kp=(--model "$model" --batch-size 2 --quiet)
+"$bin/taca" precompute "${kp[@]}" --data "$tmp/big/00000.tar" "$tmp/big/00001.tar" --db "$tmp/k_all"
+"$bin/taca" precompute "${kp[@]}" --data "$tmp/big/00000.tar" --db "$tmp/k_first"
+cp -r "$tmp/k_first" "$tmp/k_ref"
+start=$(date +%s.%N)
+"$bin/taca" precompute "${kp[@]}" --append --data "$tmp/big/00001.tar" --db "$tmp/k_ref"
+dur=$(echo "$(date +%s.%N) - $start" | bc)
+ref=$(hash "$tmp/k_ref")
+[ "$ref" = "$(hash "$tmp/k_all")" ] || fail "the appended store's content hash differs from one ingest of both shards"
+echo "  uninterrupted append: ${dur}s, content hash $ref = one ingest of both shards"
+for i in 1 2 3 4; do
+  db="$tmp/k$i"
+  cp -r "$tmp/k_first" "$db"
+  delay=$("$py" -c "import random; random.seed($i); print(round(random.uniform(0.25, 0.95) * $dur, 3))")
+  "$bin/taca" precompute "${kp[@]}" --append --data "$tmp/big/00001.tar" --db "$db" 2>/dev/null & pid=$!
+  sleep "$delay"
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=
+  before=$(samples "$db")
+  st=0
+  "$bin/taca" precompute "${kp[@]}" --append --data "$tmp/big/00001.tar" --db "$db" 2> "$tmp/k.err" || st=$?
+  [ "$st" = 0 ] || grep -q "nothing to append" "$tmp/k.err" || { cat "$tmp/k.err"; fail "resuming the append"; }
+  got=$(hash "$db")
+  echo "  killed after ${delay}s (samples then: $before), run again (exit $st): $got"
+  [ "$got" = "$ref" ] || fail "content hash after kill -9 + the append again differs from the uninterrupted append"
+done
 echo "test_precompute_append: all checks passed"
