@@ -13,6 +13,19 @@ static uint64_t jget_u64(json_t *o, const char *k) {
   return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
 }
 
+/* The ingest record's preprocessing order against this build's (precompute.h). */
+int precompute_check_order(json_t *prog, const char *db, taca_error *err) {
+  const char *order = json_string_value(json_object_get(prog, "preprocessing_order"));
+  json_t *acc = json_object_get(prog, "accepted");
+  if ((order && !strcmp(order, PRECOMPUTE_PREPROCESSING_ORDER)) || !json_is_integer(acc) || !json_integer_value(acc))
+    return 0;
+  return taca_fail(err, "%s: the stored samples were preprocessed %s; this taca resizes images in their PIL mode "
+                   "before the RGB conversion (%s), which differs for RGBA, LA, P, 1, CMYK and 16-bit gray sources: "
+                   "finish or grow this store with the taca that started it, or ingest everything into a new store",
+                   db, order ? order : "with the RGB conversion first (an ingest record without preprocessing_order)",
+                   PRECOMPUTE_PREPROCESSING_ORDER);
+}
+
 static const char *jget_str(json_t *o, const char *k) {
   const char *s = json_string_value(json_object_get(o, k));
   return s ? s : "";
@@ -80,27 +93,11 @@ int append_prepare(taca_store *s, const precompute_opts *o, const char *model, i
   /* What is stored: pixels, range, and how the samples were preprocessed. */
   store_view *v;
   store_info info;
-  const void *val = NULL;
-  size_t len = 0;
   if (store_view_begin(s, &v, err)) return -1;
   int rc = store_get_info(v, &info, err);
-  if (!rc) rc = store_get_meta(v, "dataset", &val, &len, err);
-  json_t *dataset = !rc && val ? json_loadb(val, len, 0, NULL) : NULL;
   store_view_end(v);
   if (rc) return -1;
-  if (done) {
-    const char *order = jget_str(dataset, "preprocessing_order");
-    int same = !strcmp(order, PRECOMPUTE_PREPROCESSING_ORDER);
-    json_decref(dataset);
-    if (!same)
-      return taca_fail(err, "%s: the stored samples were preprocessed %s; appended ones would be resized in their "
-                       "PIL mode before the RGB conversion (%s), which differs for RGBA, LA, P, 1, CMYK and 16-bit "
-                       "gray sources: ingest everything into a new store", o->db,
-                       *order ? order : "with the RGB conversion first (a store written before preprocessing_order)",
-                       PRECOMPUTE_PREPROCESSING_ORDER);
-  } else {
-    json_decref(dataset);
-  }
+  if (precompute_check_order(prog, o->db, err)) return -1;
   if (check_pixels(&info, o, image_size, err)) return -1;
 
   /* The inputs of the run: the recorded ones, then those given that are not among them. */

@@ -350,8 +350,10 @@ static json_t *ingest_progress(job *J, json_t *prog, json_t *inputs, uint64_t ba
                           (json_int_t)0, "next_index", (json_int_t)base, "accepted", (json_int_t)0, "rejected",
                           (json_int_t)0, "reasons", "done", 0);
     if (!p) taca_fail(err, "out of memory");
+    else json_object_set_new(p, "preprocessing_order", json_string(PRECOMPUTE_PREPROCESSING_ORDER));
     return p;
   }
+  if (precompute_check_order(prog, o->db, err)) return NULL; /* no store of crops made two ways */
   const char *pm = json_string_value(json_object_get(prog, "model"));
   if (!pm || strcmp(pm, J->name) != 0) {
     taca_fail(err, "%s: an unfinished ingest with model '%s' is in this store; resume it with that model", o->db,

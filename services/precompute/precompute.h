@@ -13,6 +13,7 @@
 #ifndef TACA_PRECOMPUTE_PRECOMPUTE_H
 #define TACA_PRECOMPUTE_PRECOMPUTE_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "base/dtype.h"
@@ -54,5 +55,10 @@ typedef struct precompute_stats {
 } precompute_stats;
 
 int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *err);
+
+/* An ingest record (progress/ingest) with samples accepted under another preprocessing order than
+ * this build's (or none recorded: a record written before preprocessing_order) is refused: resuming
+ * or appending would store crops made two ways. 0 when the record may be continued. */
+int precompute_check_order(json_t *prog, const char *db, taca_error *err);
 
 #endif
