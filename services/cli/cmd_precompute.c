@@ -31,6 +31,8 @@ static const char *USAGE =
     "                       continue; the ingested inputs must be unchanged, one already ingested is\n"
     "                       refused; run with the model that ingested the store, then each other\n"
     "                       model as printed); a store of one shard\n"
+    "  --range A:B          a second model on a finished store: embed only the samples with index\n"
+    "                       in [A, B) (a partial re-embedding; Search --fallback serves the mix)\n"
     "  --batch-size B       samples per batch and per commit (default 32)\n"
     "  --dtype f16|f32      stored embedding type (default f16)\n"
     "  --no-pixels          do not store preprocessed pixels\n"
@@ -58,8 +60,8 @@ int cmd_precompute(int argc, char **argv) {
       {"pixel-codec", required_argument, 0, 'C'}, {"pixel-quality", required_argument, 0, 'Q'},
       {"threads", required_argument, 0, 'j'},  {"workers", required_argument, 0, 'w'},
       {"map-size", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
-      {"shard-count", required_argument, 0, 'K'}, {"help", no_argument, 0, 'h'},
-      {"append", no_argument, 0, 'A'},
+      {"shard-count", required_argument, 0, 'K'}, {"range", required_argument, 0, 'R'},
+      {"help", no_argument, 0, 'h'},       {"append", no_argument, 0, 'A'},
       {0, 0, 0, 0}};
   int c, rc = 0, jpeg = 0, quality = 95, shard_auto = 0, shard_count = 0;
   cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
@@ -119,12 +121,23 @@ int cmd_precompute(int argc, char **argv) {
       }
       case 'q': o.quiet = 1; break;
       case 'A': o.append = 1; break;
+      case 'R': {
+        char *colon = strchr(optarg, ':'), *e1, *e2;
+        unsigned long long a = strtoull(optarg, &e1, 10), b = colon ? strtoull(colon + 1, &e2, 10) : 0;
+        if (!colon || e1 != colon || e1 == optarg || !colon[1] || *e2 || b <= a || optarg[0] == '-' || colon[1] == '-')
+          rc = cli_fail("precompute", 2, "--range expects A:B with A < B (sample indices), got '%s'", optarg);
+        o.has_range = 1;
+        o.range_begin = a;
+        o.range_end = b;
+        break;
+      }
       case 'h': fputs(USAGE, stdout); free(data); return 0;
       default: rc = cli_fail("precompute", 2, "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
     }
   }
   if (rc == 0 && optind < argc) rc = cli_fail("precompute", 2, "unexpected argument '%s'", argv[optind]);
   if (rc == 0 && (!o.model_path || !o.db)) rc = cli_fail("precompute", 2, "--model and --db are required (see --help)");
+  if (rc == 0 && o.has_range && o.ndata) rc = cli_fail("precompute", 2, "--range goes with a second model on a finished store (no --data)");
   if (rc == 0 && shard_count && !shard_auto) rc = cli_fail("precompute", 2, "--shard-count goes with --shard auto");
   if (rc == 0 && o.append && o.ndata == 0) rc = cli_fail("precompute", 2, "--append needs --data (the inputs to add)");
   char db[4096];

@@ -20,14 +20,16 @@ const char *FEATURED_USAGE =
     "                     [--port-file FILE] [--log FILE] [--log-format text|json]\n"
     "                     [--tls-cert PEM --tls-key PEM] [--token TOKEN]\n"
     "  Serves a feature store (read-only) over gRPC: taca.v1.FeatureCache (Info, GetBatch,\n"
-    "  StreamEpoch, Lookup, Search) and grpc.health.v1.Health.\n"
+    "  StreamEpoch, Lookup, Search, Embed, SetAlias) and grpc.health.v1.Health.\n"
     "  --db DIR            the store (one LMDB environment, e.g. one shard)\n"
     "  --listen HOST:PORT  gRPC address (default 127.0.0.1:50051; port 0 picks a free one)\n"
     "  --http HOST:PORT    HTTP endpoint (also --metrics): the search page at /, its JSON API\n"
     "                      (/api/info, /api/search, /thumb), /metrics (Prometheus text), /healthz\n"
-    "  --model NAME=PATH[:ARCH]  load the text tower of the store's model NAME for Search by\n"
-    "                      caption: PATH is a HF CLIP directory, or an open_clip .safetensors\n"
-    "                      with ARCH (built-in name or open_clip config JSON); repeatable\n"
+    "  --model NAME=PATH[:ARCH]  load the encoder of the store's model NAME (checked against the\n"
+    "                      weights its embeddings came from) for Embed and Search by caption or\n"
+    "                      image: PATH is a HF CLIP directory, an exported adapted model (taca\n"
+    "                      export), or an open_clip .safetensors with ARCH; repeatable\n"
+    "  --aliases FILE      the alias table SetAlias repoints (default DB/aliases.json)\n"
     "  --threads N         completion-queue threads (default: CPU count, at least 2)\n"
     "  --max-batch N       samples per batch and queries per Search (default 4096)\n"
     "  --max-streams N     concurrent StreamEpoch and Health.Watch calls (default 64)\n"
@@ -83,7 +85,7 @@ static int parse_model(featured_config *cfg, char *s, taca_error *err) {
 }
 
 enum { O_DB = 256, O_LISTEN, O_METRICS, O_MODEL, O_THREADS, O_MAX_BATCH, O_MAX_STREAMS, O_MAX_MESSAGE, O_MAX_K,
-       O_GRACE, O_PORT_FILE, O_LOG, O_LOG_FORMAT, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_HELP };
+       O_GRACE, O_PORT_FILE, O_LOG, O_LOG_FORMAT, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_ALIASES, O_HELP };
 static const struct option LONG[] = {
     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, O_LISTEN},
@@ -102,6 +104,7 @@ static const struct option LONG[] = {
     {"tls-cert", required_argument, 0, O_TLS_CERT},
     {"tls-key", required_argument, 0, O_TLS_KEY},
     {"token", required_argument, 0, O_TOKEN},
+    {"aliases", required_argument, 0, O_ALIASES},
     {"help", no_argument, 0, O_HELP},
     {0, 0, 0, 0},
 };
@@ -151,6 +154,7 @@ static int apply(featured_config *cfg, int id, char *val, taca_error *err) {
       cfg->log_json = lf == LOG_FORMAT_JSON;
       break;
     }
+    case O_ALIASES: cfg->aliases_path = val; break;
     case O_TLS_CERT: cfg->tls_cert = val; break;
     case O_TLS_KEY: cfg->tls_key = val; break;
     case O_TOKEN:
@@ -195,7 +199,7 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
       fputs(FEATURED_USAGE, out);
       return 1;
     }
-    if (c < O_DB || c > O_TOKEN)
+    if (c < O_DB || c > O_ALIASES)
       return taca_fail(err, "unknown or incomplete option '%s' (try --help)", argv[optind - 1]);
     if (apply(cfg, c, optarg, err)) return -1;
     given[c] = 1;

@@ -615,6 +615,8 @@ static void on_new(call *c, int ok) {
       case FM_GET_BATCH: handle_get_batch(f, req, len, &r); finish_unary(c, &r); break;
       case FM_LOOKUP: handle_lookup(f, req, len, &r); finish_unary(c, &r); break;
       case FM_SEARCH: handle_search(f, req, len, &r); finish_unary(c, &r); break;
+      case FM_EMBED: handle_embed(f, req, len, &r); finish_unary(c, &r); break;
+      case FM_SET_ALIAS: handle_set_alias(f, req, len, &r); finish_unary(c, &r); break;
       case FM_HEALTH_CHECK: handle_health_check(f, req, len, &r); finish_unary(c, &r); break;
       case FM_STREAM_EPOCH: stream_begin(c, req, len); break;
       case FM_HEALTH_WATCH: watch_begin(c, req, len); break;

@@ -12,7 +12,7 @@
 #include "services/featured/featured.h"
 #include "services/featured/handlers.h"
 #include "services/featured/metrics.h"
-#include "services/featured/textenc.h"
+#include "services/featured/encoders.h"
 #include "storage/gather.h"
 #include "taca/v1/feature_cache.pb-c.h"
 
@@ -101,7 +101,7 @@ static void api_info(featured *f, http_reply *out) {
                                         "image_dim", m->image_dim, "text_dim", m->text_dim, "image_count",
                                         (json_int_t)s->info.n_embeddings[i][STORE_IMAGE], "text_count",
                                         (json_int_t)s->info.n_embeddings[i][STORE_TEXT], "caption_search",
-                                        text_towers_has(f->towers, m->name)));
+                                        featured_encoders_has_texts(f->encoders, m->name)));
   }
   json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:o, s:b, s:i, s:s}", "samples", (json_int_t)s->info.n_samples,
                         "begin", (json_int_t)s->begin, "end", (json_int_t)s->end, "captions",

@@ -231,7 +231,7 @@ int append_report_models(taca_store *s, const char *model, const char *db) {
               "(taca drop-model --db %s --name %s) and add it again with rows for every sample\n", m->name, miss, db,
               m->name);
     else
-      fprintf(stderr, "precompute: model '%s' has no embeddings of %llu samples (the appended ones): run "
+      fprintf(stderr, "precompute: model '%s' has no embeddings of %llu samples: run "
               "`taca precompute --db %s --model PATH --name %s` with its weights (%s) to embed them\n", m->name, miss,
               db, m->name, m->arch);
   }

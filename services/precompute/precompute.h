@@ -40,6 +40,11 @@ typedef struct precompute_opts {
   int64_t index_base;      /* < 0: computed from the entries of lower shards */
   int quiet;               /* no progress output */
   int append;              /* --append: ingest the inputs not yet ingested after the stored samples */
+  /* A second model on a finished store: embed only the stored samples with index in [begin, end)
+   * (a partial re-embedding: the rest stays with the older model; Search's gallery_fallback serves
+   * the mix as one gallery). Runs of different ranges add up. */
+  int has_range;
+  uint64_t range_begin, range_end;
 } precompute_opts;
 
 /* How the stored crops were made (meta "dataset".preprocessing_order; absent in stores written
