@@ -339,6 +339,7 @@ static int resize_window_n(const uint8_t *src, int w, int h, int nch, int out_w,
   int need_h = out_w != w, need_v = out_h != h;
   coeffs cx = {0}, cy = {0};
   uint8_t *tmp = NULL;
+  int32_t *acc = NULL;
   int rc = -1;
   int row0 = y0, nrows = ch;
   if (need_v) {
@@ -377,25 +378,33 @@ static int resize_window_n(const uint8_t *src, int w, int h, int nch, int out_w,
     rows = src + (size_t)row0 * w * nch + (size_t)x0 * nch;
     stride = (size_t)w * nch;
   }
+  const size_t nv = (size_t)cw * nch;
+  if (need_v && !(acc = malloc(sizeof(int32_t) * nv))) {
+    taca_fail(err, "resize: out of memory for a %d pixel row", cw);
+    goto done;
+  }
   for (int yy = 0; yy < ch; yy++) {
-    uint8_t *o = dst + (size_t)yy * cw * nch;
+    uint8_t *o = dst + (size_t)yy * nv;
     if (!need_v) {
-      memcpy(o, rows + (size_t)yy * stride, (size_t)cw * nch);
+      memcpy(o, rows + (size_t)yy * stride, nv);
       continue;
     }
     const int32_t *k = cy.k + (size_t)yy * cy.ksize;
     const uint8_t *base = rows + (size_t)(cy.start[yy] - row0) * stride;
-    for (size_t i = 0; i < (size_t)cw * nch; i++) {
-      int32_t ss = 1 << (PRECISION_BITS - 1);
-      for (int y = 0; y < cy.count[yy]; y++) ss += base[(size_t)y * stride + i] * k[y];
-      o[i] = clip8(ss);
+    for (size_t i = 0; i < nv; i++) acc[i] = 1 << (PRECISION_BITS - 1);
+    for (int y = 0; y < cy.count[yy]; y++) { /* row by row: integer sums, any order gives the same bytes */
+      const uint8_t *src_row = base + (size_t)y * stride;
+      int32_t ky = k[y];
+      for (size_t i = 0; i < nv; i++) acc[i] += src_row[i] * ky;
     }
+    for (size_t i = 0; i < nv; i++) o[i] = clip8(acc[i]);
   }
   rc = 0;
 done:
   coeffs_free(&cx);
   coeffs_free(&cy);
   free(tmp);
+  free(acc);
   return rc;
 }
 
@@ -409,6 +418,7 @@ static int resize_window_i32(const uint16_t *src, int w, int h, int out_w, int o
   int need_h = out_w != w, need_v = out_h != h;
   coeffs cx = {0}, cy = {0};
   int32_t *tmp = NULL;
+  double *ssv = NULL;
   int rc = -1;
   int row0 = y0, nrows = ch;
   if (need_v) {
@@ -440,18 +450,28 @@ static int resize_window_i32(const uint16_t *src, int w, int h, int out_w, int o
       o[xx] = round_up(ss);
     }
   }
+  if (need_v && !(ssv = malloc(sizeof(double) * (size_t)cw))) {
+    taca_fail(err, "resize: out of memory for a %d pixel row", cw);
+    goto done;
+  }
   for (int yy = 0; yy < ch; yy++) {
-    for (int xx = 0; xx < cw; xx++) {
-      int32_t v;
-      if (!need_v) {
-        v = tmp[(size_t)yy * cw + xx];
-      } else {
-        const double *k = cy.kd + (size_t)yy * cy.ksize;
-        double ss = 0.0;
-        for (int y = 0; y < cy.count[yy]; y++) ss += tmp[(size_t)(cy.start[yy] - row0 + y) * cw + xx] * k[y];
-        v = round_up(ss);
+    uint8_t *o = dst + (size_t)yy * cw;
+    if (!need_v) {
+      for (int xx = 0; xx < cw; xx++) {
+        int32_t v = tmp[(size_t)yy * cw + xx];
+        o[xx] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : v);
       }
-      dst[(size_t)yy * cw + xx] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : v);
+      continue;
+    }
+    const double *k = cy.kd + (size_t)yy * cy.ksize;
+    for (int xx = 0; xx < cw; xx++) ssv[xx] = 0.0;
+    for (int y = 0; y < cy.count[yy]; y++) { /* row by row; each sum still adds its taps in PIL's order */
+      const int32_t *r = tmp + (size_t)(cy.start[yy] - row0 + y) * cw;
+      for (int xx = 0; xx < cw; xx++) ssv[xx] += r[xx] * k[y];
+    }
+    for (int xx = 0; xx < cw; xx++) {
+      int32_t v = round_up(ssv[xx]);
+      o[xx] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : v);
     }
   }
   rc = 0;
@@ -459,6 +479,7 @@ done:
   coeffs_free(&cx);
   coeffs_free(&cy);
   free(tmp);
+  free(ssv);
   return rc;
 }
 
