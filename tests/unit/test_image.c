@@ -11,8 +11,8 @@
  *   - normalisation: bit-identical to torch float32 (tolerance asserted: max |error| <= 1e-6; reached: 0),
  *     exhaustively for all 256 values of every channel;
  *   - corrupt, truncated, unrecognised and oversized inputs: -1 with a message naming the problem;
- *   - robustness: every fixture cut at many lengths and with bytes flipped decodes or fails cleanly
- *     (meant to be run under ASan/UBSan too). */
+ *   - robustness: fixtures of every mode cut at many lengths and with bytes flipped decode (and then
+ *     resize in their mode) or fail cleanly (meant to be run under ASan/UBSan too). */
 #include <check.h>
 #include <jansson.h>
 #include <math.h>
@@ -345,7 +345,9 @@ END_TEST
 START_TEST(test_robustness) {
   static const char *names[] = {"photo_500x375.jpg", "odd_301x299_progressive.jpg", "cmyk_120x90.jpg",
                                 "small_37x53.png",   "interlaced_77x41.png",        "palette4_90x70.png",
-                                "rgba16_20x30.png",  "lossy_160x120.webp",          "lossless_alpha_96x80.webp"};
+                                "rgba16_20x30.png",  "lossy_160x120.webp",          "lossless_alpha_96x80.webp",
+                                "modes_la_160x40.png", "modes_gray16_low_70x50.png", "modes_graya16_40x30.png",
+                                "modes_palette1_61x45.png", "modes_rgba_up_31x23.png"};
   uint32_t seed = 12345;
   for (size_t f = 0; f < sizeof names / sizeof names[0]; f++) {
     size_t len;
@@ -366,8 +368,10 @@ START_TEST(test_robustness) {
       rgb_image img;
       taca_error err = {{0}};
       int rc = image_decode(buf, n, &img, &err);
-      if (rc == 0) {
+      if (rc == 0) { /* what decodes also resizes in its mode */
         ck_assert_ptr_nonnull(img.rgb);
+        uint8_t crop[3 * 9 * 9];
+        ck_assert_msg(clip_resize_crop_u8(&img, 9, crop, &err) == 0, "%s: %s", names[f], err.msg);
         rgb_image_free(&img);
       } else {
         ck_assert_int_eq(rc, -1);
