@@ -108,6 +108,14 @@ int featured_set_alias(featured *f, const char *name, const char *target, int al
     int to = -1;
     for (int m = 0; m < s->info.n_models; m++)
       if (!strcmp(s->info.models[m].name, target)) to = m;
+    if (to < 0) { /* a model precompute added since the last refresh: look again now */
+      taca_error rerr;
+      if (featured_refresh(f, &rerr) == 0) {
+        featured_snapshot_get(f, s);
+        for (int m = 0; m < s->info.n_models; m++)
+          if (!strcmp(s->info.models[m].name, target)) to = m;
+      }
+    }
     if (to < 0) {
       *code = alias_find(&s->aliases, target) ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_NOT_FOUND;
       taca_fail(err, "%s '%s' %s", "alias target", target,
