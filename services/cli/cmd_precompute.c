@@ -15,6 +15,8 @@ static const char *USAGE =
     "  same command again after an interruption. On a finished store, a new --model embeds the\n"
     "  stored samples without --data (AFT needs several models' features; or a `taca export`\n"
     "  directory: the adapted encoder's features in the old model's space).\n"
+    "  Inputs are recorded (size, content fingerprint) and compared on every run: other inputs are\n"
+    "  refused, except with --append.\n"
     "  SPEC: WebDataset tar shards (shards/{00000..00099}.tar; KEY.jpg|png|webp + KEY.txt [+ KEY.cls])\n"
     "        or a folder with captions.tsv (relative/path<TAB>caption[<TAB>label]). Several SPECs\n"
     "        may follow one --data (--data a.tar b.tar), and --data may be repeated.\n"
@@ -25,6 +27,10 @@ static const char *USAGE =
     "                       (SLURM_ARRAY_TASK_ID/COUNT), a Kubernetes Indexed Job (JOB_COMPLETION_INDEX\n"
     "                       with --shard-count N); --db may hold {shard}: one store per shard\n"
     "  --index-base N       first sample index of this shard (default: entries of lower shards)\n"
+    "  --append             ingest the --data inputs not yet in the store after its samples (indices\n"
+    "                       continue; the ingested inputs must be unchanged, one already ingested is\n"
+    "                       refused; run with the model that ingested the store, then each other\n"
+    "                       model as printed); a store of one shard\n"
     "  --range A:B          a second model on a finished store: embed only the samples with index\n"
     "                       in [A, B) (a partial re-embedding; Search --fallback serves the mix)\n"
     "  --batch-size B       samples per batch and per commit (default 32)\n"
@@ -55,7 +61,7 @@ int cmd_precompute(int argc, char **argv) {
       {"threads", required_argument, 0, 'j'},  {"workers", required_argument, 0, 'w'},
       {"map-size", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
       {"shard-count", required_argument, 0, 'K'}, {"range", required_argument, 0, 'R'},
-      {"help", no_argument, 0, 'h'},
+      {"help", no_argument, 0, 'h'},       {"append", no_argument, 0, 'A'},
       {0, 0, 0, 0}};
   int c, rc = 0, jpeg = 0, quality = 95, shard_auto = 0, shard_count = 0;
   cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
@@ -114,6 +120,7 @@ int cmd_precompute(int argc, char **argv) {
         break;
       }
       case 'q': o.quiet = 1; break;
+      case 'A': o.append = 1; break;
       case 'R': {
         char *colon = strchr(optarg, ':'), *e1, *e2;
         unsigned long long a = strtoull(optarg, &e1, 10), b = colon ? strtoull(colon + 1, &e2, 10) : 0;
@@ -132,6 +139,7 @@ int cmd_precompute(int argc, char **argv) {
   if (rc == 0 && (!o.model_path || !o.db)) rc = cli_fail("precompute", 2, "--model and --db are required (see --help)");
   if (rc == 0 && o.has_range && o.ndata) rc = cli_fail("precompute", 2, "--range goes with a second model on a finished store (no --data)");
   if (rc == 0 && shard_count && !shard_auto) rc = cli_fail("precompute", 2, "--shard-count goes with --shard auto");
+  if (rc == 0 && o.append && o.ndata == 0) rc = cli_fail("precompute", 2, "--append needs --data (the inputs to add)");
   char db[4096];
   if (rc == 0 && (shard_auto || strstr(o.db, "{shard}"))) {
     taca_error err = {{0}};

@@ -16,6 +16,7 @@
 #include "methods/encoder.h"
 #include "image/image.h"
 #include "text/tokenizer.h"
+#include "services/precompute/append.h"
 #include "services/precompute/data_source.h"
 #include "services/precompute/inputs.h"
 #include "services/precompute/progress.h"
@@ -23,8 +24,10 @@
 
 #define PROGRESS_INGEST "progress/ingest"
 #define MAX_LOGGED_REJECTS 20
-/* What the stored crops are (meta "dataset".preprocessing; image/image.h has the steps). */
-#define PREPROCESSING "clip: decode, convert to RGB, resize shorter side bicubic (PIL), center crop"
+/* What the stored crops are (meta "dataset".preprocessing; image/image.h has the steps; the order of
+ * the mode handling is PRECOMPUTE_PREPROCESSING_ORDER). */
+#define PREPROCESSING "clip: decode in the source's PIL mode, resize shorter side bicubic as PIL does for " \
+                      "that mode, center crop, convert to RGB"
 
 typedef struct prepared {
   char *key;
@@ -347,8 +350,10 @@ static json_t *ingest_progress(job *J, json_t *prog, json_t *inputs, uint64_t ba
                           (json_int_t)0, "next_index", (json_int_t)base, "accepted", (json_int_t)0, "rejected",
                           (json_int_t)0, "reasons", "done", 0);
     if (!p) taca_fail(err, "out of memory");
+    else json_object_set_new(p, "preprocessing_order", json_string(PRECOMPUTE_PREPROCESSING_ORDER));
     return p;
   }
+  if (precompute_check_order(prog, o->db, err)) return NULL; /* no store of crops made two ways */
   const char *pm = json_string_value(json_object_get(prog, "model"));
   if (!pm || strcmp(pm, J->name) != 0) {
     taca_fail(err, "%s: an unfinished ingest with model '%s' is in this store; resume it with that model", o->db,
@@ -362,8 +367,8 @@ static json_t *ingest_progress(job *J, json_t *prog, json_t *inputs, uint64_t ba
     return NULL;
   }
   if (inputs_differ(json_object_get(prog, "inputs"), inputs, why, sizeof why)) {
-    taca_fail(err, "%s: the unfinished ingest in this store read other data: %s; resume with the same --data", o->db,
-              why);
+    taca_fail(err, "%s: the unfinished ingest in this store read other data: %s; resume with the same --data (new "
+              "inputs: add them with --append)", o->db, why);
     return NULL;
   }
   json_incref(prog);
@@ -552,6 +557,7 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
                               (json_int_t)ds_total_entries(ds), "stored", (json_int_t)(accepted + b->n),
                               "rejected", (json_int_t)(rejected + b->n_rej), "rejected_by_reason", reasons,
                               "damaged_inputs", damaged, "preprocessing", PREPROCESSING);
+      json_object_set_new(dsj, "preprocessing_order", json_string(PRECOMPUTE_PREPROCESSING_ORDER));
       if (json_object_size(meta_problems)) json_object_set(dsj, "metadata_problems", meta_problems);
       ok = ok && store_set_range(t, &range, err) == 0 && put_json_meta(t, "dataset", dsj, err) == 0;
       json_decref(dsj);
@@ -656,13 +662,6 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
     json_decref(prog); /* a range run before: the whole store is not done */
     prog = NULL;
   }
-  if (prog && json_is_true(json_object_get(prog, "done"))) {
-    store_view_end(v);
-    json_decref(prog);
-    fprintf(stderr, "precompute: model '%s' is already complete in %s\n", J->name, o->db);
-    st->stored = info.n_samples;
-    return 0;
-  }
   uint64_t begin = info.has_range ? info.range.begin : info.first_index;
   uint64_t end = info.has_range ? info.range.end : info.last_index + 1;
   if (o->has_range) {
@@ -674,6 +673,14 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
       return taca_fail(err, "--range %llu:%llu holds none of the store's samples", (unsigned long long)o->range_begin,
                        (unsigned long long)o->range_end);
     }
+  }
+  /* done, unless samples were appended after it (--append): then it goes on from where it stopped */
+  if (prog && json_is_true(json_object_get(prog, "done")) && jget_u64(prog, "next_index") >= end) {
+    store_view_end(v);
+    json_decref(prog);
+    fprintf(stderr, "precompute: model '%s' is already complete in %s\n", J->name, o->db);
+    st->stored = info.n_samples;
+    return 0;
   }
   uint64_t next = prog ? jget_u64(prog, "next_index") : begin;
   json_decref(prog);
@@ -828,8 +835,8 @@ static int finished_inputs_differ(job *J, json_t *prog, taca_error *err) {
   int differ = inputs_differ(json_object_get(prog, "inputs"), now, why, sizeof why);
   json_decref(now);
   if (differ)
-    return taca_fail(err, "%s: the finished ingest in this store read other data: %s (a finished store takes no "
-                     "new inputs: ingest them into a new store)", o->db, why);
+    return taca_fail(err, "%s: the finished ingest in this store read other data: %s (new inputs are added with "
+                     "--append; changed ones need a new store)", o->db, why);
   return 0;
 }
 
@@ -873,6 +880,26 @@ int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *e
   if (!prog && info.n_samples > 0) {
     taca_fail(err, "%s: the store has samples but no ingest record; it was not written by precompute", o->db);
     json_decref(prog);
+    goto out;
+  }
+  if (o->append && prog) { /* --append onto a store with an ingest (an empty store: a plain ingest) */
+    append_plan ap;
+    st->mode = "ingest";
+    if (append_prepare(J.store, o, J.name, J.pp.image_size, prog, &ap, err)) {
+      json_decref(prog);
+      goto out;
+    }
+    json_decref(prog);
+    if (register_model(&J, err) == 0 && append_commit(J.store, &ap, err) == 0) {
+      if (!o->quiet)
+        fprintf(stderr, "precompute: appending %d inputs (%llu entries) after sample %llu\n", ap.n_new,
+                (unsigned long long)ap.new_entries, (unsigned long long)jget_u64(ap.prog, "next_index"));
+      J.o = &ap.run;
+      rc = ingest(&J, ap.prog, st, err);
+      J.o = o;
+      if (rc == 0) append_report_models(J.store, J.name, o->db);
+    }
+    append_plan_free(&ap);
     goto out;
   }
   if (finished && finished_inputs_differ(&J, prog, err)) {
