@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
+#include <arpa/inet.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -43,6 +44,15 @@ int taca_hostport_parse(const char *flag, const char *s, int zero_ok, taca_hostp
   memcpy(out->host, host, hl);
   out->host[hl] = '\0';
   out->port = (int)p;
+  return 0;
+}
+
+int taca_hostport_is_loopback(const taca_hostport *hp) {
+  if (!strcmp(hp->host, "localhost")) return 1;
+  unsigned char a[16];
+  if (inet_pton(AF_INET, hp->host, a) == 1) return a[0] == 127;
+  static const unsigned char one[16] = {[15] = 1};
+  if (inet_pton(AF_INET6, hp->host, a) == 1) return !memcmp(a, one, 16);
   return 0;
 }
 

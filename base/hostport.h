@@ -27,6 +27,10 @@ int taca_hostport_check_list(const char *flag, const char *list, taca_error *err
 /* "HOST:PORT" (IPv6 in brackets) with the given port, e.g. the bound port of a ":0" address. */
 void taca_hostport_format(const taca_hostport *hp, int port, char *buf, unsigned size);
 
+/* 1 when hp names the loopback interface without resolving anything: "localhost", 127.0.0.0/8 or
+ * ::1 (a server off loopback must not serve in clear text without a token). */
+int taca_hostport_is_loopback(const taca_hostport *hp);
+
 /* Why binding a TCP socket to hp fails ("Address already in use"), for a clear error after a
  * library's bind failed; NULL when a bind would succeed or the host does not resolve to one. */
 const char *taca_hostport_bind_problem(const taca_hostport *hp);

@@ -28,7 +28,7 @@ idle() { # percent of CPU time idle over the next 2 s (other work on the machine
   echo $((100 * (b[4] + b[5] - a[4] - a[5]) / (t > 0 ? t : 1)))
 }
 flags=$(grep -m1 '^flags' /proc/cpuinfo)
-isa=$(for f in avx512f avx512_bf16 amx_bf16 amx_tile; do [[ " $flags " == *" $f "* ]] && printf '%s ' "$f"; done)
+isa=$(for f in avx512f avx512_bf16 amx_bf16 amx_tile; do if [[ " $flags " == *" $f "* ]]; then printf '%s ' "$f"; fi; done)
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; CPU flags: ${isa:-no AVX-512}"
 echo "before: load average $(cut -d' ' -f1-3 /proc/loadavg), CPU idle $(idle)% (near 100% on a quiet machine)"
 

@@ -256,7 +256,7 @@ int batch_alloc(const taca_client *c, const taca_fields *f, size_t n, taca_batch
     const taca_model_desc *m = model_of(c, f->embeddings[e].model); /* checked above */
     if (!m) break;
     taca_embeddings *te = &out->embeddings[e];
-    snprintf(te->model, sizeof te->model, "%s", m->name);
+    snprintf(te->model, sizeof te->model, "%s", f->embeddings[e].model); /* as asked: an alias stays one */
     te->modality = f->embeddings[e].modality == TACA_TEXT ? TACA_TEXT : TACA_IMAGE;
     te->dim = te->modality == TACA_TEXT ? m->text_dim : m->image_dim;
     te->dtype = f->embeddings_as_f32 ? TACA_DT_F32 : m->dtype;

@@ -165,6 +165,9 @@ static int merge_info(taca_client *c, conn *cn, const Taca__V1__InfoResponse *in
       d->logit_scale = m->logit_scale;
       d->image_size = (int)m->image_size;
       d->caption_search = m->caption_search;
+      d->embed_images = m->embed_images;
+      snprintf(d->kind, sizeof d->kind, "%s", m->kind ? m->kind : "");
+      snprintf(d->space, sizeof d->space, "%s", m->space ? m->space : "");
       if (d->dtype == TACA_DT_INVALID || d->image_dim < 0 || d->image_dim > (1 << 20) || d->text_dim < 0 ||
           d->text_dim > (1 << 20))
         return taca_fail(err, "%s: Info: model '%s' has an unknown dtype or absurd dims", cn->addr, d->name);
@@ -177,6 +180,13 @@ static int merge_info(taca_client *c, conn *cn, const Taca__V1__InfoResponse *in
       snprintf(di->pixel_codec, sizeof di->pixel_codec, "%s", in->pixel_format->codec ? in->pixel_format->codec : "");
     }
     di->context_length = (int)in->context_length;
+    di->n_aliases = 0;
+    for (size_t i = 0; i < in->n_aliases && di->n_aliases < TACA_CLIENT_MAX_MODELS; i++) {
+      taca_alias_desc *a = &di->aliases[di->n_aliases++];
+      snprintf(a->name, sizeof a->name, "%s", in->aliases[i]->name ? in->aliases[i]->name : "");
+      snprintf(a->target, sizeof a->target, "%s", in->aliases[i]->target ? in->aliases[i]->target : "");
+      a->version = in->aliases[i]->version;
+    }
     di->max_batch = cn->max_batch;
     di->max_k = cn->max_k;
   } else {
@@ -191,6 +201,7 @@ static int merge_info(taca_client *c, conn *cn, const Taca__V1__InfoResponse *in
         return taca_fail(err, "%s: model '%s' differs from %s's '%s' (name, dims or dtype): not shards of one data set",
                          cn->addr, m->name ? m->name : "", di->servers[0].address, d->name);
       d->caption_search = d->caption_search && m->caption_search;
+      d->embed_images = d->embed_images && m->embed_images;
     }
     if ((in->pixel_format != NULL) != di->has_pixels ||
         (in->pixel_format && ((int)in->pixel_format->size != di->pixel_size ||
@@ -391,6 +402,10 @@ int taca_client_find_model(const taca_client *c, const char *name) {
   if (!name) return -1;
   for (int i = 0; i < c->info.n_models; i++)
     if (!strcmp(c->info.models[i].name, name)) return i;
+  for (int a = 0; a < c->info.n_aliases; a++)
+    if (!strcmp(c->info.aliases[a].name, name))
+      for (int i = 0; i < c->info.n_models; i++)
+        if (!strcmp(c->info.models[i].name, c->info.aliases[a].target)) return i;
   return -1;
 }
 
@@ -652,16 +667,35 @@ int taca_client_search_opts(taca_client *c, const char *model, taca_modality mod
   int dim = modality == TACA_TEXT ? m->text_dim : m->image_dim;
   if (dim <= 0) return taca_fail(err, "model '%s' stores no %s embeddings", m->name, modality == TACA_TEXT ? "text" : "image");
   if (nq <= 0 || k <= 0) return taca_fail(err, "search needs nq >= 1 and k >= 1 (got %d, %d)", nq, k);
-  if (!queries == !captions) return taca_fail(err, "search: give query vectors or captions (exactly one of them)");
+  const uint8_t *const *images = opts ? opts->images : NULL;
+  if ((queries != NULL) + (captions != NULL) + (images != NULL) != 1)
+    return taca_fail(err, "search: give query vectors, captions or images (exactly one of them)");
   Taca__V1__SearchRequest req = TACA__V1__SEARCH_REQUEST__INIT;
-  req.model = (char *)m->name;
+  req.model = (char *)model; /* as given: an alias is resolved by each server, per call */
+  ProtobufCBinaryData *imgs = NULL;
+  if (opts && opts->query_model) {
+    int qi = taca_client_find_model(c, opts->query_model);
+    if (qi < 0) return taca_fail(err, "search: query model '%.64s' is not in the data set", opts->query_model);
+    dim = modality == TACA_TEXT ? m->text_dim : m->image_dim;
+    req.query_model = (char *)opts->query_model;
+  }
+  if (opts && opts->n_fallback > 0) {
+    req.n_gallery_fallback = (size_t)opts->n_fallback;
+    req.gallery_fallback = (char **)opts->fallback;
+  }
   req.modality = modality == TACA_TEXT ? TACA__V1__MODALITY__MODALITY_TEXT : TACA__V1__MODALITY__MODALITY_IMAGE;
   if (queries) {
     req.n_queries = (size_t)nq * (size_t)dim;
     req.queries = (float *)queries;
-  } else {
+  } else if (captions) {
     req.n_captions = (size_t)nq;
     req.captions = (char **)captions;
+  } else {
+    imgs = malloc((size_t)nq * sizeof *imgs);
+    if (!imgs) return taca_fail(err, "out of memory");
+    for (int i = 0; i < nq; i++) imgs[i] = (ProtobufCBinaryData){opts->image_sizes[i], (uint8_t *)images[i]};
+    req.n_images = (size_t)nq;
+    req.images = imgs;
   }
   req.k = (uint32_t)k;
   req.metric = metric == TACA_METRIC_COSINE ? TACA__V1__METRIC__METRIC_COSINE : TACA__V1__METRIC__METRIC_INNER_PRODUCT;
@@ -672,6 +706,8 @@ int taca_client_search_opts(taca_client *c, const char *model, taca_modality mod
   }
   size_t len = taca__v1__search_request__get_packed_size(&req);
   uint8_t *buf = malloc(len);
+  if (buf) taca__v1__search_request__pack(&req, buf);
+  free(imgs);
   out->nq = nq;
   out->k = k;
   out->count = calloc((size_t)nq, sizeof *out->count);
@@ -683,7 +719,6 @@ int taca_client_search_opts(taca_client *c, const char *model, taca_modality mod
     taca_search_result_free(out);
     return taca_fail(err, "out of memory");
   }
-  taca__v1__search_request__pack(&req, buf);
   for (int g = 0; g < c->n_groups; g++) {
     grpc_slice s;
     if (client_call_group(c, &c->groups[g], CM_SEARCH, buf, len, &s, err)) goto fail;
@@ -710,6 +745,116 @@ fail:
   free(buf);
   taca_search_result_free(out);
   return -1;
+}
+
+/* ---------- Embed ---------- */
+
+void taca_embed_result_free(taca_embed_result *r) {
+  if (!r) return;
+  if (r->errors)
+    for (int i = 0; i < r->n; i++) free(r->errors[i]);
+  free(r->errors);
+  free(r->data);
+  free(r->ok);
+  memset(r, 0, sizeof *r);
+}
+
+int taca_client_embed(taca_client *c, const char *model, const uint8_t *const *images, const size_t *image_sizes,
+                      const char *const *captions, int n, int normalize, taca_embed_result *out, taca_error *err) {
+  memset(out, 0, sizeof *out);
+  if (n <= 0) return taca_fail(err, "embed: nothing to embed (n = %d)", n);
+  if (!images == !captions) return taca_fail(err, "embed: give images or captions (exactly one of them)");
+  if (c->n_groups == 0) return taca_fail(err, "embed: no server");
+  Taca__V1__EmbedRequest req = TACA__V1__EMBED_REQUEST__INIT;
+  req.model = (char *)model;
+  req.normalize = normalize;
+  ProtobufCBinaryData *imgs = NULL;
+  if (images) {
+    imgs = malloc((size_t)n * sizeof *imgs);
+    if (!imgs) return taca_fail(err, "out of memory");
+    for (int i = 0; i < n; i++) imgs[i] = (ProtobufCBinaryData){image_sizes[i], (uint8_t *)images[i]};
+    req.n_images = (size_t)n;
+    req.images = imgs;
+  } else {
+    req.n_captions = (size_t)n;
+    req.captions = (char **)captions;
+  }
+  size_t len = taca__v1__embed_request__get_packed_size(&req);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) {
+    free(imgs);
+    return taca_fail(err, "out of memory");
+  }
+  taca__v1__embed_request__pack(&req, buf);
+  free(imgs);
+  grpc_slice s;
+  int rc = client_call_group(c, &c->groups[0], CM_EMBED, buf, len, &s, err);
+  free(buf);
+  if (rc) return -1;
+  Taca__V1__EmbedResponse *r = taca__v1__embed_response__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  grpc_slice_unref(s);
+  const char *addr = c->conns[c->groups[0].members[0]].addr;
+  if (!r || r->dim == 0 || r->dim > (1u << 20) || r->data.len != (size_t)n * r->dim * sizeof(float) ||
+      r->ok.len != (size_t)n) {
+    if (r) taca__v1__embed_response__free_unpacked(r, NULL);
+    return taca_fail(err, "%s: Embed: malformed response", addr);
+  }
+  out->n = n;
+  out->dim = (int)r->dim;
+  out->data = malloc(r->data.len);
+  out->ok = malloc((size_t)n);
+  out->errors = calloc((size_t)n, sizeof *out->errors);
+  int ok = out->data && out->ok && out->errors;
+  if (ok) {
+    memcpy(out->data, r->data.data, r->data.len);
+    memcpy(out->ok, r->ok.data, (size_t)n);
+    for (size_t e = 0; e < r->n_errors; e++)
+      if (r->errors[e]->item < (uint32_t)n && !out->errors[r->errors[e]->item])
+        out->errors[r->errors[e]->item] = strdup(r->errors[e]->message ? r->errors[e]->message : "");
+    for (int i = 0; i < n && ok; i++) {
+      if (!out->errors[i]) out->errors[i] = strdup(out->ok[i] ? "" : "failed (no reason given)");
+      ok = out->errors[i] != NULL;
+    }
+    snprintf(out->model, sizeof out->model, "%s", r->model ? r->model : "");
+    snprintf(out->space, sizeof out->space, "%s", r->space ? r->space : "");
+  }
+  taca__v1__embed_response__free_unpacked(r, NULL);
+  if (!ok) {
+    taca_embed_result_free(out);
+    return taca_fail(err, "out of memory");
+  }
+  return 0;
+}
+
+/* ---------- SetAlias ---------- */
+
+int taca_client_set_alias(taca_client *c, const char *name, const char *target, int allow_space_change,
+                          char previous[TACA_CLIENT_NAME_MAX], int *flipped, taca_error *err) {
+  if (flipped) *flipped = 0;
+  if (previous) previous[0] = '\0';
+  Taca__V1__SetAliasRequest req = TACA__V1__SET_ALIAS_REQUEST__INIT;
+  req.name = (char *)name;
+  req.target = (char *)(target ? target : "");
+  req.allow_space_change = allow_space_change;
+  size_t len = taca__v1__set_alias_request__get_packed_size(&req);
+  uint8_t buf[512];
+  if (len > sizeof buf) return taca_fail(err, "alias name or target too long");
+  taca__v1__set_alias_request__pack(&req, buf);
+  for (int i = 0; i < c->n_conns; i++) {
+    conn *cn = &c->conns[i];
+    grpc_slice s;
+    rpc_status st;
+    if (rpc_unary(c, cn, CM_SET_ALIAS, buf, len, &s, &st) || st.code != GRPC_STATUS_OK)
+      return client_fail_status(err, cn, CM_SET_ALIAS, &st);
+    Taca__V1__SetAliasResponse *r =
+        taca__v1__set_alias_response__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    if (!r) return taca_fail(err, "%s: SetAlias: malformed response", cn->addr);
+    if (i == 0 && previous) snprintf(previous, TACA_CLIENT_NAME_MAX, "%s", r->previous_target ? r->previous_target : "");
+    taca__v1__set_alias_response__free_unpacked(r, NULL);
+    if (flipped) (*flipped)++;
+  }
+  return 0;
 }
 
 /* ---------- Health ---------- */

@@ -9,7 +9,7 @@
 #include "client/taca_client.h"
 #include "taca/v1/feature_cache.pb-c.h"
 
-typedef enum client_method { CM_INFO, CM_GET_BATCH, CM_STREAM_EPOCH, CM_LOOKUP, CM_SEARCH, CM_HEALTH, CM_COUNT } client_method;
+typedef enum client_method { CM_INFO, CM_GET_BATCH, CM_STREAM_EPOCH, CM_LOOKUP, CM_SEARCH, CM_HEALTH, CM_EMBED, CM_SET_ALIAS, CM_COUNT } client_method;
 extern const char *const CLIENT_METHOD_PATHS[CM_COUNT];
 extern const char *const CLIENT_METHOD_NAMES[CM_COUNT];
 

@@ -11,9 +11,10 @@
 const char *const CLIENT_METHOD_PATHS[CM_COUNT] = {
     "/taca.v1.FeatureCache/Info",   "/taca.v1.FeatureCache/GetBatch", "/taca.v1.FeatureCache/StreamEpoch",
     "/taca.v1.FeatureCache/Lookup", "/taca.v1.FeatureCache/Search",   "/grpc.health.v1.Health/Check",
+    "/taca.v1.FeatureCache/Embed",  "/taca.v1.FeatureCache/SetAlias",
 };
 const char *const CLIENT_METHOD_NAMES[CM_COUNT] = {"Info", "GetBatch", "StreamEpoch", "Lookup", "Search",
-                                                   "Health.Check"};
+                                                   "Health.Check", "Embed", "SetAlias"};
 
 static gpr_timespec deadline_in(int ms) {
   if (ms <= 0) return gpr_inf_future(GPR_CLOCK_REALTIME);

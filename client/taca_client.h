@@ -67,7 +67,15 @@ typedef struct taca_model_desc {
   int image_size;
   uint64_t image_count, text_count; /* summed over shards */
   int caption_search;          /* every shard can search this model by caption */
+  int embed_images;            /* every shard has its image encoder (Embed, Search by image) */
+  char kind[16];               /* "clip", "adapted" or "" (not recorded) */
+  char space[48];              /* the embedding space: two models' vectors compare iff equal */
 } taca_model_desc;
+
+typedef struct taca_alias_desc {
+  char name[TACA_CLIENT_NAME_MAX], target[TACA_CLIENT_NAME_MAX];
+  uint64_t version;
+} taca_alias_desc;
 
 typedef struct taca_server_desc {
   char address[256];
@@ -88,6 +96,8 @@ typedef struct taca_dataset_info {
   char pixel_codec[8];
   int context_length;
   int max_batch, max_k;        /* smallest over servers (the client splits bigger GetBatch calls) */
+  int n_aliases;               /* the first server's alias table at connect (names resolve on the server */
+  taca_alias_desc aliases[TACA_CLIENT_MAX_MODELS]; /* at each call: a flip is seen without reconnecting) */
 } taca_dataset_info;
 
 /* What to fetch besides the indices. */
@@ -137,7 +147,8 @@ const taca_dataset_info *taca_client_info(const taca_client *c);
  * wide setting, hence not done implicitly). */
 void taca_client_tune_malloc(void);
 
-/* Index of a model in info->models, or -1. */
+/* Index of a model in info->models, or -1; an alias gives its target's index as of connect (calls
+ * still send the alias itself, which each server resolves per call). */
 int taca_client_find_model(const taca_client *c, const char *name);
 
 /* The samples at indices[0..n) in that order (any shard; split into several calls as needed). */
@@ -169,10 +180,40 @@ int taca_client_search(taca_client *c, const char *model, taca_modality modality
 typedef struct taca_search_opts {
   int ann;
   int nprobe;
+  const char *query_model;     /* the model the queries come from (its space must be the gallery's); NULL = model */
+  /* Search by images (encoded JPEG/PNG/WebP bytes) instead of vectors or captions: queries and
+   * captions NULL, nq images embedded by query_model's encoder on the servers. */
+  const uint8_t *const *images;
+  const size_t *image_sizes;
+  /* A mixed gallery: more models of the space, in order of preference after `model` (exact only). */
+  int n_fallback;
+  const char *const *fallback;
 } taca_search_opts;
 int taca_client_search_opts(taca_client *c, const char *model, taca_modality modality, const float *queries,
                             const char *const *captions, int nq, int k, taca_metric metric, int with_keys,
                             const taca_search_opts *opts, taca_search_result *out, taca_error *err);
+
+/* Embed (the first shard's servers, replicas in turn): n encoded images (images/image_sizes) or n
+ * captions through the server's encoder of `model` (an alias resolves there). out: n x dim F32 in
+ * request order; ok[i] = 0 (and errors[i] says why) where an item failed. Free with
+ * taca_embed_result_free. */
+typedef struct taca_embed_result {
+  int n, dim;
+  float *data;
+  uint8_t *ok;
+  char **errors;               /* n strings ("" where ok) */
+  char model[TACA_CLIENT_NAME_MAX];  /* the stored model used */
+  char space[48];
+} taca_embed_result;
+void taca_embed_result_free(taca_embed_result *r);
+int taca_client_embed(taca_client *c, const char *model, const uint8_t *const *images, const size_t *image_sizes,
+                      const char *const *captions, int n, int normalize, taca_embed_result *out, taca_error *err);
+
+/* SetAlias on every server of the client, in the order given (a flip of replicas or shards):
+ * target "" removes the alias. Stops at the first failure, which names the server; servers before it
+ * have flipped (*flipped says how many). previous (may be NULL) gets the first server's old target. */
+int taca_client_set_alias(taca_client *c, const char *name, const char *target, int allow_space_change,
+                          char previous[TACA_CLIENT_NAME_MAX], int *flipped, taca_error *err);
 
 /* Health.Check of every server: 0 when all are SERVING. */
 int taca_client_health(taca_client *c, taca_error *err);

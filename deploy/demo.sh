@@ -6,12 +6,18 @@
 #  3. `taca precompute` of the old model's embeddings into two stores;
 #  4. deploy/stack: taca-featured serving the training store, two taca-train ranks (MPI) adapting
 #     the new model to the old one (TaCA adapters + projector);
-#  5. `taca eval` on the held-out store: cross-model retrieval, the old linear head on old, adapted
-#     and unadapted features (the paper's Eq. 2), distances; a table, JSON and an HTML report;
+#  5. the upgrade into service: `taca export` of the adapted encoder, taca-featured serving the
+#     held-out store with the alias "current" -> old, a downstream client (deploy/demo/downstream.py:
+#     a head trained once on old features) classifying through "current" pass after pass, `taca
+#     precompute` of the adapted model into the served store, `taca alias current adapted` on the
+#     running server: the client's accuracy before and after, and its failed calls (none);
 #  6. AFT: the new model's embeddings and a random "noise" feature set join the old model's in the
 #     training store (`taca precompute`, `taca add-features`); `taca-train --objective aft` trains a
 #     small ViT (deploy/demo/downstream_vit.json) on the stored labels with AFT, standard training
-#     and KD from the same start, and reports test accuracy per method and rho per source model.
+#     and KD from the same start, and reports test accuracy per method and rho per source model;
+#  7. `taca eval` on the held-out store: cross-model retrieval, the old linear head on old, adapted
+#     and unadapted features (the paper's Eq. 2), distances, with the swap and AFT results: a
+#     table, JSON and an HTML report.
 #
 #   deploy/demo.sh OUT_DIR      (`make demo` passes demo-out)
 #
@@ -113,14 +119,7 @@ TACA_TRAIN_ARGS="--steps $steps --batch-size $batch --save-every $(( steps / 2 )
 ENV
 run "$root/deploy/stack" run "$out/stack.env"
 
-say "evaluation on the held-out store"
 ckpt=$(printf '%s/ckpt/step-%06d.safetensors' "$out" "$steps")
-run "$bin/taca" eval --db "$out/eval-db" --old old --new-model "$out/models/new_clip" --checkpoint "$ckpt" \
-  --log-json "$out/ckpt/log.json" --json "$out/report.json" --html "$out/report.html"
-
-say "AFT: the new model's and random noise features join the old model's in the training store"
-run "$bin/taca" precompute --model "$out/models/new_clip" --name new --db "$out/train-db" --quiet
-run "$bin/taca" add-features --db "$out/train-db" --name noise --random 32 --seed 1 --quiet
 servers=()
 stop_servers() { # the taca-featured daemons serve started, not the other processes
   local p
@@ -135,6 +134,30 @@ serve() { # serve DB NAME: taca-featured on 127.0.0.1 (an ephemeral port); sets 
   port=$(sed -n 's/^grpc=//p' "$out/$2.ports")
   [ -n "$port" ] || { echo "deploy/demo.sh: taca-featured did not start (see $out/$2.featured.log)" >&2; exit 1; }
 }
+say "the upgrade into service: export, precompute into the served store, flip 'current' under a running client"
+run "$bin/taca" export --new-model "$out/models/new_clip" --checkpoint "$ckpt" --text-model "$out/models/old_clip" \
+  --out "$out/models/adapted_clip"
+serve "$out/eval-db" service; p_svc=$port
+mkdir -p "$out/downstream"
+export PYTHONPATH=$bin/../clients/python${PYTHONPATH:+:$PYTHONPATH}
+run "$bin/taca" alias --server "127.0.0.1:$p_svc" current old
+dsargs=(--server "127.0.0.1:$p_svc" --head "$out/downstream/head.npz")
+run "$py" "$root/deploy/demo/downstream.py" "${dsargs[@]}" train --model old
+"$py" "$root/deploy/demo/downstream.py" "${dsargs[@]}" watch --model current --out "$out/service.json" \
+  --stop "$out/downstream/stop" --ready "$out/downstream/ready" &
+p_ds=$!; pids+=("$p_ds")
+for _ in $(seq 600); do [ -e "$out/downstream/ready" ] && break; kill -0 "$p_ds" 2>/dev/null || break; sleep 0.1; done
+[ -e "$out/downstream/ready" ] || { echo "deploy/demo.sh: the downstream client did not start" >&2; exit 1; }
+run "$bin/taca" precompute --model "$out/models/adapted_clip" --name adapted --db "$out/eval-db" --quiet
+run "$bin/taca" alias --server "127.0.0.1:$p_svc" current adapted
+: > "$out/downstream/stop"
+rc=0; wait "$p_ds" || rc=$?; forget "$p_ds"
+[ "$rc" = 0 ] || { echo "deploy/demo.sh: the downstream client failed across the flip (see $out/service.json)" >&2; exit 1; }
+stop_servers
+
+say "AFT: the new model's and random noise features join the old model's in the training store"
+run "$bin/taca" precompute --model "$out/models/new_clip" --name new --db "$out/train-db" --quiet
+run "$bin/taca" add-features --db "$out/train-db" --name noise --random 32 --seed 1 --quiet
 serve "$out/train-db" aft-train; p_train=$port
 serve "$out/eval-db" aft-test; p_test=$port
 say "AFT: small ViT on the labels, $aft_steps steps per method (aft, stl, kd), features old,new,noise"
@@ -143,4 +166,9 @@ run env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --overs
   --features old,new,noise --downstream "$root/deploy/demo/downstream_vit.json" --methods aft,stl,kd \
   --steps "$aft_steps" --batch-size "$batch" --threads 1 --out "$out/aft" --log-json "$out/aft/log.json" --quiet
 stop_servers
+
+say "evaluation on the held-out store (the report: compatibility, the swap, AFT)"
+run "$bin/taca" eval --db "$out/eval-db" --old old --new-model "$out/models/new_clip" --checkpoint "$ckpt" \
+  --log-json "$out/ckpt/log.json" --service-json "$out/service.json" --aft-json "$out/aft/report.json" \
+  --json "$out/report.json" --html "$out/report.html"
 say "done: report in $out/report.html (JSON: $out/report.json); AFT report in $out/aft/report.json"

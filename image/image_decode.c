@@ -1,20 +1,23 @@
-/* image_decode.c: JPEG (libjpeg-turbo), PNG (libpng) and WebP (libwebp) decoding from memory into RGB8,
- * pixel-identical to PIL 9.4's Image.open(...).convert('RGB') on the same system libraries.
+/* image_decode.c: JPEG (libjpeg-turbo), PNG (libpng) and WebP (libwebp) decoding from memory,
+ * pixel-identical to PIL 9.4's Image.open(...) on the same system libraries: the mode PIL opens the
+ * file in, the planes that mode's resize needs, and convert('RGB') of it.
  *
  * What "as PIL does" means per format:
- *   JPEG  libjpeg defaults (JDCT_ISLOW, fancy upsampling, no DCT scaling). Grayscale is replicated.
+ *   JPEG  libjpeg defaults (JDCT_ISLOW, fancy upsampling, no DCT scaling). Grayscale is mode L.
  *         4-component files are read as CMYK (libjpeg turns YCCK into CMYK), taken to follow Adobe's
- *         inverted convention as PIL always assumes, and converted with PIL's cmyk2rgb:
- *         R = clip(k' - k'*c/255) with k' = 255 - K and PIL's rounded MULDIV255.
+ *         inverted convention as PIL always assumes ("CMYK;I": PIL holds 255 - each sample, kept in
+ *         `cmyk`), and converted with PIL's cmyk2rgb: R = clip(k' - MULDIV255(c, k')), k' = 255 - K.
  *         Any truncation (even a missing EOI marker) is an error, as in PIL; other libjpeg warnings
  *         ("corrupt JPEG data: extraneous bytes") are ignored, as in PIL.
- *   PNG   palette expanded, gray (1/2/4/8 bit, scaled by bit replication) replicated, alpha and tRNS
- *         dropped, 16-bit samples reduced to their high byte (PIL's RGB;16B / LA;16B / RGBA;16B).
- *         Deviation: a 16-bit grayscale PNG opens in PIL as mode I, whose convert('RGB') clips every
- *         value above 255 to white; here it keeps the high byte like the other 16-bit layouts.
- *   WebP  lossy and lossless, alpha dropped (libwebp's RGB output, non-premultiplied as PIL's).
- *         Animated WebP is refused.
- * Alpha is dropped here, before any resize; see image_resize.c for what that means for CLIP.
+ *   PNG   PIL's modes: gray 1 bit -> "1", 2/4/8 bit -> L (scaled by bit replication), 16 bit -> I
+ *         (kept in `gray16`; convert('RGB') clips every value above 255 to white, as PIL does);
+ *         gray+alpha 8 bit -> LA, 16 bit -> RGBA (PIL's LA;16B); palette -> P (expanded through the
+ *         palette: a nearest-neighbour resize of indices or of their colours gives the same bytes;
+ *         tRNS ignored, as convert('RGB') ignores it); RGB/RGBA 16-bit samples reduced to their high
+ *         byte (PIL's RGB;16B / RGBA;16B). tRNS of gray and RGB images is ignored (mode L / RGB).
+ *   WebP  lossy and lossless; RGBA when the file has alpha (libwebp's non-premultiplied output, as
+ *         PIL's), else RGB. Animated WebP is refused.
+ * Alpha (RGBA, LA) is kept in `alpha`; `rgb` holds the colour without it (convert('RGB') drops it).
  * Images wider or taller than IMAGE_MAX_SIDE or larger than IMAGE_MAX_PIXELS are refused before any
  * pixel memory is allocated (decompression bombs). */
 #include "image/image.h"
@@ -53,8 +56,25 @@ static int alloc_rgb(const char *fmt, int w, int h, rgb_image *out, taca_error *
 void rgb_image_free(rgb_image *img) {
   if (!img) return;
   free(img->rgb);
-  img->rgb = NULL;
-  img->width = img->height = 0;
+  free(img->alpha);
+  free(img->cmyk);
+  free(img->gray16);
+  memset(img, 0, sizeof *img);
+}
+
+const char *image_mode_name(int mode) {
+  static const char *const names[] = {"RGB", "L", "RGBA", "LA", "P", "1", "CMYK", "I"};
+  return mode >= 0 && mode <= IMAGE_MODE_I ? names[mode] : "?";
+}
+
+static void reset_image(rgb_image *out) { memset(out, 0, sizeof *out); }
+
+/* Splits interleaved 4-channel rows (RGBA, or gray replicated + alpha) into out->rgb and out->alpha. */
+static void split_alpha(const uint8_t *rgba, size_t npix, uint8_t *rgb, uint8_t *alpha) {
+  for (size_t i = 0; i < npix; i++, rgba += 4, rgb += 3) {
+    rgb[0] = rgba[0], rgb[1] = rgba[1], rgb[2] = rgba[2];
+    alpha[i] = rgba[3];
+  }
 }
 
 /* ------------------------------------------------------------------------------------------- JPEG */
@@ -83,13 +103,12 @@ static void jpeg_on_message(j_common_ptr c, int level) {
 
 static void jpeg_no_output(j_common_ptr c) { (void)c; }
 
-/* PIL's Convert.c cmyk2rgb on Adobe-inverted input (PIL unpacks JPEG CMYK as "CMYK;I"). */
-static void cmyk_row_to_rgb(const uint8_t *in, uint8_t *out, int w) {
-  for (int x = 0; x < w; x++, in += 4, out += 3) {
-    int nk = in[3]; /* 255 - (255 - raw K) */
+/* PIL's Convert.c cmyk2rgb on the values PIL holds (it unpacks JPEG CMYK as "CMYK;I": 255 - raw). */
+void image_cmyk_to_rgb(const uint8_t *in, uint8_t *out, size_t n) {
+  for (size_t x = 0; x < n; x++, in += 4, out += 3) {
+    int nk = 255 - in[3];
     for (int c = 0; c < 3; c++) {
-      int v = 255 - in[c];
-      int t = v * nk + 128;
+      int t = in[c] * nk + 128;
       int m = ((t >> 8) + t) >> 8; /* MULDIV255 */
       int r = nk - m;
       out[c] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
@@ -102,6 +121,7 @@ static int decode_jpeg(const uint8_t *buf, size_t len, rgb_image *out, taca_erro
   jpeg_err jerr;
   uint8_t *volatile pix = NULL;
   uint8_t *volatile row4 = NULL;
+  uint8_t *volatile cmyk_all = NULL;
 
   memset(&cinfo, 0, sizeof cinfo);
   cinfo.err = jpeg_std_error(&jerr.pub);
@@ -113,6 +133,7 @@ static int decode_jpeg(const uint8_t *buf, size_t len, rgb_image *out, taca_erro
     jpeg_destroy_decompress(&cinfo);
     free(pix);
     free(row4);
+    free(cmyk_all);
     return taca_fail(err, "JPEG: %s", jerr.msg);
   }
   jpeg_create_decompress(&cinfo);
@@ -123,7 +144,7 @@ static int decode_jpeg(const uint8_t *buf, size_t len, rgb_image *out, taca_erro
     jpeg_destroy_decompress(&cinfo);
     return -1;
   }
-  int cmyk = 0;
+  int cmyk = 0, gray = cinfo.jpeg_color_space == JCS_GRAYSCALE;
   switch (cinfo.jpeg_color_space) {
     case JCS_GRAYSCALE:
     case JCS_YCbCr:
@@ -154,11 +175,12 @@ static int decode_jpeg(const uint8_t *buf, size_t len, rgb_image *out, taca_erro
     return taca_fail(err, "JPEG: decoder gave %d components, expected %d", cinfo.output_components, cmyk ? 4 : 3);
   }
   pix = malloc((size_t)w * (size_t)h * 3);
-  if (cmyk) row4 = malloc((size_t)w * 4);
-  if (!pix || (cmyk && !row4)) {
+  if (cmyk) row4 = malloc((size_t)w * 4), cmyk_all = malloc((size_t)w * h * 4);
+  if (!pix || (cmyk && (!row4 || !cmyk_all))) {
     jpeg_destroy_decompress(&cinfo);
     free(pix);
     free(row4);
+    free(cmyk_all);
     return taca_fail(err, "JPEG: out of memory for a %dx%d image", w, h);
   }
   while (cinfo.output_scanline < cinfo.output_height) {
@@ -166,7 +188,9 @@ static int decode_jpeg(const uint8_t *buf, size_t len, rgb_image *out, taca_erro
     if (cmyk) {
       JSAMPROW r = row4;
       jpeg_read_scanlines(&cinfo, &r, 1);
-      cmyk_row_to_rgb(row4, pix + (size_t)y * w * 3, w);
+      uint8_t *c = cmyk_all + (size_t)y * w * 4;
+      for (size_t i = 0; i < (size_t)w * 4; i++) c[i] = (uint8_t)(255 - row4[i]);
+      image_cmyk_to_rgb(c, pix + (size_t)y * w * 3, (size_t)w);
     } else {
       JSAMPROW rows[16];
       int n = 0;
@@ -180,6 +204,8 @@ static int decode_jpeg(const uint8_t *buf, size_t len, rgb_image *out, taca_erro
   out->width = w;
   out->height = h;
   out->rgb = pix;
+  out->mode = cmyk ? IMAGE_MODE_CMYK : gray ? IMAGE_MODE_L : IMAGE_MODE_RGB;
+  out->cmyk = cmyk_all;
   return 0;
 }
 
@@ -238,35 +264,72 @@ static int decode_png(const uint8_t *buf, size_t len, rgb_image *out, taca_error
     png_destroy_read_struct(&png, &info, NULL);
     return -1;
   }
-  if (depth == 16) png_set_strip_16(png); /* high byte, as PIL's ;16B unpackers */
+  /* PIL's mode (PngImagePlugin's _MODES): what the channels below hold. */
+  /* volatile: set between the setjmp above and a possible longjmp */
+  volatile int gray16 = ctype == PNG_COLOR_TYPE_GRAY && depth == 16;
+  volatile int has_alpha = ctype == PNG_COLOR_TYPE_GRAY_ALPHA || ctype == PNG_COLOR_TYPE_RGB_ALPHA;
+  volatile int mode = ctype == PNG_COLOR_TYPE_PALETTE ? IMAGE_MODE_P
+             : ctype == PNG_COLOR_TYPE_GRAY   ? (depth == 1 ? IMAGE_MODE_1 : depth == 16 ? IMAGE_MODE_I : IMAGE_MODE_L)
+             : ctype == PNG_COLOR_TYPE_GRAY_ALPHA ? (depth == 16 ? IMAGE_MODE_RGBA : IMAGE_MODE_LA)
+             : ctype == PNG_COLOR_TYPE_RGB_ALPHA  ? IMAGE_MODE_RGBA
+                                                  : IMAGE_MODE_RGB;
+  const int nch = gray16 ? 1 : has_alpha ? 4 : 3, bps = gray16 ? 2 : 1;
+  if (depth == 16 && !gray16) png_set_strip_16(png); /* high byte, as PIL's ;16B unpackers */
   if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-  if (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
-  png_set_strip_alpha(png); /* also drops tRNS that the palette expansion turned into alpha */
+  if (!gray16 && (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA)) png_set_gray_to_rgb(png);
+  if (!has_alpha) png_set_strip_alpha(png); /* also drops tRNS that the palette expansion turned into alpha */
   png_set_interlace_handling(png);
   png_read_update_info(png, info);
-  if (png_get_channels(png, info) != 3 || png_get_bit_depth(png, info) != 8 ||
-      png_get_rowbytes(png, info) != (size_t)w * 3) {
+  if (png_get_channels(png, info) != nch || png_get_bit_depth(png, info) != 8 * bps ||
+      png_get_rowbytes(png, info) != (size_t)w * nch * bps) {
     int ch = png_get_channels(png, info), bd = png_get_bit_depth(png, info);
     png_destroy_read_struct(&png, &info, NULL);
-    return taca_fail(err, "PNG: color type %d depth %d gave %d channels of %d bits, expected 3 of 8", ctype, depth,
-                     ch, bd);
+    return taca_fail(err, "PNG: color type %d depth %d gave %d channels of %d bits, expected %d of %d", ctype, depth,
+                     ch, bd, nch, 8 * bps);
   }
-  pix = malloc((size_t)w * h * 3);
+  const size_t npix = (size_t)w * h;
+  pix = malloc(npix * nch * bps);
   rows = malloc(sizeof(png_bytep) * h);
-  if (!pix || !rows) {
+  uint8_t *volatile rgb = nch == 3 ? NULL : malloc(npix * 3);
+  uint8_t *volatile alpha = has_alpha ? malloc(npix) : NULL;
+  uint16_t *volatile g16 = gray16 ? malloc(npix * 2) : NULL;
+  if (!pix || !rows || (nch != 3 && !rgb) || (has_alpha && !alpha) || (gray16 && !g16)) {
     png_destroy_read_struct(&png, &info, NULL);
     free(pix);
     free(rows);
+    free(rgb), free(alpha), free(g16);
     return taca_fail(err, "PNG: out of memory for a %ux%u image", (unsigned)w, (unsigned)h);
   }
-  for (png_uint_32 y = 0; y < h; y++) rows[y] = pix + (size_t)y * w * 3;
+  for (png_uint_32 y = 0; y < h; y++) rows[y] = pix + (size_t)y * w * nch * bps;
+  if (setjmp(png_jmpbuf(png))) { /* the same cleanup, with the buffers allocated since */
+    png_destroy_read_struct(&png, &info, NULL);
+    free(pix);
+    free(rows);
+    free(rgb), free(alpha), free(g16);
+    return taca_fail(err, "PNG: %s", ctx.msg[0] ? ctx.msg : "decoding failed");
+  }
   png_read_image(png, rows); /* chunks after the image data are not read, as PIL does not need them */
   png_destroy_read_struct(&png, &info, NULL);
   free(rows);
+  if (gray16) { /* PIL's I;16B; convert('RGB') clips to 0..255 */
+    for (size_t i = 0; i < npix; i++) {
+      g16[i] = (uint16_t)(pix[2 * i] << 8 | pix[2 * i + 1]);
+      rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = (uint8_t)(g16[i] > 255 ? 255 : g16[i]);
+    }
+    free(pix);
+  } else if (has_alpha) {
+    split_alpha(pix, npix, rgb, alpha);
+    free(pix);
+  } else {
+    rgb = pix;
+  }
   out->width = (int)w;
   out->height = (int)h;
-  out->rgb = pix;
+  out->rgb = rgb;
+  out->mode = mode;
+  out->alpha = alpha;
+  out->gray16 = g16;
   return 0;
 }
 
@@ -286,12 +349,47 @@ static const char *webp_status(VP8StatusCode s) {
   return "unknown error";
 }
 
+/* A WebP with alpha: PIL's mode RGBA, libwebp's non-premultiplied RGBA split into rgb + alpha. */
+static int decode_webp_rgba(const uint8_t *buf, size_t len, int w, int h, rgb_image *out, taca_error *err) {
+  const size_t npix = (size_t)w * h;
+  uint8_t *rgba = malloc(npix * 4), *rgb = malloc(npix * 3), *alpha = malloc(npix);
+  if (!rgba || !rgb || !alpha) {
+    free(rgba), free(rgb), free(alpha);
+    return taca_fail(err, "WebP: out of memory for a %dx%d image", w, h);
+  }
+  WebPDecoderConfig cfg;
+  if (!WebPInitDecoderConfig(&cfg)) {
+    free(rgba), free(rgb), free(alpha);
+    return taca_fail(err, "WebP: library version mismatch");
+  }
+  cfg.output.colorspace = MODE_RGBA;
+  cfg.output.is_external_memory = 1;
+  cfg.output.u.RGBA.rgba = rgba;
+  cfg.output.u.RGBA.stride = w * 4;
+  cfg.output.u.RGBA.size = npix * 4;
+  VP8StatusCode s = WebPDecode(buf, len, &cfg);
+  WebPFreeDecBuffer(&cfg.output);
+  if (s != VP8_STATUS_OK) {
+    free(rgba), free(rgb), free(alpha);
+    return taca_fail(err, "WebP: decoding failed: %s", webp_status(s));
+  }
+  split_alpha(rgba, npix, rgb, alpha);
+  free(rgba);
+  out->width = w;
+  out->height = h;
+  out->rgb = rgb;
+  out->alpha = alpha;
+  out->mode = IMAGE_MODE_RGBA;
+  return 0;
+}
+
 static int decode_webp(const uint8_t *buf, size_t len, rgb_image *out, taca_error *err) {
   WebPBitstreamFeatures f;
   VP8StatusCode s = WebPGetFeatures(buf, len, &f);
   if (s != VP8_STATUS_OK) return taca_fail(err, "WebP: cannot read header: %s", webp_status(s));
   if (f.has_animation) return taca_fail(err, "WebP: animated images are not supported");
   if (check_dims("WebP", f.width, f.height, err)) return -1;
+  if (f.has_alpha) return decode_webp_rgba(buf, len, f.width, f.height, out, err);
   if (alloc_rgb("WebP", f.width, f.height, out, err)) return -1;
   WebPDecoderConfig cfg;
   if (!WebPInitDecoderConfig(&cfg)) {
@@ -316,8 +414,7 @@ static int decode_webp(const uint8_t *buf, size_t len, rgb_image *out, taca_erro
 
 int image_decode(const void *data, size_t len, rgb_image *out, taca_error *err) {
   const uint8_t *b = data;
-  out->width = out->height = 0;
-  out->rgb = NULL;
+  reset_image(out);
   if (!b || len == 0) return taca_fail(err, "empty input (0 bytes), not an image");
   if (len >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return decode_jpeg(b, len, out, err);
   if (len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return decode_png(b, len, out, err);
@@ -337,8 +434,7 @@ int image_decode(const void *data, size_t len, rgb_image *out, taca_error *err) 
 }
 
 int image_load_file(const char *path, rgb_image *out, taca_error *err) {
-  out->width = out->height = 0;
-  out->rgb = NULL;
+  reset_image(out);
   FILE *f = fopen(path, "rb");
   if (!f) return taca_fail(err, "%s: cannot open: %s", path, strerror(errno));
   uint8_t *buf = NULL;

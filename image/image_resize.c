@@ -23,12 +23,22 @@
  * Normalisation follows ToTensor + Normalize in float32: (x / 255.0f - mean[c]) / std[c], each operation
  * rounded to float as torch does, so the result is bit-identical.
  *
- * The one deviation from CLIP's own pipeline: CLIP resizes the image in whatever mode PIL opened it and
- * converts to RGB only after the crop. For RGB and grayscale sources that is the same thing. For RGBA/LA
- * PIL resizes premultiplied alpha, for palette ("P") and 1-bit images it silently uses NEAREST, and CMYK
- * is resampled before its conversion; taca's decoder hands over RGB with alpha dropped (as convert('RGB')),
- * so for those sources the result equals convert('RGB') -> Resize -> CenterCrop, which is what the
- * fixtures check (tests/fixtures/gen_images.py records how far the two orders drift). */
+ * Modes: CLIP (OpenAI's _transform, open_clip's image_transform) resizes the image in whatever mode PIL
+ * opened it in and converts to RGB only after the crop; clip_resize_crop_u8 does the same, as Pillow 9.4's
+ * Image.resize does per mode (the decoder keeps what that needs, image/image_decode.c):
+ *   RGB, L      the 8-bit resample above (L is RGB with equal channels: the same bytes per channel);
+ *   RGBA, LA    RGBA -> RGBa (c = MULDIV255(c, a)), the 8-bit resample of 4 channels, RGBa -> RGBA
+ *               (c = CLIP8(255 * c / a) in integers, unchanged where a is 0 or 255), then alpha dropped;
+ *               LA is RGBA with equal colour channels (PIL's La resample computes bands 0 and 3 only,
+ *               with the same arithmetic);
+ *   P, 1        NEAREST whatever filter is asked for (PIL's rule): ImagingScaleAffine's sampling,
+ *               source x = (int)(x0 + a * 0.5 + x * a) accumulated in double as PIL adds it, a = in / out;
+ *               on palette colours, which gives the bytes of the indices looked up after the resize;
+ *   CMYK        the 8-bit resample of the 4 CMYK channels, then PIL's cmyk2rgb;
+ *   I           (16-bit gray PNG) PIL's 32-bit resample: double weights (not fixed point), sums in double
+ *               rounded with ROUND_UP into int32 after each pass, then convert('RGB') clips to 0..255.
+ * An image whose size does not change is not resampled at all (PIL copies it: no premultiply round trip).
+ * The SIMD kernel serves the RGB/L path; the other modes use the plain loops. */
 #include "image/image.h"
 
 #include <math.h>
@@ -62,12 +72,14 @@ typedef struct coeffs {
   int *start; /* n: first source index */
   int *count; /* n: number of taps */
   int32_t *k; /* n * ksize */
+  double *kd; /* n * ksize: the normalised double weights (PIL's 32-bit resample uses them as they are) */
 } coeffs;
 
 static void coeffs_free(coeffs *c) {
   free(c->start);
   free(c->count);
   free(c->k);
+  free(c->kd);
   memset(c, 0, sizeof *c);
 }
 
@@ -82,8 +94,9 @@ static int coeffs_make(int in_size, int out_size, int first, int n, coeffs *c, t
   c->start = malloc(sizeof(int) * (size_t)n);
   c->count = malloc(sizeof(int) * (size_t)n);
   c->k = malloc(sizeof(int32_t) * (size_t)n * (size_t)ksize);
+  c->kd = malloc(sizeof(double) * (size_t)n * (size_t)ksize);
   double *pre = malloc(sizeof(double) * (size_t)ksize);
-  if (!c->start || !c->count || !c->k || !pre) {
+  if (!c->start || !c->count || !c->k || !c->kd || !pre) {
     free(pre);
     coeffs_free(c);
     return taca_fail(err, "resize: out of memory for %d x %d coefficients", n, ksize);
@@ -106,8 +119,10 @@ static int coeffs_make(int in_size, int out_size, int first, int n, coeffs *c, t
     for (int x = 0; x < xmax; x++)
       if (ww != 0.0) pre[x] /= ww;
     int32_t *k = c->k + (size_t)i * ksize;
+    double *kd = c->kd + (size_t)i * ksize;
     for (int x = 0; x < ksize; x++) {
       double p = x < xmax ? pre[x] : 0.0;
+      kd[x] = p;
       k[x] = p < 0 ? (int)(-0.5 + p * (1 << PRECISION_BITS)) : (int)(0.5 + p * (1 << PRECISION_BITS));
     }
     c->start[i] = xmin;
@@ -315,6 +330,275 @@ done:
   return rc;
 }
 
+/* ---------- the other PIL modes (plain C) ---------- */
+
+/* The (x0, y0, cw, ch) window of PIL's 8-bit resize of an nch-channel interleaved w x h image to
+ * out_w x out_h, interleaved into dst (ch * cw * nch). */
+static int resize_window_n(const uint8_t *src, int w, int h, int nch, int out_w, int out_h, int x0, int y0, int cw,
+                           int ch, uint8_t *dst, taca_error *err) {
+  int need_h = out_w != w, need_v = out_h != h;
+  coeffs cx = {0}, cy = {0};
+  uint8_t *tmp = NULL;
+  int32_t *acc = NULL;
+  int rc = -1;
+  int row0 = y0, nrows = ch;
+  if (need_v) {
+    if (coeffs_make(h, out_h, y0, ch, &cy, err)) goto done;
+    row0 = cy.start[0];
+    int last = 0;
+    for (int i = 0; i < ch; i++)
+      if (cy.start[i] + cy.count[i] > last) last = cy.start[i] + cy.count[i];
+    nrows = last - row0;
+  }
+  const uint8_t *rows;
+  size_t stride;
+  if (need_h) {
+    if (coeffs_make(w, out_w, x0, cw, &cx, err)) goto done;
+    tmp = malloc((size_t)nrows * cw * nch);
+    if (!tmp) {
+      taca_fail(err, "resize: out of memory for a %dx%d intermediate", cw, nrows);
+      goto done;
+    }
+    const int32_t half = 1 << (PRECISION_BITS - 1);
+    for (int r = 0; r < nrows; r++) {
+      const uint8_t *row = src + (size_t)(row0 + r) * w * nch;
+      uint8_t *o = tmp + (size_t)r * cw * nch;
+      for (int xx = 0; xx < cw; xx++) {
+        const int32_t *k = cx.k + (size_t)xx * cx.ksize;
+        const uint8_t *p = row + (size_t)cx.start[xx] * nch;
+        int32_t ss[4] = {half, half, half, half};
+        for (int x = 0; x < cx.count[xx]; x++, p += nch)
+          for (int c = 0; c < nch; c++) ss[c] += p[c] * k[x];
+        for (int c = 0; c < nch; c++) o[xx * nch + c] = clip8(ss[c]);
+      }
+    }
+    rows = tmp;
+    stride = (size_t)cw * nch;
+  } else {
+    rows = src + (size_t)row0 * w * nch + (size_t)x0 * nch;
+    stride = (size_t)w * nch;
+  }
+  const size_t nv = (size_t)cw * nch;
+  if (need_v && !(acc = malloc(sizeof(int32_t) * nv))) {
+    taca_fail(err, "resize: out of memory for a %d pixel row", cw);
+    goto done;
+  }
+  for (int yy = 0; yy < ch; yy++) {
+    uint8_t *o = dst + (size_t)yy * nv;
+    if (!need_v) {
+      memcpy(o, rows + (size_t)yy * stride, nv);
+      continue;
+    }
+    const int32_t *k = cy.k + (size_t)yy * cy.ksize;
+    const uint8_t *base = rows + (size_t)(cy.start[yy] - row0) * stride;
+    for (size_t i = 0; i < nv; i++) acc[i] = 1 << (PRECISION_BITS - 1);
+    for (int y = 0; y < cy.count[yy]; y++) { /* row by row: integer sums, any order gives the same bytes */
+      const uint8_t *src_row = base + (size_t)y * stride;
+      int32_t ky = k[y];
+      for (size_t i = 0; i < nv; i++) acc[i] += src_row[i] * ky;
+    }
+    for (size_t i = 0; i < nv; i++) o[i] = clip8(acc[i]);
+  }
+  rc = 0;
+done:
+  coeffs_free(&cx);
+  coeffs_free(&cy);
+  free(tmp);
+  free(acc);
+  return rc;
+}
+
+/* PIL's ROUND_UP (libImaging/Resample.c) for the 32-bit passes. */
+static inline int32_t round_up(double f) { return (int32_t)(f >= 0.0 ? f + 0.5F : f - 0.5F); }
+
+/* Mode I: the (x0, y0, cw, ch) window of PIL's 32-bit resize of a 16-bit gray w x h image, then
+ * convert('RGB')'s clip to 0..255, one byte per pixel into dst (ch * cw). */
+static int resize_window_i32(const uint16_t *src, int w, int h, int out_w, int out_h, int x0, int y0, int cw,
+                             int ch, uint8_t *dst, taca_error *err) {
+  int need_h = out_w != w, need_v = out_h != h;
+  coeffs cx = {0}, cy = {0};
+  int32_t *tmp = NULL;
+  double *ssv = NULL;
+  int rc = -1;
+  int row0 = y0, nrows = ch;
+  if (need_v) {
+    if (coeffs_make(h, out_h, y0, ch, &cy, err)) goto done;
+    row0 = cy.start[0];
+    int last = 0;
+    for (int i = 0; i < ch; i++)
+      if (cy.start[i] + cy.count[i] > last) last = cy.start[i] + cy.count[i];
+    nrows = last - row0;
+  }
+  if (need_h && coeffs_make(w, out_w, x0, cw, &cx, err)) goto done;
+  /* The rows after the horizontal pass (or the source's window of them), as int32. */
+  tmp = malloc(sizeof(int32_t) * (size_t)nrows * cw);
+  if (!tmp) {
+    taca_fail(err, "resize: out of memory for a %dx%d intermediate", cw, nrows);
+    goto done;
+  }
+  for (int r = 0; r < nrows; r++) {
+    const uint16_t *row = src + (size_t)(row0 + r) * w;
+    int32_t *o = tmp + (size_t)r * cw;
+    for (int xx = 0; xx < cw; xx++) {
+      if (!need_h) {
+        o[xx] = row[x0 + xx];
+        continue;
+      }
+      const double *k = cx.kd + (size_t)xx * cx.ksize;
+      double ss = 0.0;
+      for (int x = 0; x < cx.count[xx]; x++) ss += (int32_t)row[cx.start[xx] + x] * k[x];
+      o[xx] = round_up(ss);
+    }
+  }
+  if (need_v && !(ssv = malloc(sizeof(double) * (size_t)cw))) {
+    taca_fail(err, "resize: out of memory for a %d pixel row", cw);
+    goto done;
+  }
+  for (int yy = 0; yy < ch; yy++) {
+    uint8_t *o = dst + (size_t)yy * cw;
+    if (!need_v) {
+      for (int xx = 0; xx < cw; xx++) {
+        int32_t v = tmp[(size_t)yy * cw + xx];
+        o[xx] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : v);
+      }
+      continue;
+    }
+    const double *k = cy.kd + (size_t)yy * cy.ksize;
+    for (int xx = 0; xx < cw; xx++) ssv[xx] = 0.0;
+    for (int y = 0; y < cy.count[yy]; y++) { /* row by row; each sum still adds its taps in PIL's order */
+      const int32_t *r = tmp + (size_t)(cy.start[yy] - row0 + y) * cw;
+      for (int xx = 0; xx < cw; xx++) ssv[xx] += r[xx] * k[y];
+    }
+    for (int xx = 0; xx < cw; xx++) {
+      int32_t v = round_up(ssv[xx]);
+      o[xx] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : v);
+    }
+  }
+  rc = 0;
+done:
+  coeffs_free(&cx);
+  coeffs_free(&cy);
+  free(tmp);
+  free(ssv);
+  return rc;
+}
+
+/* ImagingScaleAffine's source positions for out_n outputs of an in_n axis, -1 where it fills. */
+static int *nearest_positions(int in_n, int out_n) {
+  int *t = malloc(sizeof(int) * (size_t)out_n);
+  if (!t) return NULL;
+  double a = (double)((float)in_n - 0.0f) / out_n; /* _resize: (double)(box[2] - box[0]) / xsize, box floats */
+  double o = 0.0 + a * 0.5;
+  for (int i = 0; i < out_n; i++) {
+    int v = o < 0.0 ? -1 : (int)o; /* COORD */
+    t[i] = v >= 0 && v < in_n ? v : -1;
+    o += a;
+  }
+  return t;
+}
+
+/* Planar CHW from ch x cw pixels of 3 interleaved bytes. */
+static void to_planar(const uint8_t *rgb, int cw, int ch, uint8_t *out_chw) {
+  for (int y = 0; y < ch; y++) store_row(rgb + (size_t)y * cw * 3, cw, ch, y, 1, out_chw);
+}
+
+static int crop_other_mode(const rgb_image *in, int rw, int rh, int left, int top, int size, uint8_t *out_chw,
+                           taca_error *err) {
+  const int w = in->width, h = in->height, same = rw == w && rh == h;
+  const size_t npix = (size_t)size * size, spix = (size_t)w * h;
+  int rc = -1;
+  uint8_t *win = NULL, *rgb = malloc(npix * 3), *src4 = NULL;
+  if (!rgb) return taca_fail(err, "resize: out of memory for a %d pixel crop", size);
+  switch (in->mode) {
+    case IMAGE_MODE_P:
+    case IMAGE_MODE_1: {
+      int *xs = nearest_positions(w, rw), *ys = nearest_positions(h, rh);
+      if (!xs || !ys) {
+        free(xs), free(ys);
+        taca_fail(err, "resize: out of memory");
+        goto done;
+      }
+      for (int y = 0; y < size; y++)
+        for (int x = 0; x < size; x++) {
+          int sy = ys[top + y], sx = xs[left + x];
+          uint8_t *o = rgb + ((size_t)y * size + x) * 3;
+          if (sx < 0 || sy < 0) o[0] = o[1] = o[2] = 0;
+          else memcpy(o, in->rgb + ((size_t)sy * w + sx) * 3, 3);
+        }
+      free(xs), free(ys);
+      break;
+    }
+    case IMAGE_MODE_RGBA:
+    case IMAGE_MODE_LA: {
+      if (!in->alpha) {
+        taca_fail(err, "resize: %s image without its alpha plane", image_mode_name(in->mode));
+        goto done;
+      }
+      win = malloc(npix * 4);
+      if (!win || (!same && !(src4 = malloc(spix * 4)))) {
+        taca_fail(err, "resize: out of memory for a %dx%d image", w, h);
+        goto done;
+      }
+      if (same) { /* PIL copies an image of the right size: no premultiply round trip */
+        for (int y = 0; y < size; y++)
+          memcpy(rgb + (size_t)y * size * 3, in->rgb + ((size_t)(top + y) * w + left) * 3, (size_t)size * 3);
+        break;
+      }
+      for (size_t i = 0; i < spix; i++) { /* RGBA -> RGBa */
+        unsigned a = in->alpha[i], t;
+        for (int c = 0; c < 3; c++) t = in->rgb[3 * i + c] * a + 128, src4[4 * i + c] = (uint8_t)(((t >> 8) + t) >> 8);
+        src4[4 * i + 3] = (uint8_t)a;
+      }
+      if (resize_window_n(src4, w, h, 4, rw, rh, left, top, size, size, win, err)) goto done;
+      for (size_t i = 0; i < npix; i++) { /* RGBa -> RGBA, alpha dropped */
+        unsigned a = win[4 * i + 3];
+        for (int c = 0; c < 3; c++) {
+          unsigned v = win[4 * i + c];
+          if (a != 0 && a != 255) v = 255 * v / a, v = v > 255 ? 255 : v;
+          rgb[3 * i + c] = (uint8_t)v;
+        }
+      }
+      break;
+    }
+    case IMAGE_MODE_CMYK:
+      if (!in->cmyk) {
+        taca_fail(err, "resize: CMYK image without its CMYK plane");
+        goto done;
+      }
+      win = malloc(npix * 4);
+      if (!win) {
+        taca_fail(err, "resize: out of memory for a %d pixel crop", size);
+        goto done;
+      }
+      if (resize_window_n(in->cmyk, w, h, 4, rw, rh, left, top, size, size, win, err)) goto done;
+      image_cmyk_to_rgb(win, rgb, npix);
+      break;
+    case IMAGE_MODE_I:
+      if (!in->gray16) {
+        taca_fail(err, "resize: mode I image without its 16-bit plane");
+        goto done;
+      }
+      win = malloc(npix);
+      if (!win) {
+        taca_fail(err, "resize: out of memory for a %d pixel crop", size);
+        goto done;
+      }
+      if (resize_window_i32(in->gray16, w, h, rw, rh, left, top, size, size, win, err)) goto done;
+      for (size_t i = 0; i < npix; i++) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = win[i];
+      break;
+    default:
+      taca_fail(err, "resize: unknown image mode %d", in->mode);
+      goto done;
+  }
+  to_planar(rgb, size, size, out_chw);
+  rc = 0;
+done:
+  free(rgb);
+  free(win);
+  free(src4);
+  return rc;
+}
+
 static int check_input(const rgb_image *in, taca_error *err) {
   if (!in || !in->rgb || in->width <= 0 || in->height <= 0)
     return taca_fail(err, "resize: empty input image (%dx%d)", in ? in->width : 0, in ? in->height : 0);
@@ -350,12 +634,13 @@ int clip_resize_crop_u8(const rgb_image *in, int size, uint8_t *out_chw, taca_er
   if (check_input(in, err)) return -1;
   int rw, rh, left, top;
   if (clip_resize_geometry(in->width, in->height, size, &rw, &rh, &left, &top, err)) return -1;
+  if (in->mode != IMAGE_MODE_RGB && in->mode != IMAGE_MODE_L)
+    return crop_other_mode(in, rw, rh, left, top, size, out_chw, err);
   return resize_window(in, rw, rh, left, top, size, size, 1, out_chw, err);
 }
 
 int image_resize_bicubic(const rgb_image *in, int out_w, int out_h, rgb_image *out, taca_error *err) {
-  out->width = out->height = 0;
-  out->rgb = NULL;
+  memset(out, 0, sizeof *out); /* an RGB image: no other planes */
   if (check_input(in, err)) return -1;
   if (out_w <= 0 || out_h <= 0 || out_w > IMAGE_MAX_SIDE * 4 || out_h > IMAGE_MAX_SIDE * 4 ||
       (long long)out_w * out_h > IMAGE_MAX_PIXELS)

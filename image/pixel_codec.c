@@ -9,7 +9,7 @@
 
 int pixel_encode_jpeg(const uint8_t *chw, int S, int quality, uint8_t **out, size_t *len, taca_error *err) {
   const size_t plane = (size_t)S * S;
-  rgb_image img = {S, S, malloc(3 * plane)};
+  rgb_image img = {.width = S, .height = S, .rgb = malloc(3 * plane)};
   if (!img.rgb) return taca_fail(err, "out of memory");
   for (size_t p = 0; p < plane; p++)
     for (int c = 0; c < 3; c++) img.rgb[p * 3 + c] = chw[c * plane + p];

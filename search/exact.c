@@ -227,8 +227,14 @@ static void scratch_free(scratch *sc) {
   free(sc->hn);
 }
 
+static inline int skipped(const search_skip *sk, uint64_t i) {
+  if (!sk || i < sk->base || i - sk->base >= sk->len) return 0;
+  uint64_t o = i - sk->base;
+  return (sk->bits[o >> 3] >> (o & 7)) & 1;
+}
+
 static void score_block(const blk *b, const store_model *m, int dim, const float *q, int nq, int kk, int cosine,
-                        scratch *sc) {
+                        const search_skip *sk, scratch *sc) {
   int B = m->block_size;
   size_t n = (size_t)B * dim;
   int full = b->count == (uint32_t)B;
@@ -267,6 +273,7 @@ static void score_block(const blk *b, const store_model *m, int dim, const float
       float v = s[r];
       if (v < thr) continue;
       if (!full && !block_row_valid(b->bitmap, r)) continue;
+      if (sk && skipped(sk, b->first + (uint64_t)r)) continue;
       if (v != v) v = -INFINITY;  /* NaN ranks last */
       heap_offer(h, &n, kk, v, (int64_t)(b->first + (uint64_t)r));
       if (n == kk) thr = h[0].s;
@@ -277,6 +284,12 @@ static void score_block(const blk *b, const store_model *m, int dim, const float
 
 int store_search(store_view *v, int model, store_modality mod, const float *queries, int nq, int k, store_metric metric,
                  int64_t *out_index, float *out_score, taca_error *err) {
+  return store_search_skip(v, model, mod, queries, nq, k, metric, NULL, out_index, out_score, err);
+}
+
+int store_search_skip(store_view *v, int model, store_modality mod, const float *queries, int nq, int k,
+                      store_metric metric, const search_skip *skip, int64_t *out_index, float *out_score,
+                      taca_error *err) {
   store_model mrec;
   if (store_get_model(v, model, &mrec, err)) return -1;
   if (mod != STORE_IMAGE && mod != STORE_TEXT) return taca_fail(err, "modality %d is not image (0) or text (1)", (int)mod);
@@ -343,8 +356,8 @@ int store_search(store_view *v, int model, store_modality mod, const float *quer
       float *row = q + (size_t)i * dim;
       double ss = 0;
       for (int j = 0; j < dim; j++) ss += (double)row[j] * row[j];
-      float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-      for (int j = 0; j < dim; j++) row[j] *= inv;
+      double inv = ss > 0 ? 1.0 / sqrt(ss) : 0.0; /* in double: a tiny query's 1/|q| overflows a float */
+      for (int j = 0; j < dim; j++) row[j] = (float)(row[j] * inv);
     }
 
   if (T > 1) blas_single_begin();
@@ -353,7 +366,7 @@ int store_search(store_view *v, int model, store_modality mod, const float *quer
   {
     scratch *mine = &sc[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 4)
-    for (size_t b = 0; b < nblk; b++) score_block(&c.b[b], m, dim, q, nq, kk, cosine, mine);
+    for (size_t b = 0; b < nblk; b++) score_block(&c.b[b], m, dim, q, nq, kk, cosine, skip, mine);
   }
   if (T > 1) blas_single_end();
 

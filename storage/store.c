@@ -1016,6 +1016,8 @@ int store_drop_model(store_txn *t, const char *name, taca_error *err) {
   if (del_meta(t, key, err)) return -1;
   snprintf(key, sizeof key, "progress/%s", name);
   if (del_meta(t, key, err)) return -1;
+  snprintf(key, sizeof key, "provenance/%s", name);
+  if (del_meta(t, key, err)) return -1;
   for (int j = id + 1; j < t->models.n; j++) {
     store_model m = t->models.m[j];
     m.id = j - 1;

@@ -226,7 +226,8 @@ int store_file_checksum(const char *path, char hex[33], taca_error *err);
  * that changes content removes the record, so a present record always describes the store. */
 int store_record_content_hash(taca_store *s, const char *by, taca_error *err);
 
-/* Removes a model: its embeddings, model/ and emb_count/ records and progress/<name>; models
+/* Removes a model: its embeddings, model/ and emb_count/ records, progress/<name> and
+ * provenance/<name> (the JSON record precompute writes: kind, space, hashes, preprocessing); models
  * registered after it move down one id (their embedding records are rewritten). */
 int store_drop_model(store_txn *t, const char *name, taca_error *err);
 

@@ -3,6 +3,7 @@
  * applied unchanged, feature distances; as a table, JSON and a self-contained HTML page. */
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@ static const char *USAGE =
     "usage: taca eval --db DIR --old NAME --new-model NEW [--arch A] [--checkpoint CKPT.safetensors]\n"
     "                 [--split 0.8] [--seed S] [--json OUT.json] [--html OUT.html]\n"
     "                 [--log-json TRAIN_LOG.json] [--batch-size 32] [--threads N] [--quiet]\n"
+    "                 [--service-json SWAP.json] [--aft-json AFT_REPORT.json]\n"
     "                 [--precision f32|bf16]\n"
     "                 [--no-new-head] [--head-l2 1e-3] [--head-iters 1000] [--lora-alpha 8]\n"
     "                 [--save-features DIR] [--gate min-gain=X,max-flip=Y,min-update-gain=Z]\n"
@@ -47,6 +49,8 @@ static const char *USAGE =
     "  stderr), 0 when all hold: min-gain in points of the R@1 gain, max-flip in percent of\n"
     "  negative flips, min-update-gain as a ratio; the table and the JSON (\"gate\") record the\n"
     "  verdict. Exit 1 is a run-time failure, 2 bad usage.\n"
+    "  --service-json and --aft-json add the hot swap (deploy/demo/downstream.py's result: the old\n"
+    "  head through a served alias before and after the flip) and an AFT report to the JSON and HTML.\n"
     "  --json writes every figure; --html a self-contained page (inline SVG: the loss curves of\n"
     "  --log-json, the recalls and accuracies, the tables). --lora-alpha is used for a LoRA\n"
     "  checkpoint whose metadata has no taca.lora_alpha. --save-features DIR writes what was scored\n"
@@ -72,7 +76,7 @@ int cmd_eval(int argc, char **argv) {
   const char *json_out = NULL, *html_out = NULL;
   eval_gate gate;
   int have_gate = 0;
-  enum { O_DB = 1, O_OLD, O_NEW, O_ARCH, O_CKPT, O_SPLIT, O_SEED, O_JSON, O_HTML, O_LOG, O_BATCH, O_THREADS,
+  enum { O_SERVICE = 200, O_AFT, O_DB = 1, O_OLD, O_NEW, O_ARCH, O_CKPT, O_SPLIT, O_SEED, O_JSON, O_HTML, O_LOG, O_BATCH, O_THREADS,
          O_QUIET, O_NO_NEW_HEAD, O_HEAD_L2, O_HEAD_ITERS, O_LORA_ALPHA, O_SAVE, O_GATE, O_PRECISION, O_HELP };
   static const struct option opts[] = {
       {"db", required_argument, 0, O_DB},           {"old", required_argument, 0, O_OLD},
@@ -80,6 +84,7 @@ int cmd_eval(int argc, char **argv) {
       {"checkpoint", required_argument, 0, O_CKPT}, {"split", required_argument, 0, O_SPLIT},
       {"seed", required_argument, 0, O_SEED},       {"json", required_argument, 0, O_JSON},
       {"html", required_argument, 0, O_HTML},       {"log-json", required_argument, 0, O_LOG},
+      {"service-json", required_argument, 0, O_SERVICE}, {"aft-json", required_argument, 0, O_AFT},
       {"batch-size", required_argument, 0, O_BATCH}, {"threads", required_argument, 0, O_THREADS},
       {"precision", required_argument, 0, O_PRECISION},
       {"quiet", no_argument, 0, O_QUIET},           {"no-new-head", no_argument, 0, O_NO_NEW_HEAD},
@@ -115,6 +120,8 @@ int cmd_eval(int argc, char **argv) {
       case O_JSON: json_out = optarg; break;
       case O_HTML: html_out = optarg; break;
       case O_LOG: o.log_json = optarg; break;
+      case O_SERVICE: o.service_json = optarg; break;
+      case O_AFT: o.aft_json = optarg; break;
       case O_BATCH: if (cli_parse_positive(CMD, "--batch-size", optarg, &o.batch_size)) return 2; break;
       case O_THREADS: if (cli_parse_positive(CMD, "--threads", optarg, &o.threads)) return 2; break;
       case O_PRECISION: if (cli_parse_precision(CMD, optarg, &o.precision)) return 2; break;
@@ -145,6 +152,17 @@ int cmd_eval(int argc, char **argv) {
   if (!o.db || !o.old_name || !o.new_model)
     return cli_fail(CMD, 2, "--db, --old and --new-model are required (see --help)");
 
+  const char *extra[2] = {o.service_json, o.aft_json}, *extra_flag[2] = {"--service-json", "--aft-json"};
+  for (int k = 0; k < 2; k++) { /* checked before the work, not after it */
+    if (!extra[k]) continue;
+    json_error_t je;
+    json_t *j = json_load_file(extra[k], 0, &je);
+    if (!j || !json_is_object(j)) {
+      json_decref(j);
+      return cli_fail(CMD, 1, "%s %s: not a JSON object (%s)", extra_flag[k], extra[k], j ? "another JSON value" : je.text);
+    }
+    json_decref(j);
+  }
   if (have_gate) o.gate = &gate;
   eval_result r;
   taca_error err = {{0}};

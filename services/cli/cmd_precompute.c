@@ -15,6 +15,8 @@ static const char *USAGE =
     "  same command again after an interruption. On a finished store, a new --model embeds the\n"
     "  stored samples without --data (AFT needs several models' features; or a `taca export`\n"
     "  directory: the adapted encoder's features in the old model's space).\n"
+    "  Inputs are recorded (size, content fingerprint) and compared on every run: other inputs are\n"
+    "  refused, except with --append.\n"
     "  SPEC: WebDataset tar shards (shards/{00000..00099}.tar; KEY.jpg|png|webp + KEY.txt [+ KEY.cls])\n"
     "        or a folder with captions.tsv (relative/path<TAB>caption[<TAB>label]). Several SPECs\n"
     "        may follow one --data (--data a.tar b.tar), and --data may be repeated.\n"
@@ -25,6 +27,12 @@ static const char *USAGE =
     "                       (SLURM_ARRAY_TASK_ID/COUNT), a Kubernetes Indexed Job (JOB_COMPLETION_INDEX\n"
     "                       with --shard-count N); --db may hold {shard}: one store per shard\n"
     "  --index-base N       first sample index of this shard (default: entries of lower shards)\n"
+    "  --append             ingest the --data inputs not yet in the store after its samples (indices\n"
+    "                       continue; the ingested inputs must be unchanged, one already ingested is\n"
+    "                       refused; run with the model that ingested the store, then each other\n"
+    "                       model as printed); a store of one shard\n"
+    "  --range A:B          a second model on a finished store: embed only the samples with index\n"
+    "                       in [A, B) (a partial re-embedding; Search --fallback serves the mix)\n"
     "  --batch-size B       samples per batch and per commit (default 32)\n"
     "  --dtype f16|f32      stored embedding type (default f16)\n"
     "  --no-pixels          do not store preprocessed pixels\n"
@@ -54,8 +62,9 @@ int cmd_precompute(int argc, char **argv) {
       {"pixel-codec", required_argument, 0, 'C'}, {"pixel-quality", required_argument, 0, 'Q'},
       {"threads", required_argument, 0, 'j'},  {"workers", required_argument, 0, 'w'},
       {"map-size", required_argument, 0, 'M'}, {"quiet", no_argument, 0, 'q'},
-      {"shard-count", required_argument, 0, 'K'}, {"precision", required_argument, 0, 'r'},
-      {"help", no_argument, 0, 'h'},
+      {"shard-count", required_argument, 0, 'K'}, {"range", required_argument, 0, 'R'},
+      {"help", no_argument, 0, 'h'},       {"append", no_argument, 0, 'A'},
+      {"precision", required_argument, 0, 'r'},
       {0, 0, 0, 0}};
   int c, rc = 0, jpeg = 0, quality = 95, shard_auto = 0, shard_count = 0;
   cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
@@ -115,13 +124,26 @@ int cmd_precompute(int argc, char **argv) {
         break;
       }
       case 'q': o.quiet = 1; break;
+      case 'A': o.append = 1; break;
+      case 'R': {
+        char *colon = strchr(optarg, ':'), *e1, *e2;
+        unsigned long long a = strtoull(optarg, &e1, 10), b = colon ? strtoull(colon + 1, &e2, 10) : 0;
+        if (!colon || e1 != colon || e1 == optarg || !colon[1] || *e2 || b <= a || optarg[0] == '-' || colon[1] == '-')
+          rc = cli_fail("precompute", 2, "--range expects A:B with A < B (sample indices), got '%s'", optarg);
+        o.has_range = 1;
+        o.range_begin = a;
+        o.range_end = b;
+        break;
+      }
       case 'h': fputs(USAGE, stdout); free(data); return 0;
       default: rc = cli_fail("precompute", 2, "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
     }
   }
   if (rc == 0 && optind < argc) rc = cli_fail("precompute", 2, "unexpected argument '%s'", argv[optind]);
   if (rc == 0 && (!o.model_path || !o.db)) rc = cli_fail("precompute", 2, "--model and --db are required (see --help)");
+  if (rc == 0 && o.has_range && o.ndata) rc = cli_fail("precompute", 2, "--range goes with a second model on a finished store (no --data)");
   if (rc == 0 && shard_count && !shard_auto) rc = cli_fail("precompute", 2, "--shard-count goes with --shard auto");
+  if (rc == 0 && o.append && o.ndata == 0) rc = cli_fail("precompute", 2, "--append needs --data (the inputs to add)");
   char db[4096];
   if (rc == 0 && (shard_auto || strstr(o.db, "{shard}"))) {
     taca_error err = {{0}};

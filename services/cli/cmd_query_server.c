@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/file.h"
 #include "base/npy.h"
 #include "base/hostport.h"
 #include "services/cli/cli_util.h"
@@ -30,11 +31,19 @@ static const char *USAGE_SERVER =
     "                            embeddings of indices A..B-1 (default: the whole data set) as\n"
     "                            [N, dim] .npy; fails naming a missing index\n"
     "  search --model NAME [--modality image|text] (--vectors Q.npy | --caption TEXT... |\n"
-    "         --captions FILE)\n"
-    "         [-k K] [--metric ip|cosine] [--ann [--nprobe N]]\n"
-    "                            exact top-K (default 10) for each row of Q or each caption (the\n"
-    "                            servers encode captions with the model's text tower); --ann\n"
-    "                            through every shard's ANN index (taca index), rescored exactly\n"
+    "         --captions FILE | --image FILE...)\n"
+    "         [-k K] [--metric ip|cosine] [--ann [--nprobe N]] [--query-model M] [--fallback M]...\n"
+    "                            exact top-K (default 10) for each row of Q, each caption or each\n"
+    "                            image (the servers encode captions and images with the query\n"
+    "                            model's encoder, --query-model, default NAME: it must live in\n"
+    "                            NAME's embedding space); --ann through every shard's ANN index\n"
+    "                            (taca index), rescored exactly; --fallback: a mixed gallery, each\n"
+    "                            sample scored by NAME's vector, else the first fallback's, ...\n"
+    "  embed --model NAME (--images FILE... | --text FILE) --out Y.npy [--normalize]\n"
+    "                            features of new images (JPEG/PNG/WebP) or captions (one per line)\n"
+    "                            through the server's encoder of NAME (an alias resolves there), in\n"
+    "                            the space of NAME's stored vectors, as F32 [N, dim]; fails naming\n"
+    "                            any item the server could not embed\n"
     "  --json prints JSON (one object for info, one line per key or query otherwise).\n";
 
 static void print_json(json_t *j) {
@@ -79,8 +88,17 @@ static int q_info(taca_client *c, int json, int argc, char **argv) {
                                           m->text_dim, "logit_scale", (double)m->logit_scale, "image_size",
                                           m->image_size, "image_count", (json_int_t)m->image_count, "text_count",
                                           (json_int_t)m->text_count, "caption_search", m->caption_search));
+      json_t *last = json_array_get(ms, json_array_size(ms) - 1);
+      json_object_set_new(last, "kind", json_string(m->kind));
+      json_object_set_new(last, "space", json_string(m->space));
+      json_object_set_new(last, "embed_images", json_boolean(m->embed_images));
     }
     json_object_set_new(o, "models", ms);
+    json_t *as = json_object();
+    for (int i = 0; i < in->n_aliases; i++)
+      json_object_set_new(as, in->aliases[i].name, json_pack("{s:s, s:I}", "target", in->aliases[i].target, "version",
+                                                            (json_int_t)in->aliases[i].version));
+    json_object_set_new(o, "aliases", as);
     print_json(o);
     return 0;
   }
@@ -106,7 +124,12 @@ static int q_info(taca_client *c, int json, int argc, char **argv) {
            dtype_str(m->dtype), (double)m->logit_scale, m->image_size, m->caption_search ? "  caption search" : "");
     printf("      image dim %d: %" PRIu64 " stored; text dim %d: %" PRIu64 " stored\n", m->image_dim, m->image_count,
            m->text_dim, m->text_count);
+    printf("      kind %s  space %s%s\n", m->kind[0] ? m->kind : "-", m->space[0] ? m->space : "-",
+           m->embed_images ? "  embeds images" : "");
   }
+  printf("aliases      %d\n", in->n_aliases);
+  for (int i = 0; i < in->n_aliases; i++)
+    printf("  %s -> %s  (version %" PRIu64 ")\n", in->aliases[i].name, in->aliases[i].target, in->aliases[i].version);
   return 0;
 }
 
@@ -324,12 +347,16 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   char **file_lines = NULL;
   int ncap = 0, k = 10, nfile = 0;
   taca_search_opts so = {0};
-  if (!captions) return cli_fail(CMD, 1, "out of memory");
+  const char **img_files = calloc((size_t)argc + 1, sizeof *img_files), **fallback = calloc((size_t)argc + 1, sizeof *fallback);
+  int nimg = 0;
+  if (!captions || !img_files || !fallback) return cli_fail(CMD, 1, "out of memory");
   static const struct option opts[] = {{"model", required_argument, 0, 'm'},   {"modality", required_argument, 0, 'M'},
                                        {"vectors", required_argument, 0, 'q'}, {"caption", required_argument, 0, 'c'},
                                        {"captions", required_argument, 0, 'C'},
                                        {"metric", required_argument, 0, 'x'},  {"k", required_argument, 0, 'k'},
                                        {"ann", no_argument, 0, 'a'},           {"nprobe", required_argument, 0, 'P'},
+                                       {"image", required_argument, 0, 'I'},   {"query-model", required_argument, 0, 'Q'},
+                                       {"fallback", required_argument, 0, 'F'},
                                        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   int ch, rc = 0;
   optind = 1;
@@ -346,6 +373,9 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
         if (cli_parse_positive(CMD, "-k", optarg, &k)) rc = 2;
         break;
       case 'a': so.ann = 1; break;
+      case 'I': img_files[nimg++] = optarg; break;
+      case 'Q': so.query_model = optarg; break;
+      case 'F': fallback[so.n_fallback++] = optarg; break;
       case 'P':
         if (cli_parse_positive(CMD, "--nprobe", optarg, &so.nprobe)) rc = 2;
         break;
@@ -366,8 +396,22 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
       if (file_lines[i][0]) captions[ncap++] = file_lines[i];
     if (!rc && !ncap) rc = cli_fail(CMD, 1, "--captions %s: no captions in it", cap_file);
   }
-  if (!rc && (!model || (!vectors == !ncap)))
-    rc = cli_fail(CMD, 2, "search: --model and one of --vectors or --caption are required");
+  if (!rc && (!model || (vectors != NULL) + (ncap > 0) + (nimg > 0) != 1))
+    rc = cli_fail(CMD, 2, "search: --model and one of --vectors, --caption(s) or --image are required");
+  so.fallback = fallback;
+  unsigned char **img = NULL;
+  size_t *img_len = NULL;
+  if (!rc && nimg) {
+    img = calloc((size_t)nimg, sizeof *img);
+    img_len = calloc((size_t)nimg, sizeof *img_len);
+    if (!img || !img_len) rc = cli_fail(CMD, 1, "out of memory");
+    for (int j = 0; !rc && j < nimg; j++) {
+      taca_error ferr = {{0}};
+      if (taca_read_file(img_files[j], 64u << 20, &img[j], &img_len[j], &ferr)) rc = cli_fail(CMD, 1, "--image: %s", ferr.msg);
+    }
+    so.images = (const uint8_t *const *)img;
+    so.image_sizes = img_len;
+  }
   taca_metric me = TACA_METRIC_IP;
   if (!rc && !strcmp(metric, "cosine")) me = TACA_METRIC_COSINE;
   else if (!rc && strcmp(metric, "ip")) rc = cli_fail(CMD, 2, "--metric must be ip or cosine, got '%s'", metric);
@@ -376,11 +420,16 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   if (rc) {
     if (file_lines) cli_free_lines(file_lines, nfile);
     free(captions);
+    for (int j = 0; img && j < nimg; j++) free(img[j]);
+    free(img);
+    free(img_len);
+    free(img_files);
+    free(fallback);
     return rc;
   }
   taca_error err = {{0}};
   npy_array q = {0};
-  int nq = ncap;
+  int nq = nimg ? nimg : ncap;
   if (vectors) {
     if (npy_load_f32_matrix(vectors, &q, &err)) {
       free(captions);
@@ -390,8 +439,8 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   }
   taca_search_result r;
   taca_batch hitb = {0};
-  if (taca_client_search_opts(c, model, m, vectors ? q.data : NULL, vectors ? NULL : captions, nq, k, me, 1, &so, &r,
-                              &err))
+  if (taca_client_search_opts(c, model, m, vectors ? q.data : NULL, vectors || nimg ? NULL : captions, nq, k, me, 1,
+                              &so, &r, &err))
     rc = cli_fail(CMD, 1, "%s", err.msg);
   /* the hits' captions: one GetBatch over every hit, rows in hit order */
   size_t nhit = 0;
@@ -430,6 +479,93 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   npy_free(&q);
   if (file_lines) cli_free_lines(file_lines, nfile);
   free(captions);
+  for (int j = 0; img && j < nimg; j++) free(img[j]);
+  free(img);
+  free(img_len);
+  free(img_files);
+  free(fallback);
+  return rc;
+}
+
+/* ---------- embed ---------- */
+
+static int q_embed(taca_client *c, int argc, char **argv) {
+  const char *model = NULL, *text = NULL, *out = NULL;
+  int normalize = 0, rc = 0;
+  const char **files = calloc((size_t)argc + 1, sizeof *files);
+  int nfiles = 0;
+  if (!files) return cli_fail(CMD, 1, "out of memory");
+  for (int i = 1; !rc && i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--normalize")) normalize = 1;
+    else if (!strcmp(a, "--images")) {
+      while (i + 1 < argc && argv[i + 1][0] != '-') files[nfiles++] = argv[++i];
+      if (!nfiles) rc = cli_fail(CMD, 2, "embed: --images needs one or more files");
+    } else if (!v) rc = cli_fail(CMD, 2, "embed: option '%s' needs a value (see --help)", a);
+    else if (!strcmp(a, "--model")) model = v, i++;
+    else if (!strcmp(a, "--text")) text = v, i++;
+    else if (!strcmp(a, "--out")) out = v, i++;
+    else rc = cli_fail(CMD, 2, "embed: unknown option or argument '%s' (see --help)", a);
+  }
+  if (!rc && (!model || !out || (nfiles > 0) == (text != NULL)))
+    rc = cli_fail(CMD, 2, "embed: --model, --out and one of --images or --text are required");
+  char **lines = NULL;
+  int n = nfiles;
+  unsigned char **img = NULL;
+  size_t *len = NULL;
+  taca_error err = {{0}};
+  if (!rc && text) {
+    n = cli_read_lines(text, &lines, &err);
+    if (n < 0) rc = cli_fail(CMD, 1, "--text: %s", err.msg);
+    else if (n == 0) rc = cli_fail(CMD, 1, "--text %s: no captions in it", text);
+  }
+  if (!rc && nfiles) {
+    img = calloc((size_t)n, sizeof *img);
+    len = calloc((size_t)n, sizeof *len);
+    if (!img || !len) rc = cli_fail(CMD, 1, "out of memory");
+    for (int j = 0; !rc && j < n; j++)
+      if (taca_read_file(files[j], 64u << 20, &img[j], &len[j], &err)) rc = cli_fail(CMD, 1, "--images: %s", err.msg);
+  }
+  float *all = NULL;
+  int dim = 0;
+  int chunk = taca_client_info(c)->max_batch > 0 ? taca_client_info(c)->max_batch : 1;
+  if (chunk > 256) chunk = 256;
+  char used[TACA_CLIENT_NAME_MAX] = "";
+  for (int start = 0; !rc && start < n; start += chunk) {
+    int b = n - start < chunk ? n - start : chunk;
+    taca_embed_result r;
+    if (taca_client_embed(c, model, img ? (const uint8_t *const *)img + start : NULL, len ? len + start : NULL,
+                          lines ? (const char *const *)lines + start : NULL, b, normalize, &r, &err)) {
+      rc = cli_fail(CMD, 1, "%s", err.msg);
+      break;
+    }
+    if (!all) {
+      dim = r.dim;
+      all = malloc((size_t)n * (size_t)dim * sizeof *all);
+      if (!all) rc = cli_fail(CMD, 1, "out of memory");
+    } else if (r.dim != dim) {
+      rc = cli_fail(CMD, 1, "embed: the server changed width mid-way (%d, then %d)", dim, r.dim);
+    }
+    for (int j = 0; !rc && j < b; j++)
+      if (!r.ok[j])
+        rc = cli_fail(CMD, 1, "embed: %s: %s", nfiles ? files[start + j] : "caption", r.errors[j]);
+    if (!rc) memcpy(all + (size_t)start * dim, r.data, (size_t)b * (size_t)dim * sizeof *all);
+    snprintf(used, sizeof used, "%s", r.model);
+    taca_embed_result_free(&r);
+  }
+  if (!rc) {
+    int64_t shape[2] = {n, dim};
+    if (npy_save(out, TACA_DT_F32, 2, shape, all, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
+    else fprintf(stderr, "embed: %d %s through '%s'%s%s%s -> %s [%d, %d]\n", n, nfiles ? "images" : "captions", model,
+                 strcmp(used, model) ? " (alias of '" : "", strcmp(used, model) ? used : "",
+                 strcmp(used, model) ? "')" : "", out, n, dim);
+  }
+  free(all);
+  for (int j = 0; img && j < n; j++) free(img[j]);
+  free(img);
+  free(len);
+  if (lines) cli_free_lines(lines, n);
+  free(files);
   return rc;
 }
 
@@ -459,15 +595,15 @@ int cmd_query_server(int argc, char **argv) {
     taca_error aerr;
     if (taca_hostport_check_list("--server", server, &aerr)) return cli_fail(CMD, 2, "%s", aerr.msg);
   }
-  if (i >= argc) return cli_fail(CMD, 2, "missing COMMAND: info, keys, lookup, export or search (see --help)");
+  if (i >= argc) return cli_fail(CMD, 2, "missing COMMAND: info, keys, lookup, export, search or embed (see --help)");
   const char *sub = argv[i];
   int sargc = argc - i;
   char **sargv = argv + i;
   for (int j = 1; j < sargc; j++)
     if (!strcmp(sargv[j], "--help") || !strcmp(sargv[j], "-h")) return fputs(USAGE_SERVER, stdout), 0;
   if (strcmp(sub, "info") && strcmp(sub, "keys") && strcmp(sub, "lookup") && strcmp(sub, "export") &&
-      strcmp(sub, "search"))
-    return cli_fail(CMD, 2, "unknown command '%s' (info, keys, lookup, export, search)", sub);
+      strcmp(sub, "search") && strcmp(sub, "embed"))
+    return cli_fail(CMD, 2, "unknown command '%s' (info, keys, lookup, export, search, embed)", sub);
   o.retry_budget_ms = 5000;
   taca_client *c;
   taca_error err = {{0}};
@@ -477,6 +613,7 @@ int cmd_query_server(int argc, char **argv) {
   else if (!strcmp(sub, "lookup")) rc = q_lookup(c, json, sargc, sargv);
   else if (!strcmp(sub, "keys")) rc = q_keys(c, json, sargc, sargv);
   else if (!strcmp(sub, "export")) rc = q_export(c, sargc, sargv);
+  else if (!strcmp(sub, "embed")) rc = q_embed(c, sargc, sargv);
   else rc = q_search(c, json, sargc, sargv);
   taca_client_close(c);
   return rc;

@@ -10,6 +10,7 @@ int cmd_synth(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
 int cmd_query(int argc, char **argv);
 int cmd_health(int argc, char **argv);
+int cmd_alias(int argc, char **argv);
 /* `taca query --server ...` (cmd_query_server.c): argv as given to cmd_query, --server among the options. */
 int cmd_query_server(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -15,6 +15,7 @@ static const command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "CLIP BPE token ids of captions, as int32 [N, 77] .npy"},
     {"query", cmd_query, "inspect a store (info, lookup, export) offline or through a server"},
     {"health", cmd_health, "gRPC health check of running servers (exit 0 when SERVING)"},
+    {"alias", cmd_alias, "point a served name (e.g. current) at a stored model on running servers: the hot swap"},
     {"synth", cmd_synth, "write the synthetic captioned-shapes data set (tar shards or folder)"},
     {"pretrain", cmd_pretrain, "train a small CLIP model CLIP-style on the synthetic data set"},
     {"add-features", cmd_add_features, "store embeddings from a .npy, or random noise features, as a model (AFT)"},

@@ -44,6 +44,8 @@ typedef struct eval_options {
   const char *arch;        /* its architecture when open_clip (NULL otherwise) */
   const char *checkpoint;  /* TaCA parameters (step-NNNNNN.safetensors), or NULL */
   const char *log_json;    /* the trainer's --log-json, or NULL (only read for the report) */
+  const char *service_json; /* deploy/demo/downstream.py watch's result (the swap), or NULL (report only) */
+  const char *aft_json;    /* taca-train --objective aft's report.json, or NULL (report only) */
   double split;            /* train fraction, 0.8 */
   uint64_t seed;           /* split seed, 0 */
   int batch_size;          /* new-model forward batch, 32 */

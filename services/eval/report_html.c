@@ -2,6 +2,7 @@
  * (the training loss curves, the retrieval recalls, the old-head accuracies), then the tables of
  * every figure. No scripts, fonts, images or links to fetch; the markup is XHTML-clean (every
  * element closed, attributes quoted, only XML's own entities) so that XML parsers read it too. */
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,6 +251,123 @@ static void acc_row(FILE *f, const char *what, const char *h, const char *p, int
   fputs("</tr>\n", f);
 }
 
+
+/* ---------- the upgrade in service, and AFT (from the JSON files the demo's later steps wrote) ---------- */
+
+static json_t *load_json(const char *path) { return path ? json_load_file(path, 0, NULL) : NULL; }
+
+/* Horizontal bars, one per (label, value in [0, 1]), in the given colours. */
+static void svg_hbars(FILE *f, const char *aria, int n, const char *const *label, const double *v,
+                      const char *const *colour) {
+  const int W = 640, row = 30, ml = 260, mr = 70, H = 20 + n * row;
+  fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" role=\"img\" aria-label=\"", W, H);
+  esc(f, aria);
+  fputs("\">\n", f);
+  for (int i = 0; i < n; i++) {
+    double w = (W - ml - mr) * (v[i] < 0 ? 0 : v[i] > 1 ? 1 : v[i]);
+    int y = 10 + i * row;
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"13\" text-anchor=\"end\">", ml - 8, y + 17);
+    esc(f, label[i]);
+    fprintf(f, "</text><rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"22\" fill=\"%s\"/>"
+               "<text x=\"%.1f\" y=\"%d\" font-size=\"13\">%.1f %%</text>\n",
+            ml, y + 2, w, colour[i], ml + w + 6, y + 18, 100 * v[i]);
+  }
+  fputs("</svg>\n", f);
+}
+
+static void service_html(FILE *f, const char *path) {
+  json_t *j = load_json(path);
+  if (!j) return;
+  const char *name = json_string_value(json_object_get(j, "served_name"));
+  const char *head = json_string_value(json_object_get(j, "head_trained_on"));
+  fputs("<h2>The upgrade in service: the hot swap</h2>\n<p>A downstream module (a linear head trained once on the "
+        "old model's features, never changed) classifies the held-out samples through the served name <code>", f);
+  esc(f, name ? name : "?");
+  fputs("</code>, pass after pass, while <code>taca alias</code> repoints it from the old model to the adapted one on "
+        "the running server (no restart).</p>\n<table>\n<tr><th>model answering</th><th>passes</th>"
+        "<th>old head accuracy</th></tr>\n", f);
+  json_t *bm = json_object_get(j, "by_model");
+  const char *lab[8], *col[8];
+  double val[8];
+  char labs[8][96];
+  int n = 0;
+  const char *k;
+  json_t *v;
+  json_object_foreach(bm, k, v) {
+    json_t *acc = json_object_get(v, "accuracy");
+    fputs("<tr><th>", f);
+    esc(f, k);
+    fprintf(f, "</th><td>%lld</td>", (long long)json_integer_value(json_object_get(v, "passes")));
+    if (json_is_number(acc)) fprintf(f, "<td>%.1f %%</td></tr>\n", 100 * json_number_value(acc));
+    else fputs("<td>n/a (no pass answered by it alone)</td></tr>\n", f);
+    if (json_is_number(acc) && n < 8) {
+      int is_old = head && !strcmp(k, head);
+      snprintf(labs[n], sizeof labs[n], "%s (%s)", k, is_old ? "before the flip" : "after the flip");
+      lab[n] = labs[n];
+      val[n] = json_number_value(acc);
+      col[n] = is_old ? PALETTE[0] : PALETTE[2];
+      n++;
+    }
+  }
+  fprintf(f, "</table>\n<p>Failed calls during the run: <strong>%lld</strong>; test samples per pass: %lld.</p>\n",
+          (long long)json_integer_value(json_object_get(j, "failed_calls")),
+          (long long)json_integer_value(json_object_get(j, "test_samples")));
+  if (n) svg_hbars(f, "old head accuracy before and after the flip", n, lab, val, col);
+  json_decref(j);
+}
+
+static void aft_html(FILE *f, const char *path) {
+  json_t *j = load_json(path);
+  if (!j) return;
+  fputs("<h2>AFT: transfer from several models' cached features into a small model</h2>\n<p>Downstream <code>", f);
+  esc(f, json_string_value(json_object_get(j, "downstream")) ? json_string_value(json_object_get(j, "downstream")) : "?");
+  fprintf(f, "</code>, %lld steps of batch %lld, %lld classes, %lld test samples.</p>\n",
+          (long long)json_integer_value(json_object_get(j, "steps")),
+          (long long)json_integer_value(json_object_get(j, "batch_size")),
+          (long long)json_integer_value(json_object_get(j, "classes")),
+          (long long)json_integer_value(json_object_get(j, "test_samples")));
+  fputs("<table>\n<tr><th>method</th><th>test accuracy</th><th>train accuracy</th><th>seconds</th></tr>\n", f);
+  json_t *ms = json_object_get(j, "methods");
+  const char *lab[8], *col[8];
+  double val[8];
+  int n = 0;
+  size_t i;
+  json_t *m;
+  json_array_foreach(ms, i, m) {
+    const char *name = json_string_value(json_object_get(m, "method"));
+    json_t *ta = json_object_get(m, "test_acc");
+    fputs("<tr><th>", f);
+    esc(f, name ? name : "?");
+    fputs("</th>", f);
+    if (json_is_number(ta)) fprintf(f, "<td>%.1f %%</td>", 100 * json_number_value(ta));
+    else fputs("<td>n/a</td>", f);
+    fprintf(f, "<td>%.1f %%</td><td>%.0f</td></tr>\n", 100 * json_number_value(json_object_get(m, "train_acc")),
+            json_number_value(json_object_get(m, "seconds")));
+    if (json_is_number(ta) && n < 8) {
+      lab[n] = name ? name : "?";
+      val[n] = json_number_value(ta);
+      col[n] = LOSS_PALETTE[1 + n % 4];
+      n++;
+    }
+  }
+  fputs("</table>\n", f);
+  if (n) svg_hbars(f, "AFT test accuracy per method", n, lab, val, col);
+  fputs("<table>\n<tr><th>source features</th><th>dim</th><th>&#961; mean</th><th>&#961; min</th><th>&#961; max</th></tr>\n",
+        f);
+  json_array_foreach(json_object_get(j, "features"), i, m) {
+    fputs("<tr><th>", f);
+    esc(f, json_string_value(json_object_get(m, "model")) ? json_string_value(json_object_get(m, "model")) : "?");
+    fprintf(f, "</th><td>%lld</td>", (long long)json_integer_value(json_object_get(m, "dim")));
+    if (json_is_number(json_object_get(m, "rho_mean")))
+      fprintf(f, "<td>%.3f</td><td>%.3f</td><td>%.3f</td></tr>\n", json_number_value(json_object_get(m, "rho_mean")),
+              json_number_value(json_object_get(m, "rho_min")), json_number_value(json_object_get(m, "rho_max")));
+    else
+      fputs("<td colspan=\"3\">n/a</td></tr>\n", f);
+  }
+  fputs("</table>\n", f);
+  json_decref(j);
+}
+
 static const char *CSS =
     "body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;max-width:820px;margin:24px auto;padding:0 16px;"
     "color:#222;line-height:1.4}"
@@ -448,6 +566,8 @@ static void write_page(FILE *f, const eval_result *r, const eval_options *o) {
     fputs("</tr>\n", f);
   }
   fputs("</table>\n", f);
+  service_html(f, o->service_json);
+  aft_html(f, o->aft_json);
   fprintf(f, "<p class=\"meta\">Encoded %d images in %.1f s. Produced by <code>taca eval</code>.</p>\n</body>\n</html>\n",
           r->encoded_images, r->encode_seconds);
 }

@@ -51,6 +51,14 @@ json_t *eval_result_json(const eval_result *r, const eval_options *o) {
   json_t *root = json_object();
   if (!root) return NULL;
   json_object_set_new(root, "taca_eval", json_integer(1));
+  if (o->service_json) { /* the later steps' results, as given (NULL when unreadable) */
+    json_t *sj = json_load_file(o->service_json, 0, NULL);
+    json_object_set_new(root, "service", sj ? sj : json_null());
+  }
+  if (o->aft_json) {
+    json_t *aj = json_load_file(o->aft_json, 0, NULL);
+    json_object_set_new(root, "aft", aj ? aj : json_null());
+  }
   json_object_set_new(root, "inputs",
                       json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "db", r->db, "old", r->old_name, "old_arch",
                                 r->old_arch, "new_model", r->new_model, "arch", str_or_null(o->arch),

@@ -13,8 +13,16 @@ int reply_unknown_model(reply *r, const featured_snapshot *s, const char *name) 
     size_t l = strlen(list);
     snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", s->info.models[i].name);
   }
+  const featured_alias *al = alias_find(&s->aliases, name);
+  if (al)
+    return reply_fail(r, GRPC_STATUS_NOT_FOUND, "alias '%.64s' points at '%s', which is not in this store (it has: %s)",
+                      name, al->target, s->info.n_models ? list : "none");
+  for (int i = 0; i < s->aliases.n; i++) {
+    size_t l = strlen(list);
+    snprintf(list + l, sizeof list - l, "%s%s -> %s", l ? ", " : "", s->aliases.a[i].name, s->aliases.a[i].target);
+  }
   return reply_fail(r, GRPC_STATUS_NOT_FOUND, "model '%.64s' is not in this store (it has: %s)", name,
-                    s->info.n_models ? list : "none");
+                    list[0] ? list : "none");
 }
 
 int fields_resolve(const featured_snapshot *s, const Taca__V1__Fields *in, field_sel *out, reply *r) {
@@ -35,9 +43,7 @@ int fields_resolve(const featured_snapshot *s, const Taca__V1__Fields *in, field
   for (size_t i = 0; i < in->n_embeddings; i++) {
     const Taca__V1__EmbeddingRef *e = in->embeddings[i];
     const char *name = e->model ? e->model : "";
-    int id = -1;
-    for (int m = 0; m < s->info.n_models; m++)
-      if (!strcmp(s->info.models[m].name, name)) id = m;
+    int id = snapshot_resolve(s, name);
     if (id < 0) return reply_unknown_model(r, s, name);
     if (e->modality != TACA__V1__MODALITY__MODALITY_IMAGE && e->modality != TACA__V1__MODALITY__MODALITY_TEXT)
       return reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "embeddings[%zu]: modality %d is not IMAGE (0) or TEXT (1)",
@@ -53,7 +59,7 @@ int fields_resolve(const featured_snapshot *s, const Taca__V1__Fields *in, field
     fe->mod = mod;
     fe->dim = dim;
     fe->dtype = m->dtype;
-    snprintf(fe->name, sizeof fe->name, "%s", m->name);
+    snprintf(fe->name, sizeof fe->name, "%s", name); /* as asked (an alias stays an alias) */
   }
   return 0;
 }
@@ -202,6 +208,7 @@ int batch_fill(store_view *v, const featured_snapshot *s, const field_sel *fs, c
       if (store_gather_embeddings(v, fe->model, fe->mod, idx, n, fs->as_f32, data, present, &err))
         return reply_store_fail(r, &err);
       ed->model = (char *)fe->name;
+      ed->resolved_model = (char *)s->info.models[fe->model].name;
       ed->modality = fe->mod == STORE_TEXT ? TACA__V1__MODALITY__MODALITY_TEXT : TACA__V1__MODALITY__MODALITY_IMAGE;
       ed->dtype = (fs->as_f32 || fe->dtype == TACA_DT_F32) ? TACA__V1__DTYPE__DTYPE_F32 : TACA__V1__DTYPE__DTYPE_F16;
       ed->dim = (uint32_t)fe->dim;

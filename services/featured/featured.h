@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "nn/backend.h"
 #include "search/ann.h"
+#include "services/featured/aliases.h"
 #include "storage/store.h"
 
 #define FEATURED_VERSION "taca-featured 0.1.0"
@@ -34,9 +35,14 @@ typedef struct featured_config {
   int log_json;                /* --log-format json: JSON lines (log.h) */
   const char *tls_cert, *tls_key;
   const char *token;           /* bearer token required on every FeatureCache call, or NULL */
+  const char *aliases_path;    /* the alias table's file; NULL = DB/aliases.json */
   int threads;                 /* completion-queue threads */
   int max_batch;               /* samples per batch, queries per Search */
-  int max_streams;             /* concurrent StreamEpoch + Health.Watch calls */
+  int max_streams;             /* concurrent StreamEpoch calls */
+  int max_watches;             /* concurrent Health.Watch calls (no token needed: a budget of their own) */
+  int handshake_ms;            /* a connection's HTTP/2 + TLS handshake must finish within this */
+  int metrics_auth;            /* /metrics needs the token too */
+  int insecure;                /* allow a non-loopback --listen without TLS and token (warned) */
   int max_k;
   size_t max_message;          /* bytes, each way */
   int grace_ms;                /* shutdown: cancel what is still running after this long */
@@ -47,15 +53,28 @@ typedef struct featured_config {
   featured_model_opt models[FEATURED_MAX_MODEL_OPTS];
 } featured_config;
 
-typedef struct text_towers text_towers;
+typedef struct featured_encoders featured_encoders;
 typedef struct epoch_cache epoch_cache;
 typedef struct featured_metrics featured_metrics;
 
-/* What the store looked like at the last refresh. */
+#define FEATURED_SPACE_MAX 48
+
+/* What the store looked like at the last refresh, and the alias table as of the last SetAlias. A call
+ * takes one copy and resolves every name against it (a flip is atomic per call). */
 typedef struct featured_snapshot {
   store_info info;
   uint64_t begin, end; /* served range: the declared one, else that of the stored samples */
+  /* Per model id: the embedding space (the provenance record's "space": for a plain CLIP model its
+   * weights hash, for an adapted one its OLD model's; "model:NAME" when nothing is recorded) and the
+   * kind ("clip", "adapted"; "" unknown). */
+  char space[STORE_MAX_MODELS][FEATURED_SPACE_MAX];
+  char kind[STORE_MAX_MODELS][16];
+  alias_table aliases;
 } featured_snapshot;
+
+/* The stored model a name means in this snapshot: a model's own name, or an alias's target.
+ * Returns the model id, or -1 when the name is neither (or an alias's target is gone). */
+int snapshot_resolve(const featured_snapshot *s, const char *name);
 
 /* The daemon's lifecycle, one value that only moves forward (featured_advance):
  *   SERVING   taking calls;
@@ -70,7 +89,9 @@ typedef struct featured {
   taca_store *store;
   pthread_rwlock_t snap_lock;
   featured_snapshot snap;
-  text_towers *towers;      /* NULL when no --model was given */
+  featured_encoders *encoders; /* NULL when no --model was given */
+  pthread_mutex_t alias_mu;     /* serialises SetAlias (file write, then publish) */
+  char alias_path[4096];
   /* The stored models' ANN indexes (taca index), loaded at start: NULL where there is none or it
    * is stale (ann_error says why, for the FAILED_PRECONDITION of Search with ann). */
   ann_index *ann[STORE_MAX_MODELS][2];
@@ -79,9 +100,11 @@ typedef struct featured {
   featured_metrics *metrics;
   atomic_int state;         /* featured_state */
   atomic_int active_streams;
+  atomic_int active_watches;
 } featured;
 
-/* Opens the store read-only, takes the first snapshot and loads the --model text towers. */
+/* Opens the store read-only, takes the first snapshot, loads the alias table and the --model
+ * encoders. */
 int featured_open(featured *f, const featured_config *cfg, taca_error *err);
 void featured_close(featured *f);
 /* Loads the ANN indexes of the snapshot's models (featured_open does); failures are recorded in
@@ -97,5 +120,10 @@ static inline featured_state featured_state_now(featured *f) { return (featured_
 static inline int featured_draining(featured *f) { return featured_state_now(f) >= FS_DRAINING; }
 /* Copies the current snapshot. */
 void featured_snapshot_get(featured *f, featured_snapshot *out);
+/* SetAlias: checks name and target against the current snapshot (see SetAliasRequest in the proto),
+ * writes the new table to the file, then publishes it. On failure nothing changes; *code is the
+ * gRPC status to answer (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, ABORTED, INTERNAL). */
+int featured_set_alias(featured *f, const char *name, const char *target, int allow_space_change, uint64_t if_version,
+                       featured_alias *now, char previous[STORE_NAME_MAX], int *code, taca_error *err);
 
 #endif

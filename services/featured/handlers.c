@@ -9,14 +9,51 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "services/featured/batch.h"
 #include "services/featured/epoch.h"
-#include "services/featured/textenc.h"
+#include "services/featured/log.h"
+#include "services/featured/encoders.h"
 #include "search/search.h"
 #include "storage/gather.h"
 #include "taca/v1/feature_cache.pb-c.h"
 
-#define UNPACK(type, desc, req, len) ((type *)protobuf_c_message_unpack(&(desc), NULL, (len), (req)))
+/* Decoding is bounded before any check of the decoded request can run: protobuf-c allocates every
+ * element of a repeated field, so a small request of empty elements could otherwise decode to
+ * gigabytes. The allocator below refuses past len + UNPACK_SLACK bytes in all (every legitimate
+ * request decodes to about its own size: packed floats and bytes 1:1, index lists of --max-batch
+ * entries well inside the slack); the messages are freed with the system allocator as usual. */
+#define UNPACK_SLACK ((size_t)16 << 20)
+typedef struct unpack_budget {
+  size_t left;
+} unpack_budget;
+static _Thread_local int unpack_over_budget;
+
+static void *budget_alloc(void *data, size_t n) {
+  unpack_budget *b = data;
+  if (n > b->left) {
+    unpack_over_budget = 1;
+    return NULL;
+  }
+  b->left -= n;
+  return malloc(n);
+}
+
+static void budget_free(void *data, void *p) {
+  (void)data;
+  free(p);
+}
+
+static ProtobufCMessage *unpack_bounded(const ProtobufCMessageDescriptor *d, const uint8_t *req, size_t len) {
+  unpack_budget b = {len + UNPACK_SLACK};
+  ProtobufCAllocator a = {budget_alloc, budget_free, &b};
+  unpack_over_budget = 0;
+  return protobuf_c_message_unpack(d, &a, len, req);
+}
+#define UNPACK(type, desc, req, len) ((type *)unpack_bounded(&(desc), (req), (len)))
 
 static int malformed(reply *r, const char *what, size_t len) {
+  if (unpack_over_budget)
+    return reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "%s of %zu bytes would take more than %zu MiB to decode (too many repeated elements)", what, len,
+                      (len + UNPACK_SLACK) >> 20);
   return reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "malformed %s (%zu bytes): not a valid protobuf message", what,
                     len);
 }
@@ -53,7 +90,21 @@ void handle_info(featured *f, const uint8_t *req, size_t len, reply *r) {
   }
   featured_snapshot_get(f, s);
   const store_info *si = &s->info;
+  arena a = {0};
+  store_view *v = NULL;
+  taca_error verr;
+  if (store_view_begin(f->store, &v, &verr)) v = NULL; /* provenance left out; the rest answers */
   Taca__V1__InfoResponse out = TACA__V1__INFO_RESPONSE__INIT;
+  Taca__V1__Alias al[FEATURED_MAX_ALIASES], *alp[FEATURED_MAX_ALIASES];
+  for (int i = 0; i < s->aliases.n; i++) {
+    taca__v1__alias__init(&al[i]);
+    al[i].name = s->aliases.a[i].name;
+    al[i].target = s->aliases.a[i].target;
+    al[i].version = s->aliases.a[i].version;
+    alp[i] = &al[i];
+  }
+  out.n_aliases = (size_t)s->aliases.n;
+  out.aliases = alp;
   Taca__V1__ModelInfo mi[STORE_MAX_MODELS], *mp[STORE_MAX_MODELS];
   Taca__V1__PixelFormat pf = TACA__V1__PIXEL_FORMAT__INIT;
   out.sample_count = si->n_samples;
@@ -73,7 +124,27 @@ void handle_info(featured *f, const uint8_t *req, size_t len, reply *r) {
     mi[i].image_size = (uint32_t)m->image_size;
     mi[i].image_count = si->n_embeddings[i][STORE_IMAGE];
     mi[i].text_count = si->n_embeddings[i][STORE_TEXT];
-    mi[i].caption_search = text_towers_has(f->towers, m->name);
+    mi[i].caption_search = featured_encoders_has_texts(f->encoders, m->name);
+    mi[i].embed_texts = mi[i].caption_search;
+    mi[i].embed_images = featured_encoders_has_images(f->encoders, m->name);
+    mi[i].kind = s->kind[i];
+    mi[i].space = s->space[i];
+    mi[i].provenance = (char *)"";
+    if (v) {
+      char key[96];
+      const void *val = NULL;
+      size_t vl = 0;
+      taca_error e;
+      snprintf(key, sizeof key, "provenance/%s", m->name);
+      if (store_get_meta(v, key, &val, &vl, &e) == 0 && val) {
+        char *pj = arena_alloc(&a, vl + 1);
+        if (pj) {
+          memcpy(pj, val, vl);
+          pj[vl] = '\0';
+          mi[i].provenance = pj;
+        }
+      }
+    }
     mi[i].weights_xxh = (char *)m->weights_xxh;
     mi[i].image_ann = f->ann[i][STORE_IMAGE] != NULL;
     mi[i].text_ann = f->ann[i][STORE_TEXT] != NULL;
@@ -95,6 +166,8 @@ void handle_info(featured *f, const uint8_t *req, size_t len, reply *r) {
   out.max_streams = (uint32_t)f->cfg.max_streams;
   out.max_k = (uint32_t)f->cfg.max_k;
   reply_pack(r, &out.base, f->cfg.max_message);
+  store_view_end(v);
+  arena_free(&a);
   free(s);
 }
 
@@ -137,6 +210,47 @@ done:
 
 /* ---------- Lookup ---------- */
 
+/* protobuf-c hands strings over NUL-terminated, so a key with a NUL inside would be looked up as its
+ * prefix (another sample). The wire bytes are checked instead: the position of the first top-level
+ * length-delimited field number `field` holding a NUL byte, or -1. */
+static long wire_string_with_nul(const uint8_t *p, size_t len, uint32_t field) {
+  size_t i = 0;
+  long nth = 0;
+  while (i < len) {
+    uint64_t tag = 0;
+    int sh = 0;
+    while (i < len && sh < 64) {
+      tag |= (uint64_t)(p[i] & 0x7f) << sh;
+      sh += 7;
+      if (!(p[i++] & 0x80)) break;
+    }
+    uint32_t wt = (uint32_t)(tag & 7), fn = (uint32_t)(tag >> 3);
+    if (wt == 0) {
+      while (i < len && (p[i++] & 0x80)) {
+      }
+    } else if (wt == 1 || wt == 5) {
+      i += wt == 1 ? 8 : 4;
+    } else if (wt == 2) {
+      uint64_t l = 0;
+      sh = 0;
+      while (i < len && sh < 64) {
+        l |= (uint64_t)(p[i] & 0x7f) << sh;
+        sh += 7;
+        if (!(p[i++] & 0x80)) break;
+      }
+      if (l > len - i) return -1;
+      if (fn == field) {
+        if (memchr(p + i, 0, (size_t)l)) return nth;
+        nth++;
+      }
+      i += (size_t)l;
+    } else {
+      return -1;
+    }
+  }
+  return -1;
+}
+
 void handle_lookup(featured *f, const uint8_t *req, size_t len, reply *r) {
   Taca__V1__LookupRequest *in = UNPACK(Taca__V1__LookupRequest, taca__v1__lookup_request__descriptor, req, len);
   if (!in) {
@@ -153,6 +267,11 @@ void handle_lookup(featured *f, const uint8_t *req, size_t len, reply *r) {
   }
   featured_snapshot_get(f, s);
   size_t n = in->n_keys;
+  long nul = wire_string_with_nul(req, len, 1);
+  if (nul >= 0) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "keys[%ld] holds a NUL byte: keys are UTF-8 text without NUL", nul);
+    goto done;
+  }
   if (n > (size_t)f->cfg.max_batch) {
     reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu keys asked for; at most %d per request (--max-batch)", n,
                f->cfg.max_batch);
@@ -221,14 +340,57 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
   }
   featured_snapshot_get(f, s);
   const char *name = in->model ? in->model : "";
-  int id = -1;
-  for (int m = 0; m < s->info.n_models; m++)
-    if (!strcmp(s->info.models[m].name, name)) id = m;
+  int id = snapshot_resolve(s, name);
   if (id < 0) {
     reply_unknown_model(r, s, name);
     goto done;
   }
   const store_model *m = &s->info.models[id];
+  const char *qname = in->query_model && in->query_model[0] ? in->query_model : name;
+  int qid = snapshot_resolve(s, qname);
+  if (qid < 0) {
+    reply_unknown_model(r, s, qname);
+    goto done;
+  }
+  const store_model *qm = &s->info.models[qid];
+  if (strcmp(s->space[qid], s->space[id])) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT,
+               "query model '%s' (space %s) and gallery model '%s' (space %s) live in different embedding spaces: "
+               "their vectors do not compare (search an adapted model's queries against its old model's gallery)",
+               qm->name, s->space[qid], m->name, s->space[id]);
+    goto done;
+  }
+  int gal[1 + FIELDS_MAX_EMB], ngal = 1;
+  gal[0] = id;
+  if (in->n_gallery_fallback > FIELDS_MAX_EMB) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu gallery_fallback models; at most %d", in->n_gallery_fallback,
+               FIELDS_MAX_EMB);
+    goto done;
+  }
+  for (size_t j = 0; j < in->n_gallery_fallback; j++) {
+    const char *gn = in->gallery_fallback[j] ? in->gallery_fallback[j] : "";
+    int g = snapshot_resolve(s, gn);
+    if (g < 0) {
+      reply_unknown_model(r, s, gn);
+      goto done;
+    }
+    if (strcmp(s->space[g], s->space[id])) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT,
+                 "gallery_fallback[%zu] '%s' (space %s) is not in the space of '%s' (%s): a gallery is one space", j,
+                 s->info.models[g].name, s->space[g], m->name, s->space[id]);
+      goto done;
+    }
+    for (int t = 0; t < ngal; t++)
+      if (gal[t] == g) {
+        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "gallery model '%s' given twice", s->info.models[g].name);
+        goto done;
+      }
+    gal[ngal++] = g;
+  }
+  if (ngal > 1 && in->ann) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "ann with gallery_fallback: a mixed gallery is searched exactly only");
+    goto done;
+  }
   if (in->modality != TACA__V1__MODALITY__MODALITY_IMAGE && in->modality != TACA__V1__MODALITY__MODALITY_TEXT) {
     reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "modality %d is not IMAGE (0) or TEXT (1)", (int)in->modality);
     goto done;
@@ -240,6 +402,14 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
                store_modality_name(mod));
     goto done;
   }
+  for (int t = 1; t < ngal; t++) {
+    const store_model *gm = &s->info.models[gal[t]];
+    if ((mod == STORE_IMAGE ? gm->image_dim : gm->text_dim) != dim) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "gallery model '%s' stores no %s embeddings of width %d", gm->name,
+                 store_modality_name(mod), dim);
+      goto done;
+    }
+  }
   if (in->k == 0 || in->k > (uint32_t)f->cfg.max_k) {
     reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "k = %u: it must be in [1, %d] (--max-k)", in->k, f->cfg.max_k);
     goto done;
@@ -248,9 +418,9 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
     reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "metric %d is not INNER_PRODUCT (0) or COSINE (1)", (int)in->metric);
     goto done;
   }
-  if ((in->n_queries > 0) == (in->n_captions > 0)) {
-    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "give either queries (nq x %d floats) or captions, %s", dim,
-               in->n_queries ? "not both" : "got neither");
+  if ((in->n_queries > 0) + (in->n_captions > 0) + (in->n_images > 0) != 1) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "give one of queries (nq x %d floats), captions or images, %s", dim,
+               in->n_queries || in->n_captions || in->n_images ? "not both" : "got neither");
     goto done;
   }
   size_t nq;
@@ -270,14 +440,22 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
       }
     q = in->queries;
   } else {
-    nq = in->n_captions;
-    if (!text_towers_has(f->towers, m->name)) {
+    nq = in->n_captions ? in->n_captions : in->n_images;
+    int have = in->n_captions ? featured_encoders_has_texts(f->encoders, qm->name)
+                              : featured_encoders_has_images(f->encoders, qm->name);
+    if (!have && featured_encoders_loaded(f->encoders, qm->name)) {
+      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "model '%s' has no %s (its encoder is loaded, without one)",
+                 qm->name, in->n_captions ? "text tower" : "image tower");
+      goto done;
+    }
+    if (!have) {
       char list[512];
-      text_towers_list(f->towers, list, sizeof list);
+      featured_encoders_list(f->encoders, list, sizeof list);
       reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION,
-                 "Search by caption needs the text tower of model '%s': start taca-featured with --model %s=PATH[:ARCH]"
-                 " (text towers loaded: %s)",
-                 m->name, m->name, list);
+                 "Search by %s needs the %s of model '%s': start taca-featured with --model %s=PATH[:ARCH]"
+                 " (encoders loaded: %s)",
+                 in->n_captions ? "caption" : "image", in->n_captions ? "text tower" : "image encoder", qm->name,
+                 qm->name, list);
       goto done;
     }
   }
@@ -287,27 +465,56 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
     goto done;
   }
   taca_error err;
-  if (in->n_captions) {
+  if (in->n_captions || in->n_images) {
     float *enc = arena_alloc(&a, nq * (size_t)dim * sizeof *enc);
     if (!enc) {
       reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
       goto done;
     }
-    for (size_t i = 0; i < nq; i++)
-      if (!in->captions[i] || !in->captions[i][0]) {
-        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "captions[%zu] is empty", i);
+    if (in->n_captions) {
+      for (size_t i = 0; i < nq; i++)
+        if (!in->captions[i] || !in->captions[i][0]) {
+          reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "captions[%zu] is empty", i);
+          goto done;
+        }
+      if (featured_encoders_embed_captions(f->encoders, qm->name, (const char *const *)in->captions, (int)nq, enc, dim,
+                                           &err)) {
+        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
         goto done;
       }
-    if (text_towers_encode(f->towers, m->name, (const char *const *)in->captions, (int)nq, enc, dim, &err)) {
-      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
-      goto done;
+    } else {
+      const uint8_t **bufs = arena_alloc(&a, nq * sizeof *bufs);
+      size_t *lens = arena_alloc(&a, nq * sizeof *lens);
+      uint8_t *ok = arena_alloc(&a, nq);
+      taca_error *ierr = arena_alloc(&a, nq * sizeof *ierr);
+      if (!bufs || !lens || !ok || !ierr) {
+        reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto done;
+      }
+      for (size_t i = 0; i < nq; i++) {
+        bufs[i] = in->images[i].data;
+        lens[i] = in->images[i].len;
+      }
+      if (featured_encoders_embed_images(f->encoders, qm->name, bufs, lens, (int)nq, enc, dim, ok, ierr, &err)) {
+        reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+        goto done;
+      }
+      for (size_t i = 0; i < nq; i++)
+        if (!ok[i]) {
+          reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "images[%zu]: %s", i, ierr[i].msg);
+          goto done;
+        }
     }
     q = enc;
   }
-  size_t k = in->k;
+  /* buffers by what can come back: k past the stored vectors returns them all */
+  uint64_t stored = 0;
+  for (int t = 0; t < ngal; t++) stored += s->info.n_embeddings[gal[t]][mod];
+  size_t k = in->k < stored ? in->k : (stored ? (size_t)stored : 1);
   int64_t *hit = arena_alloc(&a, nq * k * sizeof *hit);
   float *score = arena_alloc(&a, nq * k * sizeof *score);
-  if (!hit || !score) {
+  int *hit_model = ngal > 1 ? arena_alloc(&a, nq * k * sizeof *hit_model) : NULL;
+  if (!hit || !score || (ngal > 1 && !hit_model)) {
     reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu x %zu results", nq, k);
     goto done;
   }
@@ -329,6 +536,11 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
       reply_store_fail(r, &err);
       goto done;
     }
+  } else if (ngal > 1) {
+    if (store_search_gallery(v, gal, ngal, mod, q, (int)nq, (int)k, metric, hit, score, hit_model, &err)) {
+      reply_store_fail(r, &err);
+      goto done;
+    }
   } else if (store_search(v, id, mod, q, (int)nq, (int)k, metric, hit, score, &err)) {
     reply_store_fail(r, &err);
     goto done;
@@ -344,14 +556,26 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
   for (size_t i = 0; i < nq; i++) {
     Taca__V1__SearchHits *h = &hits[i];
     taca__v1__search_hits__init(h);
-    size_t cnt = 0;
-    while (cnt < k && hit[i * k + cnt] >= 0) {
-      ids[i * k + cnt] = (uint64_t)hit[i * k + cnt];
+    size_t cnt = 0; /* the hits, in order; a score that over- or underflowed to +-inf/NaN is no hit */
+    for (size_t j = 0; j < k && hit[i * k + j] >= 0; j++) {
+      if (!isfinite(score[i * k + j])) continue;
+      ids[i * k + cnt] = (uint64_t)hit[i * k + j];
+      score[i * k + cnt] = score[i * k + j];
+      if (hit_model) hit_model[i * k + cnt] = hit_model[i * k + j];
       cnt++;
     }
     h->n_indices = h->n_scores = cnt;
     h->indices = ids + i * k;
     h->scores = score + i * k;
+    if (hit_model && cnt) {
+      h->hit_models = arena_alloc(&a, cnt * sizeof *h->hit_models);
+      if (!h->hit_models) {
+        reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto done;
+      }
+      for (size_t j = 0; j < cnt; j++) h->hit_models[j] = s->info.models[hit_model[i * k + j]].name;
+      h->n_hit_models = cnt;
+    }
     if (in->with_keys && cnt) {
       h->keys = arena_alloc(&a, cnt * sizeof *h->keys);
       if (!h->keys) {
@@ -391,6 +615,8 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
   }
   out.n_results = nq;
   out.results = hp;
+  out.resolved_model = (char *)m->name;
+  out.resolved_query_model = (char *)qm->name;
   reply_pack(r, &out.base, f->cfg.max_message);
 done:
   store_view_end(v);
@@ -545,4 +771,181 @@ int epoch_stream_next(epoch_stream *s, reply *r) {
   if (rc) return -1;
   s->pos++;
   return 1;
+}
+
+/* ---------- Embed ---------- */
+
+void handle_embed(featured *f, const uint8_t *req, size_t len, reply *r) {
+  Taca__V1__EmbedRequest *in = UNPACK(Taca__V1__EmbedRequest, taca__v1__embed_request__descriptor, req, len);
+  if (!in) {
+    malformed(r, "EmbedRequest", len);
+    return;
+  }
+  featured_snapshot *s = malloc(sizeof *s);
+  arena a = {0};
+  if (!s) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  featured_snapshot_get(f, s);
+  const char *name = in->model ? in->model : "";
+  int id = snapshot_resolve(s, name);
+  if (id < 0) {
+    reply_unknown_model(r, s, name);
+    goto done;
+  }
+  const store_model *m = &s->info.models[id];
+  if ((in->n_images > 0) == (in->n_captions > 0)) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "give either images (encoded JPEG/PNG/WebP bytes) or captions, %s",
+               in->n_images ? "not both" : "got neither");
+    goto done;
+  }
+  size_t n = in->n_images ? in->n_images : in->n_captions;
+  if (n > (size_t)f->cfg.max_batch) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu items; at most %d per Embed call (--max-batch)", n,
+               f->cfg.max_batch);
+    goto done;
+  }
+  int images = in->n_images > 0;
+  if ((images ? !featured_encoders_has_images(f->encoders, m->name) : !featured_encoders_has_texts(f->encoders, m->name)) &&
+      featured_encoders_loaded(f->encoders, m->name)) {
+    reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "model '%s' has no %s (its encoder is loaded, without one)", m->name,
+               images ? "image tower" : "text tower");
+    goto done;
+  }
+  if (images ? !featured_encoders_has_images(f->encoders, m->name) : !featured_encoders_has_texts(f->encoders, m->name)) {
+    char list[512];
+    featured_encoders_list(f->encoders, list, sizeof list);
+    reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION,
+               "Embed of %s needs the %s of model '%s' loaded: start taca-featured with --model %s=PATH[:ARCH] "
+               "(encoders loaded: %s)",
+               images ? "images" : "captions", images ? "image encoder" : "text tower", m->name, m->name, list);
+    goto done;
+  }
+  int dim = images ? m->image_dim : m->text_dim;
+  if (dim <= 0) { /* the model stores no vectors of this modality: the encoder's own width */
+    reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "model '%s' stores no %s embeddings: its space has no %s width here",
+               m->name, images ? "image" : "text", images ? "image" : "text");
+    goto done;
+  }
+  float *out = arena_alloc(&a, n * (size_t)dim * sizeof *out);
+  uint8_t *ok = arena_alloc(&a, n);
+  taca_error *ierr = arena_alloc(&a, n * sizeof *ierr);
+  if (!out || !ok || !ierr) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu x %d features", n, dim);
+    goto done;
+  }
+  taca_error err;
+  if (images) {
+    const uint8_t **bufs = arena_alloc(&a, n * sizeof *bufs);
+    size_t *lens = arena_alloc(&a, n * sizeof *lens);
+    if (!bufs || !lens) {
+      reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+      bufs[i] = in->images[i].data;
+      lens[i] = in->images[i].len;
+    }
+    if (featured_encoders_embed_images(f->encoders, m->name, bufs, lens, (int)n, out, dim, ok, ierr, &err)) {
+      reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+      goto done;
+    }
+  } else {
+    /* good captions are embedded together; empty ones get their own error */
+    const char **caps = arena_alloc(&a, n * sizeof *caps);
+    size_t *pos = arena_alloc(&a, n * sizeof *pos);
+    float *emb = arena_alloc(&a, n * (size_t)dim * sizeof *emb);
+    if (!caps || !pos || !emb) {
+      reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      goto done;
+    }
+    size_t good = 0;
+    for (size_t i = 0; i < n; i++) {
+      ok[i] = in->captions[i] && in->captions[i][0];
+      if (!ok[i]) {
+        taca_fail(&ierr[i], "caption is empty");
+        continue;
+      }
+      pos[good] = i;
+      caps[good++] = in->captions[i];
+    }
+    memset(out, 0, n * (size_t)dim * sizeof *out);
+    if (good && featured_encoders_embed_captions(f->encoders, m->name, caps, (int)good, emb, dim, &err)) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+      goto done;
+    }
+    for (size_t j = 0; j < good; j++) memcpy(out + pos[j] * dim, emb + j * dim, sizeof *out * (size_t)dim);
+  }
+  size_t nerr = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!ok[i]) nerr++;
+    else if (in->normalize) {
+      float *row = out + i * (size_t)dim;
+      double ss = 0;
+      for (int j = 0; j < dim; j++) ss += (double)row[j] * row[j];
+      float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+      for (int j = 0; j < dim; j++) row[j] *= inv;
+    }
+  }
+  Taca__V1__EmbedResponse resp = TACA__V1__EMBED_RESPONSE__INIT;
+  Taca__V1__EmbedError *ev = arena_alloc(&a, (nerr ? nerr : 1) * sizeof *ev);
+  Taca__V1__EmbedError **ep = arena_alloc(&a, (nerr ? nerr : 1) * sizeof *ep);
+  if (!ev || !ep) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    goto done;
+  }
+  size_t e = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!ok[i]) {
+      taca__v1__embed_error__init(&ev[e]);
+      ev[e].item = (uint32_t)i;
+      ev[e].message = ierr[i].msg;
+      ep[e] = &ev[e];
+      e++;
+    }
+  resp.model = (char *)m->name;
+  resp.dim = (uint32_t)dim;
+  resp.data.data = (uint8_t *)out;
+  resp.data.len = n * (size_t)dim * sizeof *out;
+  resp.ok.data = ok;
+  resp.ok.len = n;
+  resp.n_errors = nerr;
+  resp.errors = ep;
+  resp.space = s->space[id];
+  reply_pack(r, &resp.base, f->cfg.max_message);
+done:
+  arena_free(&a);
+  free(s);
+  protobuf_c_message_free_unpacked(&in->base, NULL);
+}
+
+/* ---------- SetAlias ---------- */
+
+void handle_set_alias(featured *f, const uint8_t *req, size_t len, reply *r) {
+  Taca__V1__SetAliasRequest *in = UNPACK(Taca__V1__SetAliasRequest, taca__v1__set_alias_request__descriptor, req, len);
+  if (!in) {
+    malformed(r, "SetAliasRequest", len);
+    return;
+  }
+  featured_alias now;
+  char prev[STORE_NAME_MAX];
+  int code;
+  taca_error err;
+  if (featured_set_alias(f, in->name ? in->name : "", in->target ? in->target : "", in->allow_space_change,
+                         in->if_version, &now, prev, &code, &err)) {
+    reply_fail(r, (grpc_status_code)code, "%s", err.msg);
+  } else {
+    log_msg(LOG_INFO, "alias '%s': '%s' -> '%s' (version %llu)", now.name, prev[0] ? prev : "(new)",
+            now.target[0] ? now.target : "(removed)", (unsigned long long)now.version);
+    Taca__V1__SetAliasResponse resp = TACA__V1__SET_ALIAS_RESPONSE__INIT;
+    Taca__V1__Alias al = TACA__V1__ALIAS__INIT;
+    al.name = now.name;
+    al.target = now.target;
+    al.version = now.version;
+    resp.alias = &al;
+    resp.previous_target = prev;
+    reply_pack(r, &resp.base, f->cfg.max_message);
+  }
+  protobuf_c_message_free_unpacked(&in->base, NULL);
 }

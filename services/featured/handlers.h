@@ -14,6 +14,10 @@ void handle_info(featured *f, const uint8_t *req, size_t len, reply *r);
 void handle_get_batch(featured *f, const uint8_t *req, size_t len, reply *r);
 void handle_lookup(featured *f, const uint8_t *req, size_t len, reply *r);
 void handle_search(featured *f, const uint8_t *req, size_t len, reply *r);
+/* Embed: new images or captions through a loaded encoder; per-item errors in the response. */
+void handle_embed(featured *f, const uint8_t *req, size_t len, reply *r);
+/* SetAlias (admin): repoints an alias (featured_set_alias). */
+void handle_set_alias(featured *f, const uint8_t *req, size_t len, reply *r);
 
 /* grpc.health.v1: the serving status of a service name ("" and "taca.v1.FeatureCache" are known):
  * 1 SERVING, 2 NOT_SERVING (shutting down), -1 unknown. */

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #define HTTP_MAX_HEADER 8192
+#define HTTP_MAX_BODY (16u << 20) /* a POST body (an image for the page's search by image) */
 #define HTTP_TIMEOUT_MS 10000
 
 typedef struct conn conn;
@@ -33,6 +34,9 @@ struct conn {
   uv_work_t work;
   char target[1024], auth[512];
   int has_auth, head;
+  int in_body;            /* the head is read; reading a POST body of body_want bytes */
+  char *body;
+  size_t body_len, body_want;
   http_reply app;
   conn *prev, *next;
 };
@@ -46,6 +50,7 @@ static void conn_handle_closed(uv_handle_t *h) {
   if (--c->open_handles || c->working) return;
   http_server *s = c->srv;
   free(c->resp);
+  free(c->body);
   free(c);
   s->open_handles--;
   maybe_free_server(s);
@@ -114,7 +119,7 @@ static int header_value(const conn *c, const char *name, char *out, size_t cap) 
 static void app_work(uv_work_t *w) {
   conn *c = w->data;
   http_server *s = c->srv;
-  s->h.app(s->h.arg, c->target, c->has_auth ? c->auth : NULL, &c->app);
+  s->h.app(s->h.arg, c->target, c->has_auth ? c->auth : NULL, c->body, c->body_len, &c->app);
 }
 
 static void app_done(uv_work_t *w, int status) {
@@ -125,6 +130,7 @@ static void app_done(uv_work_t *w, int status) {
     if (c->open_handles == 0) {
       http_server *s = c->srv;
       free(c->resp);
+      free(c->body);
       free(c);
       s->open_handles--;
       maybe_free_server(s);
@@ -141,6 +147,11 @@ static void app_done(uv_work_t *w, int status) {
   }
   free(c->app.body);
   c->app.body = NULL;
+}
+
+/* POST goes to the app only (the page's API), never to /metrics or /healthz. */
+static int s_app_target(const conn *c, const char *path) {
+  return c->srv->h.app && strcmp(path, "/metrics") && strcmp(path, "/healthz");
 }
 
 static void handle_request(conn *c) {
@@ -162,13 +173,25 @@ static void handle_request(conn *c) {
   memcpy(full, target, sizeof full);
   char *q = strchr(target, '?');
   if (q) *q = '\0';
-  int head = !strcmp(method, "HEAD");
-  if (strcmp(method, "GET") && !head) {
-    static const char msg[] = "only GET and HEAD\n";
+  int head = !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+  if (strcmp(method, "GET") && !head && !(post && s_app_target(c, target))) {
+    static const char msg[] = "only GET and HEAD (POST for the page's API)\n";
     respond(c, 405, "Method Not Allowed", "text/plain", msg, sizeof msg - 1, 0);
     return;
   }
   http_server *s = c->srv;
+  if (!strcmp(target, "/metrics") && s->h.metrics_token) {
+    char auth[512];
+    int ok = header_value(c, "Authorization", auth, sizeof auth) && !strncmp(auth, "Bearer ", 7) &&
+             strlen(auth + 7) == strlen(s->h.metrics_token);
+    unsigned char diff = 0; /* constant time in the token */
+    for (size_t i = 0; ok && s->h.metrics_token[i]; i++) diff |= (unsigned char)(auth[7 + i] ^ s->h.metrics_token[i]);
+    if (!ok || diff) {
+      static const char msg[] = "this endpoint needs 'Authorization: Bearer <token>' (--metrics-auth)\n";
+      respond(c, 401, "Unauthorized", "text/plain", msg, sizeof msg - 1, head);
+      return;
+    }
+  }
   if (!strcmp(target, "/metrics")) {
     size_t len = 0;
     char *body = s->h.metrics(s->h.arg, &len);
@@ -204,7 +227,8 @@ static void handle_request(conn *c) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   conn *c = h->data;
-  *buf = uv_buf_init(c->buf + c->len, (unsigned)(sizeof c->buf - c->len));
+  if (c->in_body) *buf = uv_buf_init(c->body + c->body_len, (unsigned)(c->body_want - c->body_len));
+  else *buf = uv_buf_init(c->buf + c->len, (unsigned)(sizeof c->buf - c->len));
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
@@ -220,13 +244,49 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     }
     return;
   }
+  if (c->in_body) {
+    c->body_len += (size_t)nread;
+    if (c->body_len == c->body_want) handle_request(c);
+    return;
+  }
   c->len += (size_t)nread;
   for (size_t i = 0; i + 1 < c->len; i++) {
-    if ((c->buf[i] == '\n' && c->buf[i + 1] == '\n') ||
-        (i + 3 < c->len && !memcmp(c->buf + i, "\r\n\r\n", 4))) {
-      handle_request(c);
-      return;
+    size_t end = 0;
+    if (c->buf[i] == '\n' && c->buf[i + 1] == '\n') end = i + 2;
+    else if (i + 3 < c->len && !memcmp(c->buf + i, "\r\n\r\n", 4)) end = i + 4;
+    if (!end) continue;
+    if (c->len >= 5 && !memcmp(c->buf, "POST ", 5)) { /* a body of Content-Length bytes follows */
+      char cl[32];
+      char *e;
+      if (!header_value(c, "Content-Length", cl, sizeof cl)) {
+        static const char msg[] = "POST needs Content-Length\n";
+        respond(c, 411, "Length Required", "text/plain", msg, sizeof msg - 1, 0);
+        return;
+      }
+      unsigned long long want = strtoull(cl, &e, 10);
+      if (*e || cl[0] == '-' || want > HTTP_MAX_BODY) {
+        static const char msg[] = "request body too large (at most 16 MiB) or a bad Content-Length\n";
+        respond(c, 413, "Payload Too Large", "text/plain", msg, sizeof msg - 1, 0);
+        return;
+      }
+      c->body_want = (size_t)want;
+      c->body = malloc(c->body_want ? c->body_want : 1);
+      if (!c->body) {
+        static const char msg[] = "out of memory\n";
+        respond(c, 503, "Service Unavailable", "text/plain", msg, sizeof msg - 1, 0);
+        return;
+      }
+      size_t have = c->len - end < c->body_want ? c->len - end : c->body_want;
+      memcpy(c->body, c->buf + end, have);
+      c->body_len = have;
+      c->len = end;
+      if (c->body_len < c->body_want) {
+        c->in_body = 1;
+        return;
+      }
     }
+    handle_request(c);
+    return;
   }
   if (c->len == sizeof c->buf) {
     static const char msg[] = "headers too large\n";

@@ -7,7 +7,9 @@
  * A second signal cancels everything at once. SIGHUP reopens the --log file. */
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
+#include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,7 +166,27 @@ static int write_port_file(const char *path, int grpc_port, int metrics_port, ta
   return taca_write_file_atomic(path, &c, 1, err);
 }
 
+/* A stop signal that arrives before libuv's handlers are installed: recorded, then raised again
+ * once they are, so that it drains like any other. */
+static volatile sig_atomic_t early_stop;
+static void on_early_stop(int sig) { early_stop = sig; }
+
 int main(int argc, char **argv) {
+  /* Stop signals wait until the loop can drain (an early SIGTERM must not kill a starting server
+   * with 143): caught from here on (libraries start threads before main, OpenBLAS's among them, and
+   * any thread may receive a process signal), blocked in every thread started from now on, and
+   * unblocked for this thread once libuv's handlers are installed. */
+  struct sigaction early = {0};
+  early.sa_handler = on_early_stop;
+  sigemptyset(&early.sa_mask);
+  sigaction(SIGTERM, &early, NULL);
+  sigaction(SIGINT, &early, NULL);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
   featured_config cfg;
   taca_error err = {{0}};
   int rc = featured_parse_options(&cfg, argc, argv, stdout, &err);
@@ -179,6 +201,16 @@ int main(int argc, char **argv) {
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
+  /* Every connection is a descriptor: the soft limit (often 1024) would lock clients out long
+   * before the hard one. */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    rlim_t was = nofile.rlim_cur;
+    nofile.rlim_cur = nofile.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &nofile) == 0)
+      log_msg(LOG_INFO, "open-file limit raised from %llu to %llu", (unsigned long long)was,
+              (unsigned long long)nofile.rlim_max);
+  }
   gpr_set_log_function(grpc_log_cb);
   if (featured_open(&A.f, &cfg, &err)) {
     log_msg(LOG_ERROR, "%s", err.msg);
@@ -203,7 +235,7 @@ int main(int argc, char **argv) {
     goto out_early;
   }
   if (cfg.metrics_listen) {
-    http_handlers hh = {metrics_cb, serving_cb, &A.f, web_handle};
+    http_handlers hh = {metrics_cb, serving_cb, &A.f, web_handle, cfg.metrics_auth ? cfg.token : NULL};
     if (http_start(&A.loop, cfg.metrics_listen, &hh, &A.http, &metrics_port, &err)) {
       log_msg(LOG_ERROR, "%s", err.msg);
       if (cfg.log_path) fprintf(stderr, "taca-featured: %s\n", err.msg);
@@ -219,6 +251,8 @@ int main(int argc, char **argv) {
   uv_signal_start(&A.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&A.sigint, on_stop_signal, SIGINT);
   uv_signal_start(&A.sighup, on_hup, SIGHUP);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL); /* a signal that came meanwhile is handled now */
+  if (early_stop) raise(early_stop);
   uv_timer_init(&A.loop, &A.refresh);
   uv_timer_init(&A.loop, &A.grace);
   if (!featured_draining(&A.f)) {
@@ -261,6 +295,14 @@ int main(int argc, char **argv) {
       }
       if (cfg.token && !cfg.tls_cert)
         log_msg(LOG_WARN, "--token without TLS: the token travels in clear text; use --tls-cert off loopback");
+      if (cfg.insecure && taca_hostport_parse("--listen", cfg.listen, TACA_PORT_ZERO_OK, &hp, NULL) == 0 &&
+          !taca_hostport_is_loopback(&hp))
+        log_msg(LOG_WARN, "--insecure: serving off loopback (%s)%s%s: anyone who reaches it can read%s the store",
+                grpc_addr, cfg.tls_cert ? "" : " without TLS", cfg.token ? "" : " and without a token",
+                cfg.token ? " the traffic to" : "");
+      if (cfg.metrics_listen && !cfg.metrics_auth)
+        log_msg(LOG_INFO, "/metrics is open to anyone who reaches %s (--metrics-auth puts it behind the token)",
+                metrics_addr);
       free(s);
     }
   }

@@ -8,6 +8,8 @@ typedef enum featured_method {
   FM_STREAM_EPOCH,
   FM_LOOKUP,
   FM_SEARCH,
+  FM_EMBED,
+  FM_SET_ALIAS,
   FM_HEALTH_CHECK,
   FM_HEALTH_WATCH,
   FM_REFLECTION,        /* grpc.reflection.v1.ServerReflection/ServerReflectionInfo (bidi stream) */

@@ -20,17 +20,24 @@ const char *FEATURED_USAGE =
     "                     [--port-file FILE] [--log FILE] [--log-format text|json]\n"
     "                     [--tls-cert PEM --tls-key PEM] [--token TOKEN] [--precision f32|bf16]\n"
     "  Serves a feature store (read-only) over gRPC: taca.v1.FeatureCache (Info, GetBatch,\n"
-    "  StreamEpoch, Lookup, Search) and grpc.health.v1.Health.\n"
+    "  StreamEpoch, Lookup, Search, Embed, SetAlias) and grpc.health.v1.Health.\n"
     "  --db DIR            the store (one LMDB environment, e.g. one shard)\n"
     "  --listen HOST:PORT  gRPC address (default 127.0.0.1:50051; port 0 picks a free one)\n"
     "  --http HOST:PORT    HTTP endpoint (also --metrics): the search page at /, its JSON API\n"
     "                      (/api/info, /api/search, /thumb), /metrics (Prometheus text), /healthz\n"
-    "  --model NAME=PATH[:ARCH]  load the text tower of the store's model NAME for Search by\n"
-    "                      caption: PATH is a HF CLIP directory, or an open_clip .safetensors\n"
-    "                      with ARCH (built-in name or open_clip config JSON); repeatable\n"
+    "  --model NAME=PATH[:ARCH]  load the encoder of the store's model NAME (checked against the\n"
+    "                      weights its embeddings came from) for Embed and Search by caption or\n"
+    "                      image: PATH is a HF CLIP directory, an exported adapted model (taca\n"
+    "                      export), or an open_clip .safetensors with ARCH; repeatable\n"
+    "  --aliases FILE      the alias table SetAlias repoints (default DB/aliases.json)\n"
+    "  --max-watch N       concurrent Health.Watch calls, a budget apart from --max-streams (16)\n"
+    "  --handshake-timeout SECONDS  close connections that have not finished their HTTP/2 (and\n"
+    "                      TLS) handshake by then (default 5)\n"
+    "  --metrics-auth      /metrics (and /healthz) need the token too (default: open, for scrapers)\n"
+    "  --insecure          allow a --listen address off loopback without TLS and a token (warned)\n"
     "  --threads N         completion-queue threads (default: CPU count, at least 2)\n"
     "  --max-batch N       samples per batch and queries per Search (default 4096)\n"
-    "  --max-streams N     concurrent StreamEpoch and Health.Watch calls (default 64)\n"
+    "  --max-streams N     concurrent StreamEpoch calls (default 64)\n"
     "  --max-message BYTES largest message sent or received (default 67108864)\n"
     "  --max-k K           largest Search k (default 10000)\n"
     "  --grace SECONDS     on SIGTERM/SIGINT: stop accepting, end streams at their next batch\n"
@@ -43,8 +50,8 @@ const char *FEATURED_USAGE =
     "  --tls-cert, --tls-key  serve TLS with this certificate chain and private key (PEM)\n"
     "  --token TOKEN       require 'authorization: Bearer TOKEN' on FeatureCache calls (the\n"
     "                      health service stays open for probes)\n"
-    "  --precision f32|bf16  arithmetic of the text towers' matrix multiplies for Search by\n"
-    "                      caption (bf16: BF16 with F32 accumulation); default: the precision\n"
+    "  --precision f32|bf16  arithmetic of the --model encoders' matrix multiplies (Embed, Search\n"
+    "                      by caption or image; bf16: BF16 with F32 accumulation); default: the precision\n"
     "                      the store records for the model (f32 unless precompute ran with\n"
     "                      --precision bf16)\n"
     "  Every option is also read from the environment variable TACA_FEATURED_<OPTION> when it is\n"
@@ -87,7 +94,8 @@ static int parse_model(featured_config *cfg, char *s, taca_error *err) {
 }
 
 enum { O_DB = 256, O_LISTEN, O_METRICS, O_MODEL, O_THREADS, O_MAX_BATCH, O_MAX_STREAMS, O_MAX_MESSAGE, O_MAX_K,
-       O_GRACE, O_PORT_FILE, O_LOG, O_LOG_FORMAT, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_PRECISION, O_HELP };
+       O_GRACE, O_PORT_FILE, O_LOG, O_LOG_FORMAT, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_ALIASES, O_MAX_WATCH, O_HANDSHAKE, O_METRICS_AUTH,
+       O_INSECURE, O_PRECISION, O_HELP };
 static const struct option LONG[] = {
     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, O_LISTEN},
@@ -106,6 +114,11 @@ static const struct option LONG[] = {
     {"tls-cert", required_argument, 0, O_TLS_CERT},
     {"tls-key", required_argument, 0, O_TLS_KEY},
     {"token", required_argument, 0, O_TOKEN},
+    {"aliases", required_argument, 0, O_ALIASES},
+    {"max-watch", required_argument, 0, O_MAX_WATCH},
+    {"handshake-timeout", required_argument, 0, O_HANDSHAKE},
+    {"metrics-auth", no_argument, 0, O_METRICS_AUTH},
+    {"insecure", no_argument, 0, O_INSECURE},
     {"precision", required_argument, 0, O_PRECISION},
     {"help", no_argument, 0, O_HELP},
     {0, 0, 0, 0},
@@ -156,6 +169,17 @@ static int apply(featured_config *cfg, int id, char *val, taca_error *err) {
       cfg->log_json = lf == LOG_FORMAT_JSON;
       break;
     }
+    case O_ALIASES: cfg->aliases_path = val; break;
+    case O_MAX_WATCH:
+      if (parse_int("--max-watch", val, 1, 4096, &v, err)) return -1;
+      cfg->max_watches = (int)v;
+      break;
+    case O_HANDSHAKE:
+      if (parse_int("--handshake-timeout", val, 1, 300, &v, err)) return -1;
+      cfg->handshake_ms = (int)v * 1000;
+      break;
+    case O_METRICS_AUTH: cfg->metrics_auth = 1; break;
+    case O_INSECURE: cfg->insecure = 1; break;
     case O_TLS_CERT: cfg->tls_cert = val; break;
     case O_TLS_KEY: cfg->tls_key = val; break;
     case O_TOKEN:
@@ -192,6 +216,8 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
   cfg->threads = ncpu < 2 ? 2 : ncpu > 16 ? 16 : (int)ncpu;
   cfg->max_batch = 4096;
   cfg->max_streams = 64;
+  cfg->max_watches = 16;
+  cfg->handshake_ms = 5000;
   cfg->max_k = 10000;
   cfg->max_message = 64u << 20;
   cfg->grace_ms = 10000;
@@ -230,5 +256,15 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
   }
   if (!cfg->db) return taca_fail(err, "--db DIR is required (try --help)");
   if (!cfg->tls_cert != !cfg->tls_key) return taca_fail(err, "--tls-cert and --tls-key go together");
+  if (cfg->metrics_auth && !cfg->token) return taca_fail(err, "--metrics-auth needs --token");
+  const char *flags[2] = {"--listen", "--http"}, *addrs[2] = {cfg->listen, cfg->metrics_listen};
+  for (int i = 0; i < 2; i++) {
+    taca_hostport hp;
+    if (!addrs[i] || taca_hostport_parse(flags[i], addrs[i], TACA_PORT_ZERO_OK, &hp, NULL)) continue;
+    int exposed = !taca_hostport_is_loopback(&hp);
+    if (exposed && !cfg->insecure && (i == 0 ? (!cfg->tls_cert || !cfg->token) : !cfg->token))
+      return taca_fail(err, "%s %s is off loopback: serve it with %s, or say --insecure to do it anyway", flags[i],
+                       addrs[i], i == 0 ? "--tls-cert/--tls-key and --token" : "--token (and --metrics-auth)");
+  }
   return 0;
 }

@@ -107,7 +107,8 @@ static double elapsed_s(const struct timespec *t0) {
 static void call_free(call *c) {
   featured_server *s = c->srv;
   int arrived = c->arrived;
-  if (c->counted_stream) atomic_fetch_sub(&c->srv->f->active_streams, 1);
+  if (c->counted_stream == 1) atomic_fetch_sub(&c->srv->f->active_streams, 1);
+  if (c->counted_stream == 2) atomic_fetch_sub(&c->srv->f->active_watches, 1);
   grpc_metadata_array_destroy(&c->md);
   if (c->method == FM_UNKNOWN) grpc_call_details_destroy(&c->details);
   if (c->payload) grpc_byte_buffer_destroy(c->payload);
@@ -385,16 +386,21 @@ static void stream_maybe_free(call *c) {
   call_free(c);
 }
 
-/* Counts the call against --max-streams; finishes it RESOURCE_EXHAUSTED (returns -1) when over. */
+/* Counts the call against --max-streams (StreamEpoch) or --max-watch (Health.Watch, a budget of its
+ * own: watches need no token, so they must never crowd out the data plane); finishes it
+ * RESOURCE_EXHAUSTED (returns -1) when over. */
 static int admit_stream(call *c) {
   featured *f = c->srv->f;
-  int active = atomic_fetch_add(&f->active_streams, 1) + 1;
-  c->counted_stream = 1;
-  if (active <= f->cfg.max_streams) return 0;
+  int watch = c->method == FM_HEALTH_WATCH;
+  atomic_int *counter = watch ? &f->active_watches : &f->active_streams;
+  int limit = watch ? f->cfg.max_watches : f->cfg.max_streams;
+  int active = atomic_fetch_add(counter, 1) + 1;
+  c->counted_stream = watch ? 2 : 1;
+  if (active <= limit) return 0;
   reply r = {0};
   reply_fail(&r, GRPC_STATUS_RESOURCE_EXHAUSTED,
-             "%d streams are open, the limit of this server (--max-streams %d): retry later or use another replica",
-             active - 1, f->cfg.max_streams);
+             "%d %s are open, the limit of this server (%s %d): retry later or use another replica", active - 1,
+             watch ? "health watches" : "streams", watch ? "--max-watch" : "--max-streams", limit);
   finish_unary(c, &r);
   return -1;
 }
@@ -572,6 +578,15 @@ static void on_new(call *c, int ok) {
   grpc_slice body = grpc_empty_slice();
   /* half-closed before one whole message (bidi calls receive theirs later) */
   int no_message = c->method != FM_UNKNOWN && !FEATURED_METHOD_BIDI(c->method) && !c->payload;
+  /* health and reflection (the public schema) stay open for tools; every other call is checked
+   * before its body is copied or decoded */
+  int needs_token = c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && !FEATURED_METHOD_BIDI(c->method) &&
+                    c->method != FM_UNKNOWN;
+  int auth_ok = !needs_token || authorized(c);
+  if (c->payload && !auth_ok) {
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+  }
   if (c->payload) {
     grpc_byte_buffer_reader rd;
     if (grpc_byte_buffer_reader_init(&rd, c->payload)) {
@@ -601,8 +616,7 @@ static void on_new(call *c, int ok) {
   } else if (c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && featured_draining(f)) {
     reply_fail(&r, GRPC_STATUS_UNAVAILABLE, "taca-featured is shutting down: use another replica or retry later");
     finish_unary(c, &r);
-  } else if (c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && !FEATURED_METHOD_BIDI(c->method) &&
-             !authorized(c)) { /* health and reflection (the public schema) stay open for tools */
+  } else if (!auth_ok) {
     reply_fail(&r, GRPC_STATUS_UNAUTHENTICATED, "this server needs 'authorization: Bearer <token>' metadata (--token)");
     finish_unary(c, &r);
   } else if (c->method != FM_HEALTH_WATCH && c->method != FM_STREAM_EPOCH && !FEATURED_METHOD_BIDI(c->method) &&
@@ -615,6 +629,8 @@ static void on_new(call *c, int ok) {
       case FM_GET_BATCH: handle_get_batch(f, req, len, &r); finish_unary(c, &r); break;
       case FM_LOOKUP: handle_lookup(f, req, len, &r); finish_unary(c, &r); break;
       case FM_SEARCH: handle_search(f, req, len, &r); finish_unary(c, &r); break;
+      case FM_EMBED: handle_embed(f, req, len, &r); finish_unary(c, &r); break;
+      case FM_SET_ALIAS: handle_set_alias(f, req, len, &r); finish_unary(c, &r); break;
       case FM_HEALTH_CHECK: handle_health_check(f, req, len, &r); finish_unary(c, &r); break;
       case FM_STREAM_EPOCH: stream_begin(c, req, len); break;
       case FM_HEALTH_WATCH: watch_begin(c, req, len); break;
@@ -739,7 +755,7 @@ int server_start(featured *f, const server_callbacks *cb, featured_server **out,
   s->shutdown_tag = (tag){T_SHUTDOWN, NULL};
   pthread_mutex_init(&s->watch_mu, NULL);
   int maxmsg = f->cfg.max_message > (size_t)INT32_MAX - 65536 ? INT32_MAX : (int)f->cfg.max_message + 65536;
-  grpc_arg args[3];
+  grpc_arg args[7];
   args[0].type = GRPC_ARG_INTEGER;
   args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
   args[0].value.integer = (int)f->cfg.max_message;
@@ -750,9 +766,25 @@ int server_start(featured *f, const server_callbacks *cb, featured_server **out,
   args[2].type = GRPC_ARG_INTEGER;
   args[2].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
   args[2].value.integer = 0;
-  grpc_channel_args ca = {3, args};
+  /* Compressed requests are refused (a small gzip body can decode to gigabytes before any check). */
+  args[3].type = GRPC_ARG_INTEGER;
+  args[3].key = (char *)GRPC_COMPRESSION_CHANNEL_ENABLED_ALGORITHMS_BITSET;
+  args[3].value.integer = 1; /* identity only */
+  /* Connection hygiene: a socket that has not finished its HTTP/2 (and TLS) handshake within a few
+   * seconds is closed (gRPC's default is 120 s: a thousand silent sockets would lock clients out);
+   * a connection without calls for 5 minutes is closed too. */
+  args[4].type = GRPC_ARG_INTEGER;
+  args[4].key = (char *)GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS;
+  args[4].value.integer = f->cfg.handshake_ms;
+  args[5].type = GRPC_ARG_INTEGER;
+  args[5].key = (char *)GRPC_ARG_MAX_CONNECTION_IDLE_MS;
+  args[5].value.integer = 300000;
+  args[6].type = GRPC_ARG_INTEGER;
+  args[6].key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS;
+  args[6].value.integer = 256; /* calls per connection */
+  grpc_channel_args ca = {7, args};
   s->server = grpc_server_create(&ca, NULL);
-  s->nworkers = f->cfg.threads;
+  s->nworkers = f->cfg.threads + 1; /* the last one serves health only: data-plane load cannot starve it */
   s->w = calloc((size_t)s->nworkers, sizeof *s->w);
   if (!s->server || !s->w) {
     server_destroy(s);
@@ -788,6 +820,8 @@ int server_start(featured *f, const server_callbacks *cb, featured_server **out,
   /* Keep several requests armed per method and queue, so that bursts do not wait for re-arming. */
   for (int i = 0; i < s->nworkers; i++)
     for (int m = 0; m < FM_COUNT; m++) {
+      int health = m == FM_HEALTH_CHECK || m == FM_HEALTH_WATCH, health_worker = i == s->nworkers - 1;
+      if (health != health_worker) continue; /* a call stays on the queue it was requested on */
       int k = (m == FM_GET_BATCH || m == FM_LOOKUP) ? 8
               : (m == FM_UNKNOWN || m == FM_HEALTH_WATCH || FEATURED_METHOD_BIDI(m)) ? 2 : 4;
       for (int j = 0; j < k; j++) arm(&s->w[i], (featured_method)m);

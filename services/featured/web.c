@@ -12,7 +12,7 @@
 #include "services/featured/featured.h"
 #include "services/featured/handlers.h"
 #include "services/featured/metrics.h"
-#include "services/featured/textenc.h"
+#include "services/featured/encoders.h"
 #include "storage/gather.h"
 #include "taca/v1/feature_cache.pb-c.h"
 
@@ -101,19 +101,31 @@ static void api_info(featured *f, http_reply *out) {
                                         "image_dim", m->image_dim, "text_dim", m->text_dim, "image_count",
                                         (json_int_t)s->info.n_embeddings[i][STORE_IMAGE], "text_count",
                                         (json_int_t)s->info.n_embeddings[i][STORE_TEXT], "caption_search",
-                                        text_towers_has(f->towers, m->name)));
+                                        featured_encoders_has_texts(f->encoders, m->name)));
+    json_t *last = json_array_get(ms, json_array_size(ms) - 1);
+    json_object_set_new(last, "image_search", json_boolean(featured_encoders_has_images(f->encoders, m->name)));
+    json_object_set_new(last, "kind", json_string(s->kind[i]));
+    json_object_set_new(last, "space", json_string(s->space[i]));
   }
+  json_t *as = json_array();
+  for (int i = 0; i < s->aliases.n; i++)
+    json_array_append_new(as, json_pack("{s:s, s:s}", "name", s->aliases.a[i].name, "target", s->aliases.a[i].target));
   json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:o, s:b, s:i, s:s}", "samples", (json_int_t)s->info.n_samples,
                         "begin", (json_int_t)s->begin, "end", (json_int_t)s->end, "captions",
                         (json_int_t)s->info.n_captions, "models", ms, "pixels", s->info.has_pixel_format, "max_k",
                         f->cfg.max_k, "version", FEATURED_VERSION);
+  json_object_set_new(o, "aliases", as);
   free(s);
   json_reply(out, 200, o);
 }
 
-static void api_search(featured *f, const char *target, http_reply *out) {
-  char q[4096], model[STORE_NAME_MAX * 2], kbuf[32], mod[16] = "image", metric[16] = "ip";
-  if (!query_param(target, "q", q, sizeof q) || !q[0]) return json_error(out, 400, "q (the caption) is required");
+static void api_search(featured *f, const char *target, const char *body, size_t body_len, http_reply *out) {
+  char q[4096] = "", model[STORE_NAME_MAX * 2], qmodel[STORE_NAME_MAX * 2] = "", kbuf[32], mod[16] = "image",
+       metric[16] = "ip";
+  if (body && !body_len) return json_error(out, 400, "the POST body (the image to search by) is empty");
+  if (!body && (!query_param(target, "q", q, sizeof q) || !q[0]))
+    return json_error(out, 400, "q (the caption) is required, or POST an image");
+  query_param(target, "query_model", qmodel, sizeof qmodel);
   if (!query_param(target, "model", model, sizeof model) || !model[0]) return json_error(out, 400, "model is required");
   long k = 10;
   if (query_param(target, "k", kbuf, sizeof kbuf)) {
@@ -127,11 +139,18 @@ static void api_search(featured *f, const char *target, http_reply *out) {
   if (strcmp(metric, "ip") && strcmp(metric, "cosine")) return json_error(out, 400, "metric must be ip or cosine");
   Taca__V1__SearchRequest req = TACA__V1__SEARCH_REQUEST__INIT;
   char *caps[1] = {q};
+  ProtobufCBinaryData img = {body_len, (uint8_t *)body};
   req.model = model;
+  if (qmodel[0]) req.query_model = qmodel;
   req.modality = strcmp(mod, "text") ? TACA__V1__MODALITY__MODALITY_IMAGE : TACA__V1__MODALITY__MODALITY_TEXT;
   req.metric = strcmp(metric, "cosine") ? TACA__V1__METRIC__METRIC_INNER_PRODUCT : TACA__V1__METRIC__METRIC_COSINE;
-  req.n_captions = 1;
-  req.captions = caps;
+  if (body) {
+    req.n_images = 1;
+    req.images = &img;
+  } else {
+    req.n_captions = 1;
+    req.captions = caps;
+  }
   req.k = (uint32_t)(k > (long)UINT32_MAX ? UINT32_MAX : k);
   req.with_keys = 1;
   req.with_captions = 1;
@@ -167,8 +186,11 @@ static void api_search(featured *f, const char *target, http_reply *out) {
     json_object_set_new(o, "metadata", mj ? mj : json_null());
     json_array_append_new(res, o);
   }
+  json_t *o = json_pack("{s:s, s:s, s:i, s:o, s:s}", "model", model, "q", body ? "" : q, "k", (int)k, "results", res,
+                        "resolved_model", resp->resolved_model ? resp->resolved_model : model);
+  if (body) json_object_set_new(o, "image_bytes", json_integer((json_int_t)body_len));
   taca__v1__search_response__free_unpacked(resp, NULL);
-  json_reply(out, 200, json_pack("{s:s, s:s, s:i, s:o}", "model", model, "q", q, "k", (int)k, "results", res));
+  json_reply(out, 200, o);
 }
 
 static void thumb(featured *f, const char *target, http_reply *out) {
@@ -210,7 +232,8 @@ static void thumb(featured *f, const char *target, http_reply *out) {
   set_body(out, 200, "image/jpeg", (char *)jpg, jl);
 }
 
-void web_handle(void *arg, const char *target, const char *authorization, http_reply *out) {
+void web_handle(void *arg, const char *target, const char *authorization, const char *body, size_t body_len,
+                http_reply *out) {
   featured *f = arg;
   char path[1024];
   snprintf(path, sizeof path, "%s", target);
@@ -228,7 +251,8 @@ void web_handle(void *arg, const char *target, const char *authorization, http_r
     return text_reply(out, 401, "token required\n");
   }
   if (!strcmp(path, "/api/info")) return api_info(f, out);
-  if (!strcmp(path, "/api/search")) return api_search(f, target, out);
+  if (!strcmp(path, "/api/search")) return api_search(f, target, body, body_len, out);
+  if (body) return json_error(out, 405, "POST goes to /api/search only (an image to search by)");
   if (th) return thumb(f, target, out);
   json_error(out, 404, "unknown API path (try /api/info or /api/search)");
 }

@@ -16,6 +16,7 @@
 #include "methods/encoder.h"
 #include "image/image.h"
 #include "text/tokenizer.h"
+#include "services/precompute/append.h"
 #include "services/precompute/data_source.h"
 #include "services/precompute/inputs.h"
 #include "services/precompute/progress.h"
@@ -23,8 +24,10 @@
 
 #define PROGRESS_INGEST "progress/ingest"
 #define MAX_LOGGED_REJECTS 20
-/* What the stored crops are (meta "dataset".preprocessing; image/image.h has the steps). */
-#define PREPROCESSING "clip: decode, convert to RGB, resize shorter side bicubic (PIL), center crop"
+/* What the stored crops are (meta "dataset".preprocessing; image/image.h has the steps; the order of
+ * the mode handling is PRECOMPUTE_PREPROCESSING_ORDER). */
+#define PREPROCESSING "clip: decode in the source's PIL mode, resize shorter side bicubic as PIL does for " \
+                      "that mode, center crop, convert to RGB"
 
 typedef struct prepared {
   char *key;
@@ -347,8 +350,10 @@ static json_t *ingest_progress(job *J, json_t *prog, json_t *inputs, uint64_t ba
                           (json_int_t)0, "next_index", (json_int_t)base, "accepted", (json_int_t)0, "rejected",
                           (json_int_t)0, "reasons", "done", 0);
     if (!p) taca_fail(err, "out of memory");
+    else json_object_set_new(p, "preprocessing_order", json_string(PRECOMPUTE_PREPROCESSING_ORDER));
     return p;
   }
+  if (precompute_check_order(prog, o->db, err)) return NULL; /* no store of crops made two ways */
   const char *pm = json_string_value(json_object_get(prog, "model"));
   if (!pm || strcmp(pm, J->name) != 0) {
     taca_fail(err, "%s: an unfinished ingest with model '%s' is in this store; resume it with that model", o->db,
@@ -362,8 +367,8 @@ static json_t *ingest_progress(job *J, json_t *prog, json_t *inputs, uint64_t ba
     return NULL;
   }
   if (inputs_differ(json_object_get(prog, "inputs"), inputs, why, sizeof why)) {
-    taca_fail(err, "%s: the unfinished ingest in this store read other data: %s; resume with the same --data", o->db,
-              why);
+    taca_fail(err, "%s: the unfinished ingest in this store read other data: %s; resume with the same --data (new "
+              "inputs: add them with --append)", o->db, why);
     return NULL;
   }
   json_incref(prog);
@@ -552,6 +557,7 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
                               (json_int_t)ds_total_entries(ds), "stored", (json_int_t)(accepted + b->n),
                               "rejected", (json_int_t)(rejected + b->n_rej), "rejected_by_reason", reasons,
                               "damaged_inputs", damaged, "preprocessing", PREPROCESSING);
+      json_object_set_new(dsj, "preprocessing_order", json_string(PRECOMPUTE_PREPROCESSING_ORDER));
       if (json_object_size(meta_problems)) json_object_set(dsj, "metadata_problems", meta_problems);
       ok = ok && store_set_range(t, &range, err) == 0 && put_json_meta(t, "dataset", dsj, err) == 0;
       json_decref(dsj);
@@ -620,6 +626,11 @@ done:
 
 /* ---------- embed: a new model over the stored samples ---------- */
 
+static uint64_t jget_u64_at(json_t *a, size_t i) {
+  json_t *v = json_array_get(a, i);
+  return json_is_integer(v) && json_integer_value(v) >= 0 ? (uint64_t)json_integer_value(v) : UINT64_MAX;
+}
+
 static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
   const precompute_opts *o = J->o;
   const int S = J->pp.image_size, B = o->batch;
@@ -641,15 +652,36 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
                      "(it has %s); this model's image size differs or pixels were not stored",
                      o->db, S, S, info.has_pixel_format ? info.pixel.codec : "none");
   }
-  if (prog && json_is_true(json_object_get(prog, "done"))) {
+  if (prog && o->has_range) { /* progress belongs to the range it was made for */
+    json_t *pr = json_object_get(prog, "range");
+    if (!json_is_array(pr) || jget_u64_at(pr, 0) != o->range_begin || jget_u64_at(pr, 1) != o->range_end) {
+      json_decref(prog);
+      prog = NULL;
+    }
+  } else if (prog && json_object_get(prog, "range")) {
+    json_decref(prog); /* a range run before: the whole store is not done */
+    prog = NULL;
+  }
+  uint64_t begin = info.has_range ? info.range.begin : info.first_index;
+  uint64_t end = info.has_range ? info.range.end : info.last_index + 1;
+  if (o->has_range) {
+    if (o->range_begin > begin) begin = o->range_begin;
+    if (o->range_end < end) end = o->range_end;
+    if (begin >= end) {
+      store_view_end(v);
+      json_decref(prog);
+      return taca_fail(err, "--range %llu:%llu holds none of the store's samples", (unsigned long long)o->range_begin,
+                       (unsigned long long)o->range_end);
+    }
+  }
+  /* done, unless samples were appended after it (--append): then it goes on from where it stopped */
+  if (prog && json_is_true(json_object_get(prog, "done")) && jget_u64(prog, "next_index") >= end) {
     store_view_end(v);
     json_decref(prog);
     fprintf(stderr, "precompute: model '%s' is already complete in %s\n", J->name, o->db);
     st->stored = info.n_samples;
     return 0;
   }
-  uint64_t begin = info.has_range ? info.range.begin : info.first_index;
-  uint64_t end = info.has_range ? info.range.end : info.last_index + 1;
   uint64_t next = prog ? jget_u64(prog, "next_index") : begin;
   json_decref(prog);
   store_view_end(v);
@@ -696,6 +728,8 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
         ok = store_put_embedding(t, J->model_id, STORE_TEXT, idx[k], J->txt + (size_t)k * J->text_dim, err) == 0;
     }
     json_t *pj = json_pack("{s:I,s:b}", "next_index", (json_int_t)i, "done", i >= end);
+    if (o->has_range)
+      json_object_set_new(pj, "range", json_pack("[I,I]", (json_int_t)o->range_begin, (json_int_t)o->range_end));
     ok = ok && put_json_meta(t, key, pj, err) == 0;
     json_decref(pj);
     if (!ok || store_txn_commit(t, err)) {
@@ -726,6 +760,35 @@ static int embed_existing(job *J, precompute_stats *st, taca_error *err) {
 
 /* ---------- the job ---------- */
 
+/* meta "provenance/NAME": what made the model's vectors and the space they live in (featured's Info
+ * returns it; Search compares spaces). The record is as deterministic as the store's content. */
+static int put_provenance(store_txn *t, const job *J, const encoder_provenance *p, const store_model *sm,
+                          taca_error *err) {
+  json_t *pp = json_pack("{s:i, s:s, s:[f,f,f], s:[f,f,f]}", "image_size", J->pp.image_size, "resize", J->pp.resize,
+                         "mean", (double)J->pp.mean[0], (double)J->pp.mean[1], (double)J->pp.mean[2], "std",
+                         (double)J->pp.std[0], (double)J->pp.std[1], (double)J->pp.std[2]);
+  json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:o, s:s, s:b, s:i, s:i}", "kind", p->kind_name, "arch", p->arch,
+                        "weights_xxh", p->weights_xxh, "space", p->space[0] ? p->space : p->weights_xxh,
+                        "preprocess", pp, "dtype", sm->dtype == TACA_DT_F16 ? "f16" : "f32", "normalized", 0,
+                        "image_dim", sm->image_dim, "text_dim", sm->text_dim);
+  if (!j) return taca_fail(err, "out of memory");
+  if (p->kind == ENCODER_ADAPTED) {
+    json_object_set_new(j, "new_xxh", json_string(p->new_xxh));
+    json_object_set_new(j, "old_xxh", json_string(p->old_xxh));
+    json_object_set_new(j, "checkpoint_xxh", json_string(p->ckpt_xxh));
+    json_object_set_new(j, "peft", json_string(p->peft));
+    json_object_set_new(j, "layers", json_string(p->layers));
+  }
+  char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(j);
+  if (!text) return taca_fail(err, "out of memory");
+  char key[96];
+  snprintf(key, sizeof key, "provenance/%s", J->name);
+  int rc = store_put_meta(t, key, text, strlen(text), err);
+  free(text);
+  return rc;
+}
+
 static int register_model(job *J, taca_error *err) {
   const precompute_opts *o = J->o;
   store_model sm = {0};
@@ -745,6 +808,7 @@ static int register_model(job *J, taca_error *err) {
   store_pixel_format pf = {o->pixel_size > 0 ? o->pixel_size : J->pp.image_size, 3, "raw", o->jpeg_quality};
   if (o->jpeg_quality > 0) snprintf(pf.codec, sizeof pf.codec, "jpeg");
   int ok = store_register_model(t, &sm, &J->model_id, err) == 0;
+  if (ok) ok = put_provenance(t, J, prov, &sm, err) == 0;
   if (ok && o->store_pixels && o->ndata > 0) {
     /* Ingest runs fix the pixel format; a store that already has one keeps it (checked). */
     const void *val;
@@ -772,8 +836,8 @@ static int finished_inputs_differ(job *J, json_t *prog, taca_error *err) {
   int differ = inputs_differ(json_object_get(prog, "inputs"), now, why, sizeof why);
   json_decref(now);
   if (differ)
-    return taca_fail(err, "%s: the finished ingest in this store read other data: %s (a finished store takes no "
-                     "new inputs: ingest them into a new store)", o->db, why);
+    return taca_fail(err, "%s: the finished ingest in this store read other data: %s (new inputs are added with "
+                     "--append; changed ones need a new store)", o->db, why);
   return 0;
 }
 
@@ -817,6 +881,26 @@ int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *e
   if (!prog && info.n_samples > 0) {
     taca_fail(err, "%s: the store has samples but no ingest record; it was not written by precompute", o->db);
     json_decref(prog);
+    goto out;
+  }
+  if (o->append && prog) { /* --append onto a store with an ingest (an empty store: a plain ingest) */
+    append_plan ap;
+    st->mode = "ingest";
+    if (append_prepare(J.store, o, J.name, J.pp.image_size, prog, &ap, err)) {
+      json_decref(prog);
+      goto out;
+    }
+    json_decref(prog);
+    if (register_model(&J, err) == 0 && append_commit(J.store, &ap, err) == 0) {
+      if (!o->quiet)
+        fprintf(stderr, "precompute: appending %d inputs (%llu entries) after sample %llu\n", ap.n_new,
+                (unsigned long long)ap.new_entries, (unsigned long long)jget_u64(ap.prog, "next_index"));
+      J.o = &ap.run;
+      rc = ingest(&J, ap.prog, st, err);
+      J.o = o;
+      if (rc == 0) append_report_models(J.store, J.name, o->db);
+    }
+    append_plan_free(&ap);
     goto out;
   }
   if (finished && finished_inputs_differ(&J, prog, err)) {

@@ -7,11 +7,13 @@
  * uninterrupted run (same indices, same bytes).
  *
  * Modes: `ingest` (the store has no finished ingest: reads --data, writes samples + this model's
- * embeddings) and `embed` (ingest is finished and this model is new to the store: embeds the stored
- * pixels and token ids only, without reading the data again). */
+ * embeddings), `embed` (ingest is finished and this model is new to the store, or the store grew
+ * since it embedded: embeds the stored pixels and token ids it lacks, without reading the data
+ * again) and, with `append`, an ingest of new inputs after the stored samples (append.h). */
 #ifndef TACA_PRECOMPUTE_PRECOMPUTE_H
 #define TACA_PRECOMPUTE_PRECOMPUTE_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "base/dtype.h"
@@ -39,7 +41,17 @@ typedef struct precompute_opts {
   uint64_t map_size;       /* 0 = store default */
   int64_t index_base;      /* < 0: computed from the entries of lower shards */
   int quiet;               /* no progress output */
+  int append;              /* --append: ingest the inputs not yet ingested after the stored samples */
+  /* A second model on a finished store: embed only the stored samples with index in [begin, end)
+   * (a partial re-embedding: the rest stays with the older model; Search's gallery_fallback serves
+   * the mix as one gallery). Runs of different ranges add up. */
+  int has_range;
+  uint64_t range_begin, range_end;
 } precompute_opts;
+
+/* How the stored crops were made (meta "dataset".preprocessing_order; absent in stores written
+ * before: those converted to RGB first, which differs for RGBA, LA, P, 1, CMYK and I sources). */
+#define PRECOMPUTE_PREPROCESSING_ORDER "pil-mode resize, crop, then convert RGB (OpenAI CLIP / open_clip)"
 
 typedef struct precompute_stats {
   uint64_t stored;         /* samples in the store from this data (all runs) */
@@ -50,5 +62,10 @@ typedef struct precompute_stats {
 } precompute_stats;
 
 int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *err);
+
+/* An ingest record (progress/ingest) with samples accepted under another preprocessing order than
+ * this build's (or none recorded: a record written before preprocessing_order) is refused: resuming
+ * or appending would store crops made two ways. 0 when the record may be continued. */
+int precompute_check_order(json_t *prog, const char *db, taca_error *err);
 
 #endif

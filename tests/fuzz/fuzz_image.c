@@ -1,6 +1,7 @@
 /* fuzz_image.c: fuzz target for image decoding (image/image_decode.c: JPEG via libjpeg-turbo, PNG via
  * libpng, WebP via libwebp, recognised by magic bytes) and, for images that decode, CLIP's resize and
- * center crop (image/image_resize.c). Checks that a decoded image is within the bomb limits of image.h. */
+ * center crop (image/image_resize.c) in the image's mode. Checks that a decoded image is within the bomb
+ * limits of image.h and carries the planes its mode needs. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -14,6 +15,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (image_decode(data, size, &img, &err)) return 0;
   if (img.width < 1 || img.height < 1 || img.width > IMAGE_MAX_SIDE || img.height > IMAGE_MAX_SIDE ||
       (long long)img.width * img.height > IMAGE_MAX_PIXELS || !img.rgb)
+    abort();
+  /* the planes the mode's resize needs are there (image.h) */
+  if (((img.mode == IMAGE_MODE_RGBA || img.mode == IMAGE_MODE_LA) && !img.alpha) ||
+      (img.mode == IMAGE_MODE_CMYK && !img.cmyk) || (img.mode == IMAGE_MODE_I && !img.gray16))
     abort();
   size_t n = (size_t)img.width * (size_t)img.height * 3;
   g_sink += img.rgb[0] + img.rgb[n - 1];

@@ -111,7 +111,7 @@ pids+=($!)
 for _ in $(seq 200); do [ -s "$tmp/ports" ] && break; sleep 0.05; done
 port=$(sed -n 's/^grpc=//p' "$tmp/ports")
 [ -n "$port" ] || fail "taca-featured did not start: $(cat "$tmp/featured.log")"
-grep -q "text tower of 'hf_gelu_f16' loaded from .* bf16)" "$tmp/featured.log" || fail "featured: $(cat "$tmp/featured.log")"
+grep -q "encoder of 'hf_gelu_f16' loaded from .*; bf16)" "$tmp/featured.log" || fail "featured: $(cat "$tmp/featured.log")"
 "$bin/taca" query --server "127.0.0.1:$port" --json search --model hf_gelu_f16 --modality image \
   --caption "a red circle" --caption "a blue square" -k 5 > "$tmp/on.jsonl"
 "$py" - "$tmp" <<'PY' || fail "served and offline caption search differ on the bf16 store"

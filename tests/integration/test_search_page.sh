@@ -2,7 +2,9 @@
 # test_search_page.sh: taca-featured's search page in a real browser (headless Chromium): a
 # token-protected server with two models' text towers; the page opened at /?q=..&model=..&compare=..
 # runs both searches, and the hits it shows (data-key/data-index in rank order, per model column)
-# must be those of `taca query --db search --caption` (offline, the C command line). Also: the API
+# must be those of `taca query --db search --caption` (offline, the C command line); search by image
+# (the page's upload, POST /api/search) gives the hits of `taca query --server search --image`; an
+# alias appears in the model selector and its column names its target. Also: the API
 # and thumbnails refuse calls without the token, and a page without it shows no hits; a screenshot
 # is written (to $TACA_SCREENSHOT if set, e.g. docs/search_page.png). Skips (77) without chromium.
 set -euo pipefail
@@ -98,9 +100,32 @@ run_browser "$base/?q=$qe&model=tiny&k=6" "$tmp/dom_anon.html"
 ! grep -q 'class="hit"' "$tmp/dom_anon.html" || fail "the page showed hits without the token"
 grep -q 'data-state="error"' "$tmp/dom_anon.html" || fail "the page without the token shows no error"
 
-# --- a screenshot ---
+# --- search by image: POST /api/search (the page's upload) = taca query --server search --image ---
+grpc=$(sed -n 's/^grpc=//p' "$tmp/ports")
+img=$(ls "$fix"/images/*.png | head -1)
+curl -s -H "Authorization: Bearer $token" -H 'Content-Type: application/octet-stream' --data-binary @"$img" \
+  "$base/api/search?model=tiny&k=6" > "$tmp/img_api.json"
+TACA_TOKEN=$token "$bin/taca" query --server "127.0.0.1:$grpc" --json search --model tiny --image "$img" -k 6 \
+  > "$tmp/img_cli.json" || fail "taca query search --image"
+"$py" - "$tmp/img_api.json" "$tmp/img_cli.json" <<'PY' || fail "search by image: the page's API and the CLI differ"
+import json, sys
+api = json.load(open(sys.argv[1])); cli = json.loads(open(sys.argv[2]).readline())
+a = [(h["index"], h["key"]) for h in api["results"]]; c = [(h["index"], h["key"]) for h in cli["results"]]
+assert len(a) == 6 and a == c, (api, cli)
+assert all(abs(x["score"] - y["score"]) <= 1e-5 * max(1, abs(y["score"])) for x, y in zip(api["results"], cli["results"]))
+print(f"  search by image: POST /api/search = taca query search --image ({len(a)} hits)")
+PY
+code=$(curl -s -o /dev/null -w '%{http_code}' --data-binary @"$img" "$base/api/search?model=tiny&k=6")
+[ "$code" = 401 ] || fail "POST /api/search without the token answered $code, not 401"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Length: 999999999' "$base/api/search?model=tiny")
+[ "$code" = 413 ] || fail "an oversized POST answered $code, not 413"
+
+# --- aliases in the model selector; a screenshot comparing a model with an alias ---
+TACA_TOKEN=$token "$bin/taca" alias --server "127.0.0.1:$grpc" current tiny_b > /dev/null
 shot=${TACA_SCREENSHOT:-$tmp/page.png}
-run_browser "$base/?q=$qe&model=tiny&k=8&compare=tiny_b#token=$token" "$tmp/dom2.html" "$shot"
+run_browser "$base/?q=$qe&model=tiny&k=8&compare=current#token=$token" "$tmp/dom2.html" "$shot"
+grep -q '<option value="current"[^>]*>current → tiny_b' "$tmp/dom2.html" || fail "the model selector does not list the alias"
+grep -q 'data-model="current → tiny_b"' "$tmp/dom2.html" || fail "the alias column does not name its target"
 [ "$(head -c 4 "$shot" | od -An -tx1 | tr -d ' ')" = 89504e47 ] || fail "no PNG screenshot at $shot"
 kill -TERM "$pid"
 status=0

@@ -23,6 +23,7 @@ image and the Embed RPC are not in this tree's API yet (search(image=...) raises
 The message classes come from protoc --python_out at build time (clients/python/CMakeLists.txt).
 """
 import json
+import os
 
 import grpc
 import numpy as np
@@ -58,6 +59,13 @@ class SearchHits:
 
     def __repr__(self):
         return "SearchHits(%d hits: %s)" % (len(self), list(zip(self.keys, np.round(self.scores, 4))))
+
+
+def _image_bytes(x):
+    if isinstance(x, (bytes, bytearray)):
+        return bytes(x)
+    with open(x, "rb") as fh:
+        return fh.read()
 
 
 def _fields_proto(fields, as_f32):
@@ -98,6 +106,8 @@ class Client:
             "GetBatch": unary("GetBatch", pb.GetBatchRequest, pb.Batch),
             "Lookup": unary("Lookup", pb.LookupRequest, pb.LookupResponse),
             "Search": unary("Search", pb.SearchRequest, pb.SearchResponse),
+            "Embed": unary("Embed", pb.EmbedRequest, pb.EmbedResponse),
+            "SetAlias": unary("SetAlias", pb.SetAliasRequest, pb.SetAliasResponse),
         }
         self._stream = self._channel.unary_stream(_SERVICE + "StreamEpoch",
                                                   request_serializer=pb.StreamEpochRequest.SerializeToString,
@@ -155,6 +165,7 @@ class Client:
                 dt = "<f2" if e.dtype == pb.DTYPE_F16 else "<f4"
                 out["embeddings"][name] = np.frombuffer(e.data, dtype=dt).reshape(n, e.dim).copy()
                 out["present"][name] = np.frombuffer(e.present, dtype=np.uint8).astype(bool)
+                out.setdefault("resolved", {})[name] = e.resolved_model or e.model  # an alias's target
         return out
 
     # ---- the API ----
@@ -183,22 +194,28 @@ class Client:
         return out
 
     def search(self, text=None, vector=None, image=None, model=None, k=10, modality="image", metric="ip",
-               with_embeddings=False, ann=False, nprobe=0):
-        """Exact top-k over (model, modality) by caption text(s) or query vector(s). One caption or a
-        1-D vector gives one SearchHits; a list of captions or a 2-D array gives a list of them.
+               with_embeddings=False, ann=False, nprobe=0, query_model=None, fallback=()):
+        """Exact top-k over (model, modality) by caption text(s), query vector(s) or image(s) (encoded
+        JPEG/PNG/WebP bytes, or paths to such files; the server embeds them with query_model's
+        encoder). One caption, one image or a 1-D vector gives one SearchHits; lists or a 2-D array
+        give a list of them. query_model (default: model) names the model the queries come from; it
+        must live in model's embedding space (an adapted model's queries against its old model's
+        gallery). fallback: further models of the space, a mixed gallery in order of preference.
         ann=True searches through the server's ANN index of the model (taca index), nprobe lists
         (0 = the index's default); the hits are rescored exactly."""
         if model is None:
             raise ValueError("search: model is required")
-        if image is not None:
-            raise NotImplementedError("search by image needs the server's Search by image (not in this API yet)")
-        if (text is None) == (vector is None):
-            raise ValueError("search: give exactly one of text or vector")
+        if (text is not None) + (vector is not None) + (image is not None) != 1:
+            raise ValueError("search: give exactly one of text, vector or image")
         req = pb.SearchRequest(model=model, modality=_MODALITY[modality], k=int(k), metric=_METRIC[metric],
-                               with_keys=True, with_captions=True, ann=bool(ann), nprobe=int(nprobe))
+                               with_keys=True, with_captions=True, ann=bool(ann), nprobe=int(nprobe),
+                               query_model=query_model or "", gallery_fallback=list(fallback))
         if text is not None:
             single = isinstance(text, str)
             req.captions.extend([text] if single else list(text))
+        elif image is not None:
+            single = isinstance(image, (bytes, bytearray, str, os.PathLike))
+            req.images.extend(_image_bytes(x) for x in ([image] if single else list(image)))
         else:
             q = np.asarray(vector, dtype=np.float32)
             single = q.ndim == 1
@@ -217,6 +234,38 @@ class Client:
                 h.embeddings = emb[at:at + len(h)] if emb is not None else np.zeros((0, 0), np.float32)
                 at += len(h)
         return hits[0] if single else hits
+
+    def embed(self, images=None, text=None, model=None, normalize=False):
+        """Features of new data through the server's encoder of model (an alias resolves on the
+        server), in the space of model's stored vectors: images (encoded bytes or file paths) or
+        captions. Returns a float32 array [n, dim]; an item the server could not embed raises
+        TacaError naming it (the others are in the response, but a partial array is not returned)."""
+        if model is None:
+            raise ValueError("embed: model is required")
+        if (images is None) == (text is None):
+            raise ValueError("embed: give exactly one of images or text")
+        req = pb.EmbedRequest(model=model, normalize=bool(normalize))
+        if images is not None:
+            single = isinstance(images, (bytes, bytearray, str, os.PathLike))
+            req.images.extend(_image_bytes(x) for x in ([images] if single else list(images)))
+        else:
+            single = isinstance(text, str)
+            req.captions.extend([text] if single else list(text))
+        r = self._call("Embed", req)
+        if r.errors:
+            e = r.errors[0]
+            raise TacaError(grpc.StatusCode.INVALID_ARGUMENT, "item %d: %s" % (e.item, e.message))
+        out = np.frombuffer(r.data, dtype="<f4").reshape(-1, r.dim).copy()
+        return out[0] if single else out
+
+    def set_alias(self, name, target, allow_space_change=False):
+        """Points alias name at stored model target on this server (target "" removes it); returns the
+        previous target ("" when new). A flip into another embedding space is refused unless
+        allow_space_change."""
+        r = self._call("SetAlias", pb.SetAliasRequest(name=name, target=target,
+                                                       allow_space_change=bool(allow_space_change)))
+        self._info = None
+        return r.previous_target
 
     def epoch(self, seed=0, epoch=0, rank=0, world_size=1, batch_size=256, fields=("keys",), drop_last=False,
               as_f32=False, start_batch=0):

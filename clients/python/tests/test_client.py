@@ -143,6 +143,37 @@ class ClientTest(unittest.TestCase):
         self.assertAlmostEqual(float(h.scores[0]), 1.0, places=3)
         np.testing.assert_allclose(h.embeddings[0], v, atol=1e-6)
 
+    def test_embed_and_search_by_image(self):
+        imgs = sorted(os.path.join(FIX, "images", f) for f in os.listdir(os.path.join(FIX, "images"))
+                      if f.endswith(".png"))[:3]
+        out = os.path.join(self.tmp, "emb.npy")
+        subprocess.run([os.path.join(BIN, "taca"), "embed", "--model", MODEL_DIR, "--images"] + imgs + ["--out", out],
+                       check=True, capture_output=True)
+        y = self.c.embed(images=imgs, model="tiny")
+        np.testing.assert_array_equal(y, np.load(out))  # one forward of the same rows: the same bits
+        t = self.c.embed(text=["a small red circle"], model="tiny")
+        self.assertEqual(t.shape, (1, 16))
+        with open(imgs[0], "rb") as fh:
+            by_bytes = self.c.search(image=fh.read(), model="tiny", k=4)
+        by_vec = self.c.search(vector=y[0], model="tiny", k=4)
+        self.assertEqual(list(by_bytes.indices), list(by_vec.indices))
+        with self.assertRaises(TacaError) as e:
+            self.c.embed(images=[b"not an image"], model="tiny")
+        self.assertIn("item 0", e.exception.details)
+
+    def test_alias(self):
+        self.assertEqual(self.c.set_alias("current", "tiny"), "")
+        info = self.c.info()
+        self.assertEqual([(a["name"], a["target"]) for a in info["aliases"]], [("current", "tiny")])
+        b = self.c.get([3], fields=("current:image",), as_f32=True)
+        self.assertEqual(b["resolved"]["current:image"], "tiny")
+        ref = self.c.get([3], fields=("tiny:image",), as_f32=True)["embeddings"]["tiny:image"]
+        np.testing.assert_array_equal(b["embeddings"]["current:image"], ref)
+        with self.assertRaises(TacaError) as e:
+            self.c.set_alias("tiny", "tiny")
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(self.c.set_alias("current", ""), "tiny")
+
     def test_epoch_shares(self):
         seen = []
         for rank in range(2):
