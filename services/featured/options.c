@@ -137,7 +137,7 @@ static int apply(featured_config *cfg, int id, char *val, taca_error *err) {
       cfg->threads = (int)v;
       break;
     case O_MAX_BATCH:
-      if (parse_int("--max-batch", val, 1, 1 << 20, &v, err)) return -1;
+      if (parse_int("--max-batch", val, 1, 65536, &v, err)) return -1; /* search.h: at most 65536 queries */
       cfg->max_batch = (int)v;
       break;
     case O_MAX_STREAMS:
