@@ -3,7 +3,8 @@
 # 127.0.0.1 per class, measuring its peak RSS (VmHWM) and what the victims get:
 #  1. a flood of unauthenticated Health.Watch streams leaves StreamEpoch (with the token) working;
 #  2. decoding amplification: a 6 MB GetBatchRequest of 3M empty EmbeddingRefs is RESOURCE_EXHAUSTED
-#     and raises peak RSS by less than 64 MB; a gzip-compressed request is refused;
+#     and raises peak RSS by less than 64 MB; a gzip-compressed request is refused; 48 concurrent
+#     unauthenticated 3 MB calls are refused from their metadata (peak RSS + less than 64 MB);
 #  3. Search with k far past the stored count answers the stored vectors and stays small; scores
 #     that overflow (IP with 3e38 queries) are never hits; a Lookup key with a NUL byte is refused;
 #  4. health answers within 250 ms while heavy Search calls keep the data plane busy;
@@ -100,6 +101,23 @@ except grpc.RpcError as e:
     gz = e.code()
 assert gz != grpc.StatusCode.OK
 print(f"  2. 6 MB of 3M empty repeated elements: RESOURCE_EXHAUSTED, peak RSS +{grown / 2**20:.1f} MB; gzip: {gz.name}")
+
+# 2b. unauthenticated calls with big bodies: refused from their metadata, the bodies never read
+before = hwm()
+junk = pb.GetBatchRequest(indices=list(range(0, 1_000_000))).SerializeToString()  # ~3 MB
+anon = ch.unary_unary("/taca.v1.FeatureCache/GetBatch", request_serializer=lambda b: b,
+                      response_deserializer=pb.Batch.FromString)
+futs = [anon.future(junk, timeout=30) for _ in range(48)]
+codes = set()
+for fu in futs:
+    try:
+        fu.result(); codes.add("OK")
+    except grpc.RpcError as e:
+        codes.add(e.code().name)
+anon_grown = hwm() - before
+assert codes == {"UNAUTHENTICATED"}, codes
+assert anon_grown < 64 << 20, f"48 unauthenticated 3 MB calls raised peak RSS by {anon_grown >> 20} MB"
+print(f"  2b. 48 unauthenticated calls of {len(junk) >> 20} MB: UNAUTHENTICATED, peak RSS +{anon_grown / 2**20:.1f} MB")
 
 # 3. k past the stored count, overflowing scores, NUL keys
 before = hwm()
