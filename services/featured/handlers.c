@@ -513,6 +513,11 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
   size_t k = in->k < stored ? in->k : (stored ? (size_t)stored : 1);
   int64_t *hit = arena_alloc(&a, nq * k * sizeof *hit);
   float *score = arena_alloc(&a, nq * k * sizeof *score);
+  if ((double)nq * (double)k > (double)(64u << 20)) { /* the search's heaps: nq x k entries per thread */
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%zu queries x k = %zu results are too many for one call: lower k or "
+               "split the queries", nq, k);
+    goto done;
+  }
   int *hit_model = ngal > 1 ? arena_alloc(&a, nq * k * sizeof *hit_model) : NULL;
   if (!hit || !score || (ngal > 1 && !hit_model)) {
     reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu x %zu results", nq, k);
