@@ -28,6 +28,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include "base/file.h"
 #include "base/hostport.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -727,35 +728,19 @@ static void *worker_main(void *arg) {
 
 /* ---------- lifecycle ---------- */
 
-static char *read_file(const char *path, taca_error *err) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return taca_fail(err, "%s: %s", path, strerror(errno)), NULL;
-  char *buf = NULL;
-  size_t len = 0, cap = 0;
-  for (;;) {
-    if (cap - len < 4096) {
-      char *nb = realloc(buf, cap = cap * 2 + 8192);
-      if (!nb) {
-        free(buf);
-        fclose(fp);
-        return taca_fail(err, "%s: out of memory", path), NULL;
-      }
-      buf = nb;
-    }
-    size_t got = fread(buf + len, 1, cap - len - 1, fp);
-    len += got;
-    if (got == 0) break;
-  }
-  fclose(fp);
-  buf[len] = '\0';
-  return buf;
+/* A PEM file as a C string (taca_read_file adds the NUL). */
+static char *read_pem_file(const char *path, taca_error *err) {
+  unsigned char *data;
+  size_t len;
+  if (taca_read_file(path, 1u << 20, &data, &len, err)) return NULL;
+  return (char *)data;
 }
 
 static grpc_server_credentials *make_creds(const featured_config *cfg, taca_error *err) {
   if (!cfg->tls_cert) return grpc_insecure_server_credentials_create();
-  char *cert = read_file(cfg->tls_cert, err);
+  char *cert = read_pem_file(cfg->tls_cert, err);
   if (!cert) return taca_error_prefix(err, "--tls-cert"), NULL;
-  char *key = read_file(cfg->tls_key, err);
+  char *key = read_pem_file(cfg->tls_key, err);
   if (!key) {
     free(cert);
     return taca_error_prefix(err, "--tls-key"), NULL;
