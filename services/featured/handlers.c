@@ -163,6 +163,7 @@ void handle_info(featured *f, const uint8_t *req, size_t len, reply *r) {
   out.server_version = (char *)FEATURED_VERSION;
   out.max_batch = (uint32_t)f->cfg.max_batch;
   out.max_message_bytes = f->cfg.max_message;
+  out.max_request_bytes = f->cfg.max_request;
   out.max_streams = (uint32_t)f->cfg.max_streams;
   out.max_k = (uint32_t)f->cfg.max_k;
   reply_pack(r, &out.base, f->cfg.max_message);

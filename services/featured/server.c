@@ -767,7 +767,7 @@ int server_start(featured *f, const server_callbacks *cb, featured_server **out,
   grpc_arg args[7];
   args[0].type = GRPC_ARG_INTEGER;
   args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-  args[0].value.integer = (int)f->cfg.max_message;
+  args[0].value.integer = (int)f->cfg.max_request; /* refused from the length prefix, not buffered */
   args[1].type = GRPC_ARG_INTEGER;
   args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
   args[1].value.integer = maxmsg;

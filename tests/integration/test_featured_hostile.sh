@@ -4,7 +4,8 @@
 #  1. a flood of unauthenticated Health.Watch streams leaves StreamEpoch (with the token) working;
 #  2. decoding amplification: a 6 MB GetBatchRequest of 3M empty EmbeddingRefs is RESOURCE_EXHAUSTED
 #     and raises peak RSS by less than 64 MB; a gzip-compressed request is refused; 48 concurrent
-#     unauthenticated 3 MB calls are refused from their metadata (peak RSS + less than 64 MB);
+#     unauthenticated 3 MB calls are refused from their metadata, and a 60 MB request (past
+#     --max-request) from its length prefix (each: peak RSS + less than 64 MB);
 #  3. Search with k far past the stored count answers the stored vectors and stays small; scores
 #     that overflow (IP with 3e38 queries) are never hits; a Lookup key with a NUL byte is refused;
 #  4. health answers within 250 ms while heavy Search calls keep the data plane busy;
@@ -101,6 +102,18 @@ except grpc.RpcError as e:
     gz = e.code()
 assert gz != grpc.StatusCode.OK
 print(f"  2. 6 MB of 3M empty repeated elements: RESOURCE_EXHAUSTED, peak RSS +{grown / 2**20:.1f} MB; gzip: {gz.name}")
+
+# 2a. a 60 MB plain request (past --max-request, 16 MiB): refused from its length prefix
+before = hwm()
+big = pb.SearchRequest(model="old", queries=[1.0] * (15 << 20)).SerializeToString()   # 60 MB of floats
+try:
+    unary("Search", big, pb.SearchResponse, metadata=auth); raise AssertionError("a 60 MB request was served")
+except grpc.RpcError as e:
+    big_code = e.code()
+assert big_code == grpc.StatusCode.RESOURCE_EXHAUSTED, big_code
+big_grown = hwm() - before
+assert big_grown < 64 << 20, f"a 60 MB request raised peak RSS by {big_grown >> 20} MB"
+print(f"  2a. a {len(big) >> 20} MB request: RESOURCE_EXHAUSTED (--max-request), peak RSS +{big_grown / 2**20:.1f} MB")
 
 # 2b. unauthenticated calls with big bodies: refused from their metadata, the bodies never read
 before = hwm()
