@@ -35,7 +35,7 @@ const char *FEATURED_USAGE =
     "                      TLS) handshake by then (default 5)\n"
     "  --metrics-auth      /metrics (and /healthz) need the token too (default: open, for scrapers)\n"
     "  --insecure          allow a --listen address off loopback without TLS and a token (warned)\n"
-    "  --max-request BYTES largest request accepted (default 16777216, a 4096 x 1024 query Search;\n"
+    "  --max-request BYTES largest request accepted (default 33554432: a 4096 x 1024 query Search fits;\n"
     "                      at most --max-message)\n"
     "  --threads N         completion-queue threads (default: CPU count, at least 2)\n"
     "  --max-batch N       samples per batch and queries per Search (default 4096)\n"
@@ -216,7 +216,7 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
   cfg->handshake_ms = 5000;
   cfg->max_k = 10000;
   cfg->max_message = 64u << 20;
-  cfg->max_request = 16u << 20;
+  cfg->max_request = 32u << 20;
   cfg->grace_ms = 10000;
   cfg->refresh_ms = 2000;
 

@@ -103,7 +103,7 @@ except grpc.RpcError as e:
 assert gz != grpc.StatusCode.OK
 print(f"  2. 6 MB of 3M empty repeated elements: RESOURCE_EXHAUSTED, peak RSS +{grown / 2**20:.1f} MB; gzip: {gz.name}")
 
-# 2a. a 60 MB plain request (past --max-request, 16 MiB): refused from its length prefix
+# 2a. a 60 MB plain request (past --max-request, 32 MiB): refused from its length prefix
 before = hwm()
 big = pb.SearchRequest(model="old", queries=[1.0] * (15 << 20)).SerializeToString()   # 60 MB of floats
 try:
