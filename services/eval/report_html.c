@@ -182,7 +182,8 @@ static void svg_bars(FILE *f, const char *aria, int ng, void (*group_label)(FILE
       esc(f, s[k].name);
       fprintf(f, ": %.1f%%</title></rect>", 100 * v);
       fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"%d\">%.*f</text>\n", x + (bw - 2) / 2,
-              mt + ph - h - 4, 12, bw < 34 ? 0 : 1, 100 * v); /* narrow bars: whole percents */
+              mt + ph - h - 4, bw < 30 ? 10 : 12, bw < 34 ? 0 : 1, 100 * v); /* narrow bars: whole percents, smaller
+                                                                               type so that "100" fits its bar */
     }
     fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\">", ml + g * gw + gw / 2, mt + ph + 20);
     group_label(f, g, ctx);
