@@ -1,6 +1,7 @@
 /* hash.c: the store's content hash (XXH3-128 over every database's entries in key order, meta
  * "progress/...", "index/..." and "content_hash" records left out, empty annotation databases too), its
  * record in meta, and the checksum of a weights file. */
+#include "base/file_hash.h"
 #include "storage/store_internal.h"
 
 #include <errno.h>
@@ -100,24 +101,5 @@ int store_record_content_hash(taca_store *s, const char *by, taca_error *err) {
 }
 
 int store_file_checksum(const char *path, char hex[33], taca_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return taca_fail(err, "%s: %s", path, strerror(errno));
-  XXH3_state_t *st = XXH3_createState();
-  enum { CHUNK = 1 << 20 };
-  uint8_t *buf = malloc(CHUNK);
-  if (!st || !buf) {
-    fclose(f);
-    XXH3_freeState(st);
-    free(buf);
-    return taca_fail(err, "out of memory");
-  }
-  XXH3_128bits_reset(st);
-  size_t n;
-  while ((n = fread(buf, 1, CHUNK, f)) > 0) XXH3_128bits_update(st, buf, n);
-  int bad = ferror(f);
-  fclose(f);
-  free(buf);
-  if (!bad) to_hex(XXH3_128bits_digest(st), hex);
-  XXH3_freeState(st);
-  return bad ? taca_fail(err, "%s: read error", path) : 0;
+  return taca_file_xxh3(path, hex, err); /* one file hash for the whole tree (base/file_hash.h) */
 }

@@ -1,6 +1,7 @@
 /* batch_feed.c: prefetching of training batches from StreamEpoch on a background thread. A run
  * resumed mid-epoch opens the epoch's stream at its batch (start_batch on the wire): no batch
  * before it is sent or decoded. */
+#include "base/clock.h"
 #include "trainer/batch_feed.h"
 
 #include <pthread.h>
@@ -40,12 +41,6 @@ struct feed {
   feed_batch *pool[MAX_DEPTH + 1]; /* free batches */
   int npool;
 };
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void batch_destroy(const feed *f, feed_batch *b) {
   if (!b) return;
@@ -348,7 +343,7 @@ void feed_close(feed *f) {
 }
 
 int feed_next(feed *f, feed_batch **b, double *wait_s, taca_error *err) {
-  double t0 = now_s();
+  double t0 = taca_now_s();
   pthread_mutex_lock(&f->mu);
   while (f->nready == 0 && !f->stop) pthread_cond_wait(&f->cv, &f->mu);
   int rc = 0;
@@ -359,7 +354,7 @@ int feed_next(feed *f, feed_batch **b, double *wait_s, taca_error *err) {
     rc = f->failed ? (*err = f->err, -1) : taca_fail(err, "the batch stream ended");
   }
   pthread_mutex_unlock(&f->mu);
-  if (wait_s) *wait_s = now_s() - t0;
+  if (wait_s) *wait_s = taca_now_s() - t0;
   return rc;
 }
 

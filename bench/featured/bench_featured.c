@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/dtype.h"
 #include "client/taca_client.h"
 
@@ -47,12 +48,6 @@ static int g_seconds = 10, g_batch = 32, g_clients = 8, g_rate = 1000;
 static double g_max_p99_ms = 0, g_max_rss_mb = 0; /* 0: no check */
 static long g_min_ops = 0;
 static atomic_int g_stop;
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static void record(stats *s, double sec) {
   if (s->n == s->cap) {
@@ -128,7 +123,7 @@ static void *mixed_main(void *arg) {
     int op = (int)(rng_next(&rs) % OP_COUNT);
     stats *st = &w->st[op];
     taca_batch b;
-    double t0 = now_s();
+    double t0 = taca_now_s();
     int ok = 0;
     if (op == OP_STREAM) {
       if (!e) {
@@ -176,7 +171,7 @@ static void *mixed_main(void *arg) {
         taca_search_result_free(&r);
       }
     }
-    if (ok == 1) record(st, now_s() - t0);
+    if (ok == 1) record(st, taca_now_s() - t0);
     else if (ok == 0 && !atomic_load(&g_stop)) {
       st->errors++;
       fail_once(w, err.msg);
@@ -272,12 +267,12 @@ static int run_mixed(int pid) {
     ws[i].id = i;
     pthread_create(&ws[i].th, NULL, mixed_main, &ws[i]);
   }
-  double t0 = now_s();
+  double t0 = taca_now_s();
   struct timespec d = {g_seconds, 0};
   nanosleep(&d, NULL);
   atomic_store(&g_stop, 1);
   for (int i = 0; i < g_clients; i++) pthread_join(ws[i].th, NULL);
-  double secs = now_s() - t0;
+  double secs = taca_now_s() - t0;
   printf("mixed load: %d clients, %.1f s, batch %d\n", g_clients, secs, g_batch);
   int bad = report(ws, g_clients, secs, "mixed", pid);
   for (int i = 0; i < g_clients; i++)
@@ -295,9 +290,9 @@ static int run_stream(int pid) {
   f.embeddings[0].model = in->models[0].name;
   worker w = {0};
   taca_error err = {{0}};
-  double t0 = now_s();
+  double t0 = taca_now_s();
   uint64_t epoch = 0;
-  while (now_s() - t0 < g_seconds) {
+  while (taca_now_s() - t0 < g_seconds) {
     taca_epoch_options o = {.seed = 1, .epoch = epoch++, .rank = 0, .world_size = 1, .batch_size = (uint32_t)g_batch,
                             .fields = f};
     taca_epoch *e;
@@ -307,23 +302,23 @@ static int run_stream(int pid) {
       break;
     }
     taca_batch b;
-    double t = now_s();
+    double t = taca_now_s();
     int rc = 0;
-    while (now_s() - t0 < g_seconds && (rc = taca_epoch_next(e, &b, &err)) == 1) {
-      double t1 = now_s();
+    while (taca_now_s() - t0 < g_seconds && (rc = taca_epoch_next(e, &b, &err)) == 1) {
+      double t1 = taca_now_s();
       record(&w.st[OP_STREAM], t1 - t);
       w.st[OP_STREAM].bytes += batch_bytes(&b);
       w.st[OP_STREAM].samples += b.n;
       taca_batch_free(&b);
-      t = now_s();
+      t = taca_now_s();
     }
-    if (now_s() - t0 < g_seconds && rc < 0) {
+    if (taca_now_s() - t0 < g_seconds && rc < 0) {
       w.st[OP_STREAM].errors++;
       fail_once(&w, err.msg);
     }
     taca_epoch_close(e);
   }
-  double secs = now_s() - t0;
+  double secs = taca_now_s() - t0;
   printf("single stream: batch %d, %.1f s (latency = wait for each next batch)\n", g_batch, secs);
   int bad = report(&w, 1, secs, "stream", pid);
   free(w.st[OP_STREAM].lat);
@@ -339,11 +334,11 @@ static int run_lookup_rate(int pid) {
   uint64_t n = in->end - in->begin, rs = 99;
   worker w = {0};
   taca_error err = {{0}};
-  double t0 = now_s(), period = 1.0 / g_rate;
+  double t0 = taca_now_s(), period = 1.0 / g_rate;
   long k = 0;
   taca_fields f = {.labels = 1};
-  while (now_s() - t0 < g_seconds) {
-    double due = t0 + (double)k * period, t = now_s();
+  while (taca_now_s() - t0 < g_seconds) {
+    double due = t0 + (double)k * period, t = taca_now_s();
     if (t < due) {
       struct timespec d = {0, (long)((due - t) * 1e9)};
       nanosleep(&d, NULL);
@@ -352,9 +347,9 @@ static int run_lookup_rate(int pid) {
     snprintf(key, sizeof key, "s%07llu", (unsigned long long)(in->begin + rng_next(&rs) % n));
     const char *keys[1] = {key};
     taca_batch b;
-    double s = now_s();
+    double s = taca_now_s();
     if (taca_client_lookup(c, keys, 1, &f, 0, &b, &err) == 0) {
-      record(&w.st[OP_LOOKUP], now_s() - s);
+      record(&w.st[OP_LOOKUP], taca_now_s() - s);
       w.st[OP_LOOKUP].samples++;
       w.st[OP_LOOKUP].bytes += batch_bytes(&b);
       taca_batch_free(&b);
@@ -364,7 +359,7 @@ static int run_lookup_rate(int pid) {
     }
     k++;
   }
-  double secs = now_s() - t0;
+  double secs = taca_now_s() - t0;
   printf("paced lookups: %d/s target, %.1f s\n", g_rate, secs);
   int bad = report(&w, 1, secs, "lookup-rate", pid);
   free(w.st[OP_LOOKUP].lat);

@@ -1,5 +1,6 @@
 /* eval.c: `taca eval`'s computation (see eval.h): read the store, split it, encode the pixels with
  * the new model (plain and with the TaCA checkpoint), and compute every figure with metrics.h. */
+#include "base/clock.h"
 #include "services/eval/eval.h"
 
 #include <errno.h>
@@ -29,12 +30,6 @@ void eval_options_default(eval_options *o) {
   o->new_head = 1;
   o->lora_alpha = 8.0f;
   eval_head_config_default(&o->head);
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void na_set(eval_na *na, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -195,7 +190,7 @@ static int encode(eval_encoder *e, const char *what, const uint64_t *idx, int n,
                   eval_result *r, taca_error *err) {
   const size_t per = (size_t)3 * e->S * e->S;
   const int En = e->m->cfg.embed_dim, Eo = e->ad ? encoder_image_dim(e->ad) : 0;
-  double t0 = now_s(), last = t0;
+  double t0 = taca_now_s(), last = t0;
   for (int s = 0; s < n; s += e->batch) {
     int b = n - s < e->batch ? n - s : e->batch;
     for (int i = 0; i < b; i++)
@@ -204,13 +199,13 @@ static int encode(eval_encoder *e, const char *what, const uint64_t *idx, int n,
       return taca_error_prefix(err, "new model");
     if (out_ad && encoder_embed_images(e->ad, e->pix, b, out_ad + (size_t)s * Eo, err))
       return taca_error_prefix(err, "adapted new model");
-    double t = now_s();
+    double t = taca_now_s();
     if (!e->quiet && t - last > 10) {
       fprintf(stderr, "taca eval: %s: %d/%d images (%.1f img/s)\n", what, s + b, n, (s + b) / (t - t0));
       last = t;
     }
   }
-  double dt = now_s() - t0;
+  double dt = taca_now_s() - t0;
   r->encode_seconds += dt;
   r->encoded_images += n;
   if (!e->quiet && n > 0)

@@ -182,7 +182,8 @@ static void svg_bars(FILE *f, const char *aria, int ng, void (*group_label)(FILE
       esc(f, s[k].name);
       fprintf(f, ": %.1f%%</title></rect>", 100 * v);
       fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"%d\">%.*f</text>\n", x + (bw - 2) / 2,
-              mt + ph - h - 4, 12, bw < 34 ? 0 : 1, 100 * v); /* narrow bars: whole percents */
+              mt + ph - h - 4, bw < 30 ? 10 : 12, bw < 34 ? 0 : 1, 100 * v); /* narrow bars: whole percents, smaller
+                                                                               type so that "100" fits its bar */
     }
     fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"12\">", ml + g * gw + gw / 2, mt + ph + 20);
     group_label(f, g, ctx);
@@ -300,13 +301,21 @@ static void service_html(FILE *f, const char *path) {
     fprintf(f, "</th><td>%lld</td>", (long long)json_integer_value(json_object_get(v, "passes")));
     if (json_is_number(acc)) fprintf(f, "<td>%.1f %%</td></tr>\n", 100 * json_number_value(acc));
     else fputs("<td>n/a (no pass answered by it alone)</td></tr>\n", f);
-    if (json_is_number(acc) && n < 8) {
-      int is_old = head && !strcmp(k, head);
-      snprintf(labs[n], sizeof labs[n], "%s (%s)", k, is_old ? "before the flip" : "after the flip");
-      lab[n] = labs[n];
-      val[n] = json_number_value(acc);
-      col[n] = is_old ? PALETTE[0] : PALETTE[2];
+    if (json_is_number(acc) && n < 8) { /* the model before the flip first */
+      int is_old = head && !strcmp(k, head), at = n;
+      if (is_old) {
+        for (int j = n; j > 0; j--) {
+          memcpy(labs[j], labs[j - 1], sizeof labs[j]);
+          val[j] = val[j - 1];
+          col[j] = col[j - 1];
+        }
+        at = 0;
+      }
+      snprintf(labs[at], sizeof labs[at], "%s (%s)", k, is_old ? "before the flip" : "after the flip");
+      val[at] = json_number_value(acc);
+      col[at] = is_old ? PALETTE[0] : PALETTE[2];
       n++;
+      for (int j = 0; j < n; j++) lab[j] = labs[j];
     }
   }
   fprintf(f, "</table>\n<p>Failed calls during the run: <strong>%lld</strong>; test samples per pass: %lld.</p>\n",

@@ -33,8 +33,10 @@ static void read_spaces(store_view *v, featured_snapshot *s) {
     size_t len = 0;
     taca_error e;
     s->kind[i][0] = '\0';
-    if (m->weights_xxh[0]) snprintf(s->space[i], sizeof s->space[i], "%s", m->weights_xxh);
-    else snprintf(s->space[i], sizeof s->space[i], "model:%s", m->name);
+    char own[FEATURED_SPACE_MAX]; /* through a local: the compiler cannot tell the fields of s apart */
+    if (m->weights_xxh[0]) snprintf(own, sizeof own, "%.*s", (int)sizeof m->weights_xxh, m->weights_xxh);
+    else snprintf(own, sizeof own, "model:%.40s", m->name);
+    memcpy(s->space[i], own, sizeof own);
     if (store_get_meta(v, key, &val, &len, &e) || !val) continue;
     json_t *j = json_loadb(val, len, 0, NULL);
     const char *sp = json_string_value(json_object_get(j, "space")), *kd = json_string_value(json_object_get(j, "kind"));

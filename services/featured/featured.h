@@ -44,7 +44,8 @@ typedef struct featured_config {
   int metrics_auth;            /* /metrics needs the token too */
   int insecure;                /* allow a non-loopback --listen without TLS and token (warned) */
   int max_k;
-  size_t max_message;          /* bytes, each way */
+  size_t max_message;          /* bytes of a response (and the default of max_request) */
+  size_t max_request;          /* bytes of a request: gRPC refuses larger ones from their length prefix */
   int grace_ms;                /* shutdown: cancel what is still running after this long */
   int refresh_ms;              /* store info refresh period */
   nn_precision precision;      /* of the text towers' GEMMs (--precision) ... */

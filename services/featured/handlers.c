@@ -163,6 +163,7 @@ void handle_info(featured *f, const uint8_t *req, size_t len, reply *r) {
   out.server_version = (char *)FEATURED_VERSION;
   out.max_batch = (uint32_t)f->cfg.max_batch;
   out.max_message_bytes = f->cfg.max_message;
+  out.max_request_bytes = f->cfg.max_request;
   out.max_streams = (uint32_t)f->cfg.max_streams;
   out.max_k = (uint32_t)f->cfg.max_k;
   reply_pack(r, &out.base, f->cfg.max_message);
@@ -325,6 +326,118 @@ done:
 
 /* ---------- Search ---------- */
 
+/* The captions or images of a Search embedded by the query model's encoder: nq x dim floats from a,
+ * or NULL with the reply set (an empty caption, an image that does not decode: INVALID_ARGUMENT). */
+static const float *search_encode(featured *f, const Taca__V1__SearchRequest *in, const char *qmodel, size_t nq, int dim,
+                                  arena *a, reply *r) {
+  taca_error err;
+  float *enc = arena_alloc(a, nq * (size_t)dim * sizeof *enc);
+  if (!enc) {
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    return NULL;
+  }
+  if (in->n_captions) {
+    for (size_t i = 0; i < nq; i++)
+      if (!in->captions[i] || !in->captions[i][0]) {
+        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "captions[%zu] is empty", i);
+        return NULL;
+      }
+    if (featured_encoders_embed_captions(f->encoders, qmodel, (const char *const *)in->captions, (int)nq, enc, dim,
+                                         &err)) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
+      return NULL;
+    }
+  } else {
+    const uint8_t **bufs = arena_alloc(a, nq * sizeof *bufs);
+    size_t *lens = arena_alloc(a, nq * sizeof *lens);
+    uint8_t *ok = arena_alloc(a, nq);
+    taca_error *ierr = arena_alloc(a, nq * sizeof *ierr);
+    if (!bufs || !lens || !ok || !ierr) {
+      reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      return NULL;
+    }
+    for (size_t i = 0; i < nq; i++) {
+      bufs[i] = in->images[i].data;
+      lens[i] = in->images[i].len;
+    }
+    if (featured_encoders_embed_images(f->encoders, qmodel, bufs, lens, (int)nq, enc, dim, ok, ierr, &err)) {
+      reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
+      return NULL;
+    }
+    for (size_t i = 0; i < nq; i++)
+      if (!ok[i]) {
+        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "images[%zu]: %s", i, ierr[i].msg);
+        return NULL;
+      }
+  }
+  return enc;
+}
+
+/* One query's hits into h: the finite ones of hit/score (k slots, -1 past the last), with the
+ * scoring models (mixed galleries), keys, captions and metadata as asked. */
+static int search_hits_fill(Taca__V1__SearchHits *h, const Taca__V1__SearchRequest *in, store_view *v,
+                            const featured_snapshot *s, const int64_t *hit, float *score, int *hit_model, uint64_t *ids,
+                            size_t k, arena *a, reply *r) {
+  taca_error err;
+  taca__v1__search_hits__init(h);
+  size_t cnt = 0; /* the hits, in order; a score that over- or underflowed to +-inf/NaN is no hit */
+  for (size_t j = 0; j < k && hit[j] >= 0; j++) {
+    if (!isfinite(score[j])) continue;
+    ids[cnt] = (uint64_t)hit[j];
+    score[cnt] = score[j];
+    if (hit_model) hit_model[cnt] = hit_model[j];
+    cnt++;
+  }
+  h->n_indices = h->n_scores = cnt;
+  h->indices = ids;
+  h->scores = score;
+  if (hit_model && cnt) {
+    h->hit_models = arena_alloc(a, cnt * sizeof *h->hit_models);
+    if (!h->hit_models) {
+      reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      return -1;
+    }
+    for (size_t j = 0; j < cnt; j++) h->hit_models[j] = (char *)s->info.models[hit_model[j]].name;
+    h->n_hit_models = cnt;
+  }
+  if (in->with_keys && cnt) {
+    h->keys = arena_alloc(a, cnt * sizeof *h->keys);
+    if (!h->keys) {
+      reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+      return -1;
+    }
+    for (size_t j = 0; j < cnt; j++) {
+      store_sample smp;
+      int rc = store_get_sample(v, h->indices[j], &smp, &err);
+      if (rc == STORE_NOT_STORED) {
+        h->keys[j] = (char *)"";  /* an embedding without its sample record: no key to give */
+        continue;
+      }
+      if (rc) {
+        reply_store_fail(r, &err);
+        return -1;
+      }
+      char *kc = arena_alloc(a, smp.key_len + 1);
+      if (!kc) {
+        reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return -1;
+      }
+      memcpy(kc, smp.key, smp.key_len);
+      kc[smp.key_len] = '\0';
+      h->keys[j] = kc;
+    }
+    h->n_keys = cnt;
+  }
+  if ((in->with_captions || in->with_metadata) && cnt) {
+    if (batch_annotations(v, h->indices, cnt, in->with_captions, in->with_metadata, a, &h->captions, &h->metadata,
+                          r))
+      return -1;
+    if (in->with_captions) h->n_captions = cnt;
+    if (in->with_metadata) h->n_metadata = cnt;
+  }
+  return 0;
+}
+
 void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
   Taca__V1__SearchRequest *in = UNPACK(Taca__V1__SearchRequest, taca__v1__search_request__descriptor, req, len);
   if (!in) {
@@ -465,54 +578,18 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
     goto done;
   }
   taca_error err;
-  if (in->n_captions || in->n_images) {
-    float *enc = arena_alloc(&a, nq * (size_t)dim * sizeof *enc);
-    if (!enc) {
-      reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-      goto done;
-    }
-    if (in->n_captions) {
-      for (size_t i = 0; i < nq; i++)
-        if (!in->captions[i] || !in->captions[i][0]) {
-          reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "captions[%zu] is empty", i);
-          goto done;
-        }
-      if (featured_encoders_embed_captions(f->encoders, qm->name, (const char *const *)in->captions, (int)nq, enc, dim,
-                                           &err)) {
-        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
-        goto done;
-      }
-    } else {
-      const uint8_t **bufs = arena_alloc(&a, nq * sizeof *bufs);
-      size_t *lens = arena_alloc(&a, nq * sizeof *lens);
-      uint8_t *ok = arena_alloc(&a, nq);
-      taca_error *ierr = arena_alloc(&a, nq * sizeof *ierr);
-      if (!bufs || !lens || !ok || !ierr) {
-        reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        goto done;
-      }
-      for (size_t i = 0; i < nq; i++) {
-        bufs[i] = in->images[i].data;
-        lens[i] = in->images[i].len;
-      }
-      if (featured_encoders_embed_images(f->encoders, qm->name, bufs, lens, (int)nq, enc, dim, ok, ierr, &err)) {
-        reply_fail(r, GRPC_STATUS_INTERNAL, "%s", err.msg);
-        goto done;
-      }
-      for (size_t i = 0; i < nq; i++)
-        if (!ok[i]) {
-          reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "images[%zu]: %s", i, ierr[i].msg);
-          goto done;
-        }
-    }
-    q = enc;
-  }
+  if ((in->n_captions || in->n_images) && !(q = search_encode(f, in, qm->name, nq, dim, &a, r))) goto done;
   /* buffers by what can come back: k past the stored vectors returns them all */
   uint64_t stored = 0;
   for (int t = 0; t < ngal; t++) stored += s->info.n_embeddings[gal[t]][mod];
   size_t k = in->k < stored ? in->k : (stored ? (size_t)stored : 1);
   int64_t *hit = arena_alloc(&a, nq * k * sizeof *hit);
   float *score = arena_alloc(&a, nq * k * sizeof *score);
+  if ((double)nq * (double)k > (double)(64u << 20)) { /* the search's heaps: nq x k entries per thread */
+    reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%zu queries x k = %zu results are too many for one call: lower k or "
+               "split the queries", nq, k);
+    goto done;
+  }
   int *hit_model = ngal > 1 ? arena_alloc(&a, nq * k * sizeof *hit_model) : NULL;
   if (!hit || !score || (ngal > 1 && !hit_model)) {
     reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu x %zu results", nq, k);
@@ -555,62 +632,9 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
   }
   for (size_t i = 0; i < nq; i++) {
     Taca__V1__SearchHits *h = &hits[i];
-    taca__v1__search_hits__init(h);
-    size_t cnt = 0; /* the hits, in order; a score that over- or underflowed to +-inf/NaN is no hit */
-    for (size_t j = 0; j < k && hit[i * k + j] >= 0; j++) {
-      if (!isfinite(score[i * k + j])) continue;
-      ids[i * k + cnt] = (uint64_t)hit[i * k + j];
-      score[i * k + cnt] = score[i * k + j];
-      if (hit_model) hit_model[i * k + cnt] = hit_model[i * k + j];
-      cnt++;
-    }
-    h->n_indices = h->n_scores = cnt;
-    h->indices = ids + i * k;
-    h->scores = score + i * k;
-    if (hit_model && cnt) {
-      h->hit_models = arena_alloc(&a, cnt * sizeof *h->hit_models);
-      if (!h->hit_models) {
-        reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        goto done;
-      }
-      for (size_t j = 0; j < cnt; j++) h->hit_models[j] = s->info.models[hit_model[i * k + j]].name;
-      h->n_hit_models = cnt;
-    }
-    if (in->with_keys && cnt) {
-      h->keys = arena_alloc(&a, cnt * sizeof *h->keys);
-      if (!h->keys) {
-        reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-        goto done;
-      }
-      for (size_t j = 0; j < cnt; j++) {
-        store_sample smp;
-        int rc = store_get_sample(v, h->indices[j], &smp, &err);
-        if (rc == STORE_NOT_STORED) {
-          h->keys[j] = (char *)"";  /* an embedding without its sample record: no key to give */
-          continue;
-        }
-        if (rc) {
-          reply_store_fail(r, &err);
-          goto done;
-        }
-        char *kc = arena_alloc(&a, smp.key_len + 1);
-        if (!kc) {
-          reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-          goto done;
-        }
-        memcpy(kc, smp.key, smp.key_len);
-        kc[smp.key_len] = '\0';
-        h->keys[j] = kc;
-      }
-      h->n_keys = cnt;
-    }
-    if ((in->with_captions || in->with_metadata) && cnt) {
-      if (batch_annotations(v, h->indices, cnt, in->with_captions, in->with_metadata, &a, &h->captions, &h->metadata,
-                            r))
-        goto done;
-      if (in->with_captions) h->n_captions = cnt;
-      if (in->with_metadata) h->n_metadata = cnt;
-    }
+    if (search_hits_fill(h, in, v, s, hit + i * k, score + i * k, hit_model ? hit_model + i * k : NULL, ids + i * k, k,
+                         &a, r))
+      goto done;
     hp[i] = h;
   }
   out.n_results = nq;

@@ -9,6 +9,7 @@
 #include <grpc/support/log.h>
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -146,8 +147,32 @@ static char *metrics_cb(void *arg, size_t *len) {
 /* gRPC core's own messages (transport errors, peers that break the protocol) go to the same log, in the
  * same format, as events "grpc" with the gRPC source position. */
 static atomic_int grpc_log_quiet; /* while binding: the clear one-line error replaces gRPC's long one */
+/* gRPC's own messages, at most GRPC_LOG_BURST per second (a client failing TLS handshakes in a loop
+ * would otherwise write a line each); how many were dropped is said with the next one let through. */
+#define GRPC_LOG_BURST 20
+static pthread_mutex_t grpc_log_mu = PTHREAD_MUTEX_INITIALIZER;
+static time_t grpc_log_second;
+static int grpc_log_count;
+static long grpc_log_dropped;
+
 static void grpc_log_cb(gpr_log_func_args *a) {
   if (atomic_load(&grpc_log_quiet)) return;
+  time_t now = time(NULL);
+  long dropped = 0;
+  pthread_mutex_lock(&grpc_log_mu);
+  if (now != grpc_log_second) {
+    grpc_log_second = now;
+    grpc_log_count = 0;
+  }
+  int drop = ++grpc_log_count > GRPC_LOG_BURST;
+  if (drop) grpc_log_dropped++;
+  else {
+    dropped = grpc_log_dropped;
+    grpc_log_dropped = 0;
+  }
+  pthread_mutex_unlock(&grpc_log_mu);
+  if (drop) return;
+  if (dropped) log_msg(LOG_WARN, "grpc: %ld messages dropped (more than %d per second)", dropped, GRPC_LOG_BURST);
   log_level lv = a->severity == GPR_LOG_SEVERITY_ERROR  ? LOG_ERROR
                  : a->severity == GPR_LOG_SEVERITY_INFO ? LOG_INFO
                                                         : LOG_DEBUG;

@@ -162,7 +162,7 @@ char *metrics_render(featured_metrics *m, const metrics_gauges *g, size_t *len) 
   clock_gettime(CLOCK_MONOTONIC, &now);
   double up = (double)(now.tv_sec - m->start.tv_sec) + (double)(now.tv_nsec - m->start.tv_nsec) * 1e-9;
   put(&b,
-      "# HELP taca_featured_active_streams StreamEpoch and Health.Watch calls in progress.\n"
+      "# HELP taca_featured_active_streams StreamEpoch calls in progress (Health.Watch has a budget of its own).\n"
       "# TYPE taca_featured_active_streams gauge\ntaca_featured_active_streams %d\n"
       "# HELP taca_featured_serving 1 while serving, 0 once shutting down.\n"
       "# TYPE taca_featured_serving gauge\ntaca_featured_serving %d\n"

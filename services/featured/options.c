@@ -35,10 +35,12 @@ const char *FEATURED_USAGE =
     "                      TLS) handshake by then (default 5)\n"
     "  --metrics-auth      /metrics (and /healthz) need the token too (default: open, for scrapers)\n"
     "  --insecure          allow a --listen address off loopback without TLS and a token (warned)\n"
+    "  --max-request BYTES largest request accepted (default 33554432: a 4096 x 1024 query Search fits;\n"
+    "                      at most --max-message)\n"
     "  --threads N         completion-queue threads (default: CPU count, at least 2)\n"
     "  --max-batch N       samples per batch and queries per Search (default 4096)\n"
     "  --max-streams N     concurrent StreamEpoch calls (default 64)\n"
-    "  --max-message BYTES largest message sent or received (default 67108864)\n"
+    "  --max-message BYTES largest response sent (default 67108864)\n"
     "  --max-k K           largest Search k (default 10000)\n"
     "  --grace SECONDS     on SIGTERM/SIGINT: stop accepting, end streams at their next batch\n"
     "                      (UNAVAILABLE, with the batch to resume from), let unary calls finish,\n"
@@ -95,7 +97,7 @@ static int parse_model(featured_config *cfg, char *s, taca_error *err) {
 
 enum { O_DB = 256, O_LISTEN, O_METRICS, O_MODEL, O_THREADS, O_MAX_BATCH, O_MAX_STREAMS, O_MAX_MESSAGE, O_MAX_K,
        O_GRACE, O_PORT_FILE, O_LOG, O_LOG_FORMAT, O_TLS_CERT, O_TLS_KEY, O_TOKEN, O_ALIASES, O_MAX_WATCH, O_HANDSHAKE, O_METRICS_AUTH,
-       O_INSECURE, O_PRECISION, O_HELP };
+       O_INSECURE, O_MAX_REQUEST, O_PRECISION, O_HELP };
 static const struct option LONG[] = {
     {"db", required_argument, 0, O_DB},
     {"listen", required_argument, 0, O_LISTEN},
@@ -119,6 +121,7 @@ static const struct option LONG[] = {
     {"handshake-timeout", required_argument, 0, O_HANDSHAKE},
     {"metrics-auth", no_argument, 0, O_METRICS_AUTH},
     {"insecure", no_argument, 0, O_INSECURE},
+    {"max-request", required_argument, 0, O_MAX_REQUEST},
     {"precision", required_argument, 0, O_PRECISION},
     {"help", no_argument, 0, O_HELP},
     {0, 0, 0, 0},
@@ -142,7 +145,7 @@ static int apply(featured_config *cfg, int id, char *val, taca_error *err) {
       cfg->threads = (int)v;
       break;
     case O_MAX_BATCH:
-      if (parse_int("--max-batch", val, 1, 1 << 20, &v, err)) return -1;
+      if (parse_int("--max-batch", val, 1, 65536, &v, err)) return -1; /* search.h: at most 65536 queries */
       cfg->max_batch = (int)v;
       break;
     case O_MAX_STREAMS:
@@ -180,6 +183,10 @@ static int apply(featured_config *cfg, int id, char *val, taca_error *err) {
       break;
     case O_METRICS_AUTH: cfg->metrics_auth = 1; break;
     case O_INSECURE: cfg->insecure = 1; break;
+    case O_MAX_REQUEST:
+      if (parse_int("--max-request", val, 1024, INT_MAX, &v, err)) return -1;
+      cfg->max_request = (size_t)v;
+      break;
     case O_TLS_CERT: cfg->tls_cert = val; break;
     case O_TLS_KEY: cfg->tls_key = val; break;
     case O_TOKEN:
@@ -220,6 +227,7 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
   cfg->handshake_ms = 5000;
   cfg->max_k = 10000;
   cfg->max_message = 64u << 20;
+  cfg->max_request = 32u << 20;
   cfg->grace_ms = 10000;
   cfg->refresh_ms = 2000;
 
@@ -254,6 +262,7 @@ int featured_parse_options(featured_config *cfg, int argc, char **argv, FILE *ou
       return taca_fail(err, "%s (from the environment variable %s)", why, env);
     }
   }
+  if (cfg->max_request > cfg->max_message) cfg->max_request = cfg->max_message; /* never above it */
   if (!cfg->db) return taca_fail(err, "--db DIR is required (try --help)");
   if (!cfg->tls_cert != !cfg->tls_key) return taca_fail(err, "--tls-cert and --tls-key go together");
   if (cfg->metrics_auth && !cfg->token) return taca_fail(err, "--metrics-auth needs --token");

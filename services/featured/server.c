@@ -6,7 +6,9 @@
  * touched by the main thread (status changes), under their own mutex.
  *
  * Call kinds:
- *   unary   one batch: initial metadata + message (if OK) + status + RECV_CLOSE_ON_SERVER.
+ *   unary   the checks that need no body (method, draining, token, deadline), then RECV_MESSAGE of the
+ *           request, then one batch: initial metadata + message (if OK) + status +
+ *           RECV_CLOSE_ON_SERVER. StreamEpoch and Health.Watch receive their request the same way.
  *   stream  (StreamEpoch) RECV_CLOSE_ON_SERVER first; then exactly one SEND_MESSAGE in flight, the
  *           next batch built while it is (flow control is the completion of that send); finally
  *           the status. Freed when no batch of the call is pending.
@@ -26,6 +28,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include "base/file.h"
 #include "base/hostport.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,9 +149,8 @@ static void arm(worker *w, featured_method method) {
     grpc_call_details_init(&c->details);
     e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, w->cq, w->cq, &c->t_new);
   } else {
-    e = grpc_server_request_registered_call(s->server, s->handles[method], &c->call, &c->deadline, &c->md,
-                                            FEATURED_METHOD_BIDI(method) ? NULL : &c->payload, w->cq, w->cq,
-                                            &c->t_new);
+    e = grpc_server_request_registered_call(s->server, s->handles[method], &c->call, &c->deadline, &c->md, NULL,
+                                            w->cq, w->cq, &c->t_new);
   }
   if (e != GRPC_CALL_OK) {
     log_msg(LOG_ERROR, "arming a %s request failed (grpc_call_error %d)", FEATURED_METHOD_NAMES[method], (int)e);
@@ -564,6 +566,27 @@ static int authorized(call *c) {
   return 0;
 }
 
+/* Runs the handler of a call whose request message has arrived (body = its bytes). */
+static void dispatch(call *c, const uint8_t *req, size_t len) {
+  featured *f = c->srv->f;
+  reply r = {0};
+  switch (c->method) {
+    case FM_INFO: handle_info(f, req, len, &r); finish_unary(c, &r); break;
+    case FM_GET_BATCH: handle_get_batch(f, req, len, &r); finish_unary(c, &r); break;
+    case FM_LOOKUP: handle_lookup(f, req, len, &r); finish_unary(c, &r); break;
+    case FM_SEARCH: handle_search(f, req, len, &r); finish_unary(c, &r); break;
+    case FM_EMBED: handle_embed(f, req, len, &r); finish_unary(c, &r); break;
+    case FM_SET_ALIAS: handle_set_alias(f, req, len, &r); finish_unary(c, &r); break;
+    case FM_HEALTH_CHECK: handle_health_check(f, req, len, &r); finish_unary(c, &r); break;
+    case FM_STREAM_EPOCH: stream_begin(c, req, len); break;
+    case FM_HEALTH_WATCH: watch_begin(c, req, len); break;
+    default: break;
+  }
+}
+
+/* A call has arrived: its metadata only. Every check that needs no body runs first (unknown method,
+ * draining, the token, the deadline), so that a refused call costs no read, copy or decode of its
+ * request; then its one request message is received (on_request_recv). */
 static void on_new(call *c, int ok) {
   featured_server *s = c->srv;
   if (!ok) { /* the server is shutting down: this request will never be matched */
@@ -575,70 +598,69 @@ static void on_new(call *c, int ok) {
   if (featured_state_now(s->f) < FS_CLOSING) arm(c->w, c->method);
   clock_gettime(CLOCK_MONOTONIC, &c->t0);
   featured *f = s->f;
-  grpc_slice body = grpc_empty_slice();
-  /* half-closed before one whole message (bidi calls receive theirs later) */
-  int no_message = c->method != FM_UNKNOWN && !FEATURED_METHOD_BIDI(c->method) && !c->payload;
-  /* health and reflection (the public schema) stay open for tools; every other call is checked
-   * before its body is copied or decoded */
+  /* health and reflection (the public schema) stay open for tools */
   int needs_token = c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && !FEATURED_METHOD_BIDI(c->method) &&
                     c->method != FM_UNKNOWN;
-  int auth_ok = !needs_token || authorized(c);
-  if (c->payload && !auth_ok) {
-    grpc_byte_buffer_destroy(c->payload);
-    c->payload = NULL;
-  }
-  if (c->payload) {
-    grpc_byte_buffer_reader rd;
-    if (grpc_byte_buffer_reader_init(&rd, c->payload)) {
-      body = grpc_byte_buffer_reader_readall(&rd);
-      grpc_byte_buffer_reader_destroy(&rd);
-    }
-    grpc_byte_buffer_destroy(c->payload);
-    c->payload = NULL;
-  }
-  const uint8_t *req = GRPC_SLICE_START_PTR(body);
-  size_t len = GRPC_SLICE_LENGTH(body);
-  metrics_request(f->metrics, c->method, len);
   reply r = {0};
   if (c->method == FM_UNKNOWN) {
+    metrics_request(f->metrics, c->method, 0);
     char path[256];
     size_t pl = GRPC_SLICE_LENGTH(c->details.method);
     snprintf(path, sizeof path, "%.*s", (int)(pl > 200 ? 200 : pl), (const char *)GRPC_SLICE_START_PTR(c->details.method));
     reply_fail(&r, GRPC_STATUS_UNIMPLEMENTED, "method %s is not served here (taca.v1.FeatureCache, grpc.health.v1.Health, grpc.reflection.v1[alpha].ServerReflection)",
                path);
     finish_unary(c, &r);
-  } else if (no_message) {
-    /* gRPC hands over no message when the stream ends before a whole one (a length prefix larger than
-     * the data, a cut prefix, no message at all): that is not an empty request */
-    reply_fail(&r, GRPC_STATUS_INVALID_ARGUMENT,
-               "no complete request message arrived (the stream ended inside or before it)");
-    finish_unary(c, &r);
   } else if (c->method != FM_HEALTH_CHECK && c->method != FM_HEALTH_WATCH && featured_draining(f)) {
+    metrics_request(f->metrics, c->method, 0);
     reply_fail(&r, GRPC_STATUS_UNAVAILABLE, "taca-featured is shutting down: use another replica or retry later");
     finish_unary(c, &r);
-  } else if (!auth_ok) {
+  } else if (needs_token && !authorized(c)) {
+    metrics_request(f->metrics, c->method, 0);
     reply_fail(&r, GRPC_STATUS_UNAUTHENTICATED, "this server needs 'authorization: Bearer <token>' metadata (--token)");
     finish_unary(c, &r);
   } else if (c->method != FM_HEALTH_WATCH && c->method != FM_STREAM_EPOCH && !FEATURED_METHOD_BIDI(c->method) &&
              gpr_time_cmp(c->deadline, gpr_now(c->deadline.clock_type)) < 0) {
+    metrics_request(f->metrics, c->method, 0);
     reply_fail(&r, GRPC_STATUS_DEADLINE_EXCEEDED, "the deadline passed before the call was handled");
     finish_unary(c, &r);
+  } else if (FEATURED_METHOD_BIDI(c->method)) {
+    reflection_begin(c);
   } else {
-    switch (c->method) {
-      case FM_INFO: handle_info(f, req, len, &r); finish_unary(c, &r); break;
-      case FM_GET_BATCH: handle_get_batch(f, req, len, &r); finish_unary(c, &r); break;
-      case FM_LOOKUP: handle_lookup(f, req, len, &r); finish_unary(c, &r); break;
-      case FM_SEARCH: handle_search(f, req, len, &r); finish_unary(c, &r); break;
-      case FM_EMBED: handle_embed(f, req, len, &r); finish_unary(c, &r); break;
-      case FM_SET_ALIAS: handle_set_alias(f, req, len, &r); finish_unary(c, &r); break;
-      case FM_HEALTH_CHECK: handle_health_check(f, req, len, &r); finish_unary(c, &r); break;
-      case FM_STREAM_EPOCH: stream_begin(c, req, len); break;
-      case FM_HEALTH_WATCH: watch_begin(c, req, len); break;
-      case FM_REFLECTION:
-      case FM_REFLECTION_ALPHA: reflection_begin(c); break;
-      default: break;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->payload;
+    if (start(c, &op, 1, &c->t_recv)) {
+      metrics_request(f->metrics, c->method, 0);
+      reply_fail(&r, GRPC_STATUS_INTERNAL, "cannot receive the request");
+      finish_unary(c, &r);
     }
   }
+}
+
+/* The request message of a unary or server-streaming call (payload NULL: the stream ended before
+ * one whole message, which is not an empty request). */
+static void on_request_recv(call *c, int ok) {
+  c->pending--;
+  featured *f = c->srv->f;
+  if (!ok || !c->payload) {
+    metrics_request(f->metrics, c->method, 0);
+    reply r = {0};
+    reply_fail(&r, GRPC_STATUS_INVALID_ARGUMENT,
+               "no complete request message arrived (the stream ended inside or before it)");
+    finish_unary(c, &r);
+    return;
+  }
+  grpc_slice body = grpc_empty_slice();
+  grpc_byte_buffer_reader rd;
+  if (grpc_byte_buffer_reader_init(&rd, c->payload)) {
+    body = grpc_byte_buffer_reader_readall(&rd);
+    grpc_byte_buffer_reader_destroy(&rd);
+  }
+  grpc_byte_buffer_destroy(c->payload);
+  c->payload = NULL;
+  metrics_request(f->metrics, c->method, GRPC_SLICE_LENGTH(body));
+  dispatch(c, GRPC_SLICE_START_PTR(body), GRPC_SLICE_LENGTH(body));
   grpc_slice_unref(body);
 }
 
@@ -695,7 +717,10 @@ static void *worker_main(void *arg) {
       case T_UNARY: on_unary_done(t->c); break;
       case T_SEND: on_send(t->c, ev.success); break;
       case T_CLOSE: on_close(t->c); break;
-      case T_RECV: on_reflection_recv(t->c, ev.success); break;
+      case T_RECV:
+        if (FEATURED_METHOD_BIDI(t->c->method)) on_reflection_recv(t->c, ev.success);
+        else on_request_recv(t->c, ev.success);
+        break;
     }
   }
   return NULL;
@@ -703,35 +728,19 @@ static void *worker_main(void *arg) {
 
 /* ---------- lifecycle ---------- */
 
-static char *read_file(const char *path, taca_error *err) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) return taca_fail(err, "%s: %s", path, strerror(errno)), NULL;
-  char *buf = NULL;
-  size_t len = 0, cap = 0;
-  for (;;) {
-    if (cap - len < 4096) {
-      char *nb = realloc(buf, cap = cap * 2 + 8192);
-      if (!nb) {
-        free(buf);
-        fclose(fp);
-        return taca_fail(err, "%s: out of memory", path), NULL;
-      }
-      buf = nb;
-    }
-    size_t got = fread(buf + len, 1, cap - len - 1, fp);
-    len += got;
-    if (got == 0) break;
-  }
-  fclose(fp);
-  buf[len] = '\0';
-  return buf;
+/* A PEM file as a C string (taca_read_file adds the NUL). */
+static char *read_pem_file(const char *path, taca_error *err) {
+  unsigned char *data;
+  size_t len;
+  if (taca_read_file(path, 1u << 20, &data, &len, err)) return NULL;
+  return (char *)data;
 }
 
 static grpc_server_credentials *make_creds(const featured_config *cfg, taca_error *err) {
   if (!cfg->tls_cert) return grpc_insecure_server_credentials_create();
-  char *cert = read_file(cfg->tls_cert, err);
+  char *cert = read_pem_file(cfg->tls_cert, err);
   if (!cert) return taca_error_prefix(err, "--tls-cert"), NULL;
-  char *key = read_file(cfg->tls_key, err);
+  char *key = read_pem_file(cfg->tls_key, err);
   if (!key) {
     free(cert);
     return taca_error_prefix(err, "--tls-key"), NULL;
@@ -758,7 +767,7 @@ int server_start(featured *f, const server_callbacks *cb, featured_server **out,
   grpc_arg args[7];
   args[0].type = GRPC_ARG_INTEGER;
   args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-  args[0].value.integer = (int)f->cfg.max_message;
+  args[0].value.integer = (int)f->cfg.max_request; /* refused from the length prefix, not buffered */
   args[1].type = GRPC_ARG_INTEGER;
   args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
   args[1].value.integer = maxmsg;
@@ -797,10 +806,8 @@ int server_start(featured *f, const server_callbacks *cb, featured_server **out,
   }
   for (int m = 0; m < FM_COUNT; m++)
     if (FEATURED_METHOD_PATHS[m])
-      s->handles[m] = grpc_server_register_method(s->server, FEATURED_METHOD_PATHS[m], NULL,
-                                                  FEATURED_METHOD_BIDI(m) ? GRPC_SRM_PAYLOAD_NONE
-                                                                          : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
-                                                  0);
+      /* no payload with the call: the request is received after the checks (on_new) */
+      s->handles[m] = grpc_server_register_method(s->server, FEATURED_METHOD_PATHS[m], NULL, GRPC_SRM_PAYLOAD_NONE, 0);
   grpc_server_credentials *creds = make_creds(&f->cfg, err);
   if (!creds) {
     server_destroy(s);

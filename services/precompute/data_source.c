@@ -1,5 +1,6 @@
 /* data_source.c: enumerating and reading precompute inputs (WebDataset tars via libarchive, folders
  * with captions.tsv), with shard assignment, entry counting and seeking for resume. */
+#include "base/file.h"
 #include "services/precompute/data_source.h"
 
 #include <archive.h>
@@ -349,26 +350,6 @@ static char *tsv_line(data_source *ds) {
   return NULL;
 }
 
-static int read_file(const char *path, uint8_t **buf, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  struct stat sb;
-  if (fstat(fileno(f), &sb) || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > DS_MAX_MEMBER) {
-    fclose(f);
-    return -1;
-  }
-  *len = (size_t)sb.st_size;
-  *buf = malloc(*len + 1);
-  if (!*buf || fread(*buf, 1, *len, f) != *len) {
-    free(*buf);
-    *buf = NULL;
-    fclose(f);
-    return -1;
-  }
-  fclose(f);
-  return 0;
-}
-
 static int tsv_next_sample(data_source *ds, const char *dir, ds_sample *out, int with_data,
                            taca_error *err) {
   char *line = tsv_line(ds);
@@ -394,7 +375,7 @@ static int tsv_next_sample(data_source *ds, const char *dir, ds_sample *out, int
   snprintf(p, sizeof p, "%s/%s", dir, out->key);
   if (strstr(out->key, "..") || out->key[0] == '/') {
     if (!out->problem) out->problem = "image path must be relative and inside the folder";
-  } else if (read_file(p, &out->image, &out->image_len)) {
+  } else if (taca_read_file(p, DS_MAX_MEMBER, &out->image, &out->image_len, &(taca_error){{0}})) {
     if (!out->problem) out->problem = "image file missing, unreadable or larger than 64 MiB";
   }
   return 1;

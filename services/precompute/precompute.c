@@ -1,6 +1,7 @@
 /* precompute.c: the precompute job: a reader thread reads and decodes batches of samples ahead
  * while the main thread runs the model and commits each batch (samples, embeddings and progress in
  * one transaction). See precompute.h for the crash-safety contract. */
+#include "base/clock.h"
 #include "services/precompute/precompute.h"
 
 #include <jansson.h>
@@ -260,12 +261,6 @@ static void reader_stop(reader *r) {
 }
 
 /* ---------- helpers ---------- */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void default_name(const char *path, char *out, size_t n) {
   char tmp[4096];
@@ -843,7 +838,7 @@ static int finished_inputs_differ(job *J, json_t *prog, taca_error *err) {
 
 int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *err) {
   memset(st, 0, sizeof *st);
-  double t0 = now_s();
+  double t0 = taca_now_s();
   if (o->batch <= 0 || o->batch > 4096) return taca_fail(err, "--batch-size must be in 1..4096");
   if (o->dtype != TACA_DT_F16 && o->dtype != TACA_DT_F32) return taca_fail(err, "--dtype must be f16 or f32");
   job J = {.o = o};
@@ -941,7 +936,7 @@ int precompute_run(const precompute_opts *o, precompute_stats *st, taca_error *e
     json_decref(prog);
   }
 out:
-  st->seconds = now_s() - t0;
+  st->seconds = taca_now_s() - t0;
   store_close(J.store);
   free(J.pix), free(J.img), free(J.txt), free(J.tokens);
   encoder_close(J.m);

@@ -119,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const uint8_t *req = data + 1;
   size_t len = size - 1;
   reply r = {0};
-  switch (data[0] % 6) {
+  switch (data[0] % 8) {
     case 0:
       handle_info(&F, req, len, &r);
       CHECK(r.code == GRPC_STATUS_OK || r.code == GRPC_STATUS_INVALID_ARGUMENT);
@@ -136,6 +136,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 3:
       handle_search(&F, req, len, &r);
       check_reply(&r, &taca__v1__search_response__descriptor);
+      break;
+    case 6:
+      handle_embed(&F, req, len, &r);
+      check_reply(&r, &taca__v1__embed_response__descriptor);
+      break;
+    case 7:
+      handle_set_alias(&F, req, len, &r);
+      check_reply(&r, &taca__v1__set_alias_response__descriptor);
       break;
     case 4:
       handle_health_check(&F, req, len, &r);

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "nn/clip.h"
 #include "base/npy.h"
@@ -56,12 +57,6 @@ static char g_full[300], g_shard0[300], g_shard1[300], g_big[300];
 static daemon_t D_full, D_s0, D_s1, D_s1r, D_small, D_tls;
 static int g_tls_ok;
 static char g_cert[300], g_key[300];
-
-static double now_s(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 /* Starts taca-featured on 127.0.0.1:0 with extra args (NULL-terminated); waits for its port file. */
 static int start_daemon(daemon_t *d, const char *name, const char *db, const char *const *extra) {
@@ -93,8 +88,8 @@ static int start_daemon(daemon_t *d, const char *name, const char *db, const cha
     _exit(127);
   }
   d->pid = pid;
-  double t0 = now_s();
-  while (now_s() - t0 < 30) {
+  double t0 = taca_now_s();
+  while (taca_now_s() - t0 < 30) {
     FILE *f = fopen(d->portfile, "r");
     if (f) {
       int ok = fscanf(f, "grpc=%d metrics=%d", &d->port, &d->mport) == 2;
@@ -117,9 +112,9 @@ static int start_daemon(daemon_t *d, const char *name, const char *db, const cha
 static int stop_daemon(daemon_t *d, int sig, double timeout_s) {
   if (d->pid <= 0) return -1;
   kill(d->pid, sig);
-  double t0 = now_s();
+  double t0 = taca_now_s();
   int st;
-  while (now_s() - t0 < timeout_s) {
+  while (taca_now_s() - t0 < timeout_s) {
     if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
       d->pid = 0;
       return WIFEXITED(st) ? WEXITSTATUS(st) : -1;

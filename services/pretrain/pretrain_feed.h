@@ -7,8 +7,8 @@
  * Order: shuffled (an endless stream of epoch permutations of the index range, Fisher-Yates from
  * splitmix64(shuffle_seed, epoch)) or sequential (each index once, the last batch partial).
  * Deterministic for a given configuration. All buffers are allocated at start. */
-#ifndef TACA_CLI_PRETRAIN_FEED_H
-#define TACA_CLI_PRETRAIN_FEED_H
+#ifndef TACA_PRETRAIN_FEED_H
+#define TACA_PRETRAIN_FEED_H
 
 #include <stdint.h>
 

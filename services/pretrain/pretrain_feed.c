@@ -1,5 +1,5 @@
 /* pretrain_feed.c: the synthetic-data batch producer of `taca pretrain` (see pretrain_feed.h). */
-#include "services/cli/pretrain_feed.h"
+#include "services/pretrain/pretrain_feed.h"
 
 #include <pthread.h>
 #include <stdlib.h>
