@@ -10,6 +10,7 @@
 #include "services/featured/batch.h"
 #include "services/featured/epoch.h"
 #include "services/featured/log.h"
+#include "services/featured/wire.h"
 #include "services/featured/encoders.h"
 #include "search/search.h"
 #include "storage/gather.h"
@@ -215,40 +216,14 @@ done:
  * prefix (another sample). The wire bytes are checked instead: the position of the first top-level
  * length-delimited field number `field` holding a NUL byte, or -1. */
 static long wire_string_with_nul(const uint8_t *p, size_t len, uint32_t field) {
-  size_t i = 0;
+  const uint8_t *end = p + len;
+  wire_field f;
   long nth = 0;
-  while (i < len) {
-    uint64_t tag = 0;
-    int sh = 0;
-    while (i < len && sh < 64) {
-      tag |= (uint64_t)(p[i] & 0x7f) << sh;
-      sh += 7;
-      if (!(p[i++] & 0x80)) break;
+  while (wire_next_field(&p, end, &f) == 1)
+    if (f.num == field && f.wire == 2) {
+      if (memchr(f.p, 0, f.n)) return nth;
+      nth++;
     }
-    uint32_t wt = (uint32_t)(tag & 7), fn = (uint32_t)(tag >> 3);
-    if (wt == 0) {
-      while (i < len && (p[i++] & 0x80)) {
-      }
-    } else if (wt == 1 || wt == 5) {
-      i += wt == 1 ? 8 : 4;
-    } else if (wt == 2) {
-      uint64_t l = 0;
-      sh = 0;
-      while (i < len && sh < 64) {
-        l |= (uint64_t)(p[i] & 0x7f) << sh;
-        sh += 7;
-        if (!(p[i++] & 0x80)) break;
-      }
-      if (l > len - i) return -1;
-      if (fn == field) {
-        if (memchr(p + i, 0, (size_t)l)) return nth;
-        nth++;
-      }
-      i += (size_t)l;
-    } else {
-      return -1;
-    }
-  }
   return -1;
 }
 

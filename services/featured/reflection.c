@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "grpc/reflection/v1/reflection.pb-c.h"
+#include "services/featured/wire.h"
 
 extern const unsigned char taca_descriptor_set[];
 extern const unsigned long taca_descriptor_set_len;
@@ -34,55 +35,6 @@ static struct {
 } IX;
 static pthread_once_t ix_once = PTHREAD_ONCE_INIT;
 
-/* ---- protobuf wire format, just enough to walk descriptors ---- */
-
-typedef struct field {
-  uint32_t num;
-  int wire;
-  uint64_t v;          /* varint value */
-  const uint8_t *p;    /* length-delimited payload */
-  size_t n;
-} field;
-
-static int varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (*p >= end) return -1;
-    uint8_t b = *(*p)++;
-    v |= (uint64_t)(b & 0x7f) << shift;
-    if (!(b & 0x80)) {
-      *out = v;
-      return 0;
-    }
-  }
-  return -1;
-}
-
-/* The next field of [*p, end): 1 read, 0 at the end, -1 malformed. */
-static int next_field(const uint8_t **p, const uint8_t *end, field *f) {
-  if (*p >= end) return 0;
-  uint64_t key;
-  if (varint(p, end, &key)) return -1;
-  f->num = (uint32_t)(key >> 3);
-  f->wire = (int)(key & 7);
-  f->p = NULL;
-  f->n = 0;
-  switch (f->wire) {
-    case 0: return varint(p, end, &f->v) ? -1 : 1;
-    case 1: if (end - *p < 8) return -1; *p += 8; return 1;
-    case 5: if (end - *p < 4) return -1; *p += 4; return 1;
-    case 2: {
-      uint64_t n;
-      if (varint(p, end, &n) || n > (uint64_t)(end - *p)) return -1;
-      f->p = *p;
-      f->n = (size_t)n;
-      *p += n;
-      return 1;
-    }
-    default: return -1;
-  }
-}
-
 static void copy_name(char *dst, const uint8_t *p, size_t n) {
   if (n >= NAME_MAX_LEN) n = NAME_MAX_LEN - 1;
   memcpy(dst, p, n);
@@ -105,9 +57,9 @@ static void add_symbol(const char *scope, const uint8_t *p, size_t n, int file, 
 /* The name (field 1) of a descriptor message. */
 static int name_of(const uint8_t *p, size_t n, const uint8_t **name, size_t *len) {
   const uint8_t *q = p, *end = p + n;
-  field f;
+  wire_field f;
   int rc;
-  while ((rc = next_field(&q, end, &f)) == 1)
+  while ((rc = wire_next_field(&q, end, &f)) == 1)
     if (f.num == 1 && f.wire == 2) {
       *name = f.p;
       *len = f.n;
@@ -124,9 +76,9 @@ static int index_message(const char *scope, const uint8_t *p, size_t n, int file
   char full[NAME_MAX_LEN];
   add_symbol(scope, nm, nl, file, full);
   const uint8_t *q = p, *end = p + n;
-  field f;
+  wire_field f;
   int rc;
-  while ((rc = next_field(&q, end, &f)) == 1) {
+  while ((rc = wire_next_field(&q, end, &f)) == 1) {
     if (f.wire != 2) continue;
     if (f.num == 3 && index_message(full, f.p, f.n, file)) return -1;
     if (f.num == 4) {
@@ -145,14 +97,14 @@ static int index_file(const uint8_t *p, size_t n) {
   pf->bytes = p;
   pf->len = n;
   char package[NAME_MAX_LEN] = "";
-  field f;
+  wire_field f;
   const uint8_t *q = p, *end = p + n;
   int rc;
-  while ((rc = next_field(&q, end, &f)) == 1) /* the package first: symbols are named by it */
+  while ((rc = wire_next_field(&q, end, &f)) == 1) /* the package first: symbols are named by it */
     if (f.num == 2 && f.wire == 2) copy_name(package, f.p, f.n);
   if (rc < 0) return -1;
   q = p;
-  while ((rc = next_field(&q, end, &f)) == 1) {
+  while ((rc = wire_next_field(&q, end, &f)) == 1) {
     if (f.wire != 2) continue;
     const uint8_t *nm;
     size_t nl;
@@ -169,9 +121,9 @@ static int index_file(const uint8_t *p, size_t n) {
       add_symbol(package, nm, nl, fi, full);
       if (IX.n_services < MAX_SERVICES) snprintf(IX.services[IX.n_services++], NAME_MAX_LEN, "%s", full);
       const uint8_t *s = f.p, *se = f.p + f.n;
-      field m;
+      wire_field m;
       int mr;
-      while ((mr = next_field(&s, se, &m)) == 1)
+      while ((mr = wire_next_field(&s, se, &m)) == 1)
         if (m.num == 2 && m.wire == 2) {
           char meth[NAME_MAX_LEN];
           if (name_of(m.p, m.n, &nm, &nl)) return -1;
@@ -185,9 +137,9 @@ static int index_file(const uint8_t *p, size_t n) {
 
 static void build_index(void) {
   const uint8_t *p = taca_descriptor_set, *end = p + taca_descriptor_set_len; /* FileDescriptorSet */
-  field f;
+  wire_field f;
   int rc;
-  while ((rc = next_field(&p, end, &f)) == 1)
+  while ((rc = wire_next_field(&p, end, &f)) == 1)
     if (f.num == 1 && f.wire == 2 && index_file(f.p, f.n)) return;
   IX.ok = rc == 0;
 }
