@@ -6,6 +6,8 @@
 #ifndef TACA_BASE_FASTMATH_H
 #define TACA_BASE_FASTMATH_H
 
+#include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 static inline float fast_expf(float x) {
@@ -43,5 +45,17 @@ static inline float fast_erff(float x) {
 static inline float gelu_f(float x) { return 0.5f * x * (1.f + fast_erff(x * 0.70710678118654752f)); }
 
 static inline float quick_gelu_f(float x) { return x / (1.f + fast_expf(-1.702f * x)); }
+
+/* Each of the n rows of x [n, d] divided by its L2 norm (summed in double; a zero row stays zero):
+ * `taca embed --normalize` and the Embed RPC's normalize, one rule so that they give the same bytes. */
+static inline void taca_l2_normalize_rows(float *x, size_t n, int d) {
+  for (size_t i = 0; i < n; i++) {
+    float *r = x + i * (size_t)d;
+    double s = 0;
+    for (int j = 0; j < d; j++) s += (double)r[j] * r[j];
+    float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.f;
+    for (int j = 0; j < d; j++) r[j] *= inv;
+  }
+}
 
 #endif

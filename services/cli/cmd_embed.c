@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fastmath.h"
 #include "methods/encoder.h"
 #include "image/image.h"
 #include "base/npy.h"
@@ -33,16 +34,6 @@ static const char *USAGE =
     "  units); f32 (default) is exact F32.\n";
 
 typedef enum { IN_NONE, IN_PIXELS, IN_IMAGES, IN_TOKENS, IN_TEXT } input_kind;
-
-static void l2_normalize_rows(float *x, int n, int d) {
-  for (int i = 0; i < n; i++) {
-    float *r = x + (size_t)i * d;
-    double s = 0;
-    for (int j = 0; j < d; j++) s += (double)r[j] * r[j];
-    float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.f;
-    for (int j = 0; j < d; j++) r[j] *= inv;
-  }
-}
 
 /* Embeds N images given as files, batch by batch; decoding of a batch runs on OpenMP threads. */
 static int embed_image_files(taca_encoder *m, char **files, int n, int batch, float *out,
@@ -250,7 +241,7 @@ int cmd_embed(int argc, char **argv) {
                     kind == IN_TEXT || kind == IN_TOKENS ? "text" : "image", i % (size_t)E, i / (size_t)E);
       goto done;
     }
-  if (normalize) l2_normalize_rows(feat, n, E);
+  if (normalize) taca_l2_normalize_rows(feat, (size_t)n, E);
   int64_t shape[2] = {n, E};
   if (npy_save(out, TACA_DT_F32, 2, shape, feat, &err)) rc = cli_fail("embed", 1, "%s", err.msg);
 

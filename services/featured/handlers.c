@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fastmath.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "services/featured/batch.h"
 #include "services/featured/epoch.h"
@@ -877,16 +878,8 @@ void handle_embed(featured *f, const uint8_t *req, size_t len, reply *r) {
     for (size_t j = 0; j < good; j++) memcpy(out + pos[j] * dim, emb + j * dim, sizeof *out * (size_t)dim);
   }
   size_t nerr = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (!ok[i]) nerr++;
-    else if (in->normalize) {
-      float *row = out + i * (size_t)dim;
-      double ss = 0;
-      for (int j = 0; j < dim; j++) ss += (double)row[j] * row[j];
-      float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-      for (int j = 0; j < dim; j++) row[j] *= inv;
-    }
-  }
+  for (size_t i = 0; i < n; i++) nerr += !ok[i];
+  if (in->normalize) taca_l2_normalize_rows(out, n, dim); /* failed rows are zero and stay zero */
   Taca__V1__EmbedResponse resp = TACA__V1__EMBED_RESPONSE__INIT;
   Taca__V1__EmbedError *ev = arena_alloc(&a, (nerr ? nerr : 1) * sizeof *ev);
   Taca__V1__EmbedError **ep = arena_alloc(&a, (nerr ? nerr : 1) * sizeof *ep);
