@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "image/image.h"
 #include "methods/encoder.h"
@@ -57,20 +56,21 @@ static int load_one(featured_encoders *fe, const featured_model_opt *o, const fe
     return taca_fail(err, "--model %s: the store has no model of that name (it has: %s)", o->name,
                      info->n_models ? list : "none");
   }
-  if (sm->weights_xxh[0]) {
-    char weights[4096], hex[33];
-    struct stat sb;
-    if (stat(o->path, &sb) == 0 && S_ISDIR(sb.st_mode))
-      snprintf(weights, sizeof weights, "%s/model.safetensors", o->path);
-    else
-      snprintf(weights, sizeof weights, "%s", o->path);
-    if (store_file_checksum(weights, hex, err)) return taca_error_prefix(err, "--model %s", o->name);
-    if (strcmp(hex, sm->weights_xxh))
-      return taca_fail(err, "--model %s: %s is not the checkpoint the store's embeddings came from (xxh3 %s, store "
-                       "records %s)", o->name, weights, hex, sm->weights_xxh);
-  }
   taca_encoder *enc = encoder_open(o->path, o->arch, fe->be, ENCODER_CHUNK, err);
   if (!enc) return taca_error_prefix(err, "--model %s", o->name);
+  if (sm->weights_xxh[0]) { /* the encoder hashes its own weights file (methods/encoder.h, provenance) */
+    const encoder_provenance *pv = encoder_provenance_get(enc, err);
+    const char *why = pv && strcmp(pv->weights_xxh, sm->weights_xxh) ? pv->weights_xxh : NULL;
+    if (!pv || why) {
+      if (why)
+        taca_fail(err, "--model %s: %s is not the checkpoint the store's embeddings came from (xxh3 %s, store "
+                  "records %s)", o->name, o->path, why, sm->weights_xxh);
+      else
+        taca_error_prefix(err, "--model %s", o->name);
+      encoder_close(enc);
+      return -1;
+    }
+  }
   /* --precision, else the one the store's embeddings were computed in */
   const nn_precision precision = cfg->precision_set          ? cfg->precision
                                  : !strcmp(sm->precision, "bf16") ? NN_PRECISION_BF16
