@@ -676,7 +676,6 @@ int taca_client_search_opts(taca_client *c, const char *model, taca_modality mod
   if (opts && opts->query_model) {
     int qi = taca_client_find_model(c, opts->query_model);
     if (qi < 0) return taca_fail(err, "search: query model '%.64s' is not in the data set", opts->query_model);
-    dim = modality == TACA_TEXT ? m->text_dim : m->image_dim;
     req.query_model = (char *)opts->query_model;
   }
   if (opts && opts->n_fallback > 0) {

@@ -341,6 +341,25 @@ static int q_export(taca_client *c, int argc, char **argv) {
 
 /* ---------- search ---------- */
 
+/* The n image files as bytes (search --image, embed --images): 0, or the exit status after a
+ * one-line error naming the flag and file. Free with free_images. */
+static int read_images(const char *flag, const char *const *files, int n, unsigned char ***img, size_t **len) {
+  *img = calloc((size_t)n, sizeof **img);
+  *len = calloc((size_t)n, sizeof **len);
+  if (!*img || !*len) return cli_fail(CMD, 1, "out of memory");
+  for (int j = 0; j < n; j++) {
+    taca_error err = {{0}};
+    if (taca_read_file(files[j], 64u << 20, &(*img)[j], &(*len)[j], &err)) return cli_fail(CMD, 1, "%s: %s", flag, err.msg);
+  }
+  return 0;
+}
+
+static void free_images(unsigned char **img, size_t *len, int n) {
+  for (int j = 0; img && j < n; j++) free(img[j]);
+  free(img);
+  free(len);
+}
+
 static int q_search(taca_client *c, int json, int argc, char **argv) {
   const char *model = NULL, *mod = "image", *vectors = NULL, *metric = "ip", *cap_file = NULL;
   const char **captions = calloc((size_t)argc + 1, sizeof *captions);
@@ -402,13 +421,7 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   unsigned char **img = NULL;
   size_t *img_len = NULL;
   if (!rc && nimg) {
-    img = calloc((size_t)nimg, sizeof *img);
-    img_len = calloc((size_t)nimg, sizeof *img_len);
-    if (!img || !img_len) rc = cli_fail(CMD, 1, "out of memory");
-    for (int j = 0; !rc && j < nimg; j++) {
-      taca_error ferr = {{0}};
-      if (taca_read_file(img_files[j], 64u << 20, &img[j], &img_len[j], &ferr)) rc = cli_fail(CMD, 1, "--image: %s", ferr.msg);
-    }
+    rc = read_images("--image", img_files, nimg, &img, &img_len);
     so.images = (const uint8_t *const *)img;
     so.image_sizes = img_len;
   }
@@ -420,9 +433,7 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   if (rc) {
     if (file_lines) cli_free_lines(file_lines, nfile);
     free(captions);
-    for (int j = 0; img && j < nimg; j++) free(img[j]);
-    free(img);
-    free(img_len);
+    free_images(img, img_len, nimg);
     free(img_files);
     free(fallback);
     return rc;
@@ -479,9 +490,7 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
   npy_free(&q);
   if (file_lines) cli_free_lines(file_lines, nfile);
   free(captions);
-  for (int j = 0; img && j < nimg; j++) free(img[j]);
-  free(img);
-  free(img_len);
+  free_images(img, img_len, nimg);
   free(img_files);
   free(fallback);
   return rc;
@@ -519,13 +528,7 @@ static int q_embed(taca_client *c, int argc, char **argv) {
     if (n < 0) rc = cli_fail(CMD, 1, "--text: %s", err.msg);
     else if (n == 0) rc = cli_fail(CMD, 1, "--text %s: no captions in it", text);
   }
-  if (!rc && nfiles) {
-    img = calloc((size_t)n, sizeof *img);
-    len = calloc((size_t)n, sizeof *len);
-    if (!img || !len) rc = cli_fail(CMD, 1, "out of memory");
-    for (int j = 0; !rc && j < n; j++)
-      if (taca_read_file(files[j], 64u << 20, &img[j], &len[j], &err)) rc = cli_fail(CMD, 1, "--images: %s", err.msg);
-  }
+  if (!rc && nfiles) rc = read_images("--images", files, n, &img, &len);
   float *all = NULL;
   int dim = 0;
   int chunk = taca_client_info(c)->max_batch > 0 ? taca_client_info(c)->max_batch : 1;
@@ -561,9 +564,7 @@ static int q_embed(taca_client *c, int argc, char **argv) {
                  strcmp(used, model) ? "')" : "", out, n, dim);
   }
   free(all);
-  for (int j = 0; img && j < n; j++) free(img[j]);
-  free(img);
-  free(len);
+  free_images(img, len, n);
   if (lines) cli_free_lines(lines, n);
   free(files);
   return rc;
