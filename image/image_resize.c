@@ -132,6 +132,18 @@ static int coeffs_make(int in_size, int out_size, int first, int n, coeffs *c, t
   return 0;
 }
 
+/* The vertical coefficients of an output window of ch rows from y0, and the source rows they read,
+ * [*row0, *row0 + *nrows). */
+static int coeffs_rows(int in_size, int out_size, int y0, int ch, coeffs *cy, int *row0, int *nrows, taca_error *err) {
+  if (coeffs_make(in_size, out_size, y0, ch, cy, err)) return -1;
+  *row0 = cy->start[0];
+  int last = 0;
+  for (int i = 0; i < ch; i++)
+    if (cy->start[i] + cy->count[i] > last) last = cy->start[i] + cy->count[i];
+  *nrows = last - *row0;
+  return 0;
+}
+
 static inline uint8_t clip8(int32_t ss) {
   int32_t v = ss >> PRECISION_BITS;
   return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
@@ -271,14 +283,7 @@ static int resize_window(const rgb_image *in, int out_w, int out_h, int x0, int 
 
   /* Source rows the window needs (all of them relative to row0). */
   int row0 = y0, nrows = ch;
-  if (need_v) {
-    if (coeffs_make(in->height, out_h, y0, ch, &cy, err)) goto done;
-    row0 = cy.start[0];
-    int last = 0;
-    for (int i = 0; i < ch; i++)
-      if (cy.start[i] + cy.count[i] > last) last = cy.start[i] + cy.count[i];
-    nrows = last - row0;
-  }
+  if (need_v && coeffs_rows(in->height, out_h, y0, ch, &cy, &row0, &nrows, err)) goto done;
   /* Rows after the horizontal pass: either a fresh buffer, or the source itself (column offset x0). */
   const uint8_t *rows;
   size_t stride;
@@ -342,14 +347,7 @@ static int resize_window_n(const uint8_t *src, int w, int h, int nch, int out_w,
   int32_t *acc = NULL;
   int rc = -1;
   int row0 = y0, nrows = ch;
-  if (need_v) {
-    if (coeffs_make(h, out_h, y0, ch, &cy, err)) goto done;
-    row0 = cy.start[0];
-    int last = 0;
-    for (int i = 0; i < ch; i++)
-      if (cy.start[i] + cy.count[i] > last) last = cy.start[i] + cy.count[i];
-    nrows = last - row0;
-  }
+  if (need_v && coeffs_rows(h, out_h, y0, ch, &cy, &row0, &nrows, err)) goto done;
   const uint8_t *rows;
   size_t stride;
   if (need_h) {
@@ -421,14 +419,7 @@ static int resize_window_i32(const uint16_t *src, int w, int h, int out_w, int o
   double *ssv = NULL;
   int rc = -1;
   int row0 = y0, nrows = ch;
-  if (need_v) {
-    if (coeffs_make(h, out_h, y0, ch, &cy, err)) goto done;
-    row0 = cy.start[0];
-    int last = 0;
-    for (int i = 0; i < ch; i++)
-      if (cy.start[i] + cy.count[i] > last) last = cy.start[i] + cy.count[i];
-    nrows = last - row0;
-  }
+  if (need_v && coeffs_rows(h, out_h, y0, ch, &cy, &row0, &nrows, err)) goto done;
   if (need_h && coeffs_make(w, out_w, x0, cw, &cx, err)) goto done;
   /* The rows after the horizontal pass (or the source's window of them), as int32. */
   tmp = malloc(sizeof(int32_t) * (size_t)nrows * cw);
