@@ -1,5 +1,7 @@
 # The README's commands. Every target installs missing Debian packages first (idempotent).
 #   make demo       the embedded end-to-end demo (deploy/demo.sh), report in demo-out/
+#   make ablations  the paper's ablations on the demo's setup (deploy/ablations.sh), report in
+#                   ablations-out/ (BUDGET=30 minutes; reuses demo-out/models when make demo made them)
 #   make test       build (Release) and run the whole CTest suite
 #   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
 #                   full malloc stacks and Open MPI plugins kept loaded, so that tests/lsan.supp
@@ -14,7 +16,9 @@ BUILD ?= build
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: deps deps-reference build install demo test build-asan test-asan bench fixtures clean
+BUDGET ?= 30
+
+.PHONY: deps deps-reference build install demo ablations test build-asan test-asan bench fixtures clean
 
 deps:
 	deploy/install-deps.sh
@@ -31,6 +35,9 @@ install: build
 
 demo: build
 	deploy/demo.sh demo-out
+
+ablations: build
+	deploy/ablations.sh ablations-out --budget $(BUDGET)
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)

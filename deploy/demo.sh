@@ -39,39 +39,9 @@ case "${1:-}" in
 esac
 [ $# -eq 1 ] || { echo "deploy/demo.sh: one argument expected (OUT_DIR), got $#" >&2; exit 2; }
 out=$1
-marker=.taca-demo
-if [ -e "$out" ] && [ ! -f "$out/$marker" ] && [ -n "$(ls -A "$out" 2>/dev/null || echo x)" ]; then
-  echo "deploy/demo.sh: $out exists and was not made by deploy/demo.sh (no $out/$marker): not deleting it" >&2
-  exit 2
-fi
-
-# Every background process this script started; stopped (SIGTERM, then waited for) on any exit.
-# Long steps run in the background and are waited for, so that a signal reaches the trap at once.
-# A step's own children (mpirun's ranks, a script's programs) get the signal too: a shell defers its
-# traps while a foreground child runs, so the whole tree is signalled at once.
-pids=()
-tree() { # tree PID: PID and all its descendants
-  ps -e -o pid=,ppid= | awk -v root="$1" '{ kids[$2] = kids[$2] " " $1 }
-    END { todo[1] = root; n = 1; while (n) { p = todo[n--]; print p; m = split(kids[p], k, " ");
-          for (i = 1; i <= m; i++) todo[++n] = k[i] } }'
-}
-stop_all() {
-  local p all=()
-  for p in "${pids[@]}"; do all+=($(tree "$p")); done
-  [ ${#all[@]} -eq 0 ] || kill -TERM "${all[@]}" 2>/dev/null || true
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
+. "$root/deploy/lib/procs.sh"
 trap stop_all EXIT
 trap 'echo "deploy/demo.sh: interrupted" >&2; exit 130' INT TERM
-forget() { local keep=() p; for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; pids=("${keep[@]}"); }
-run() { # run CMD...: in the background, waited for; its status is run's
-  "$@" & local p=$!
-  pids+=("$p")
-  local rc=0; wait "$p" || rc=$?
-  forget "$p"
-  return "$rc"
-}
 . "$root/deploy/demo/demo.env"
 n_train=${DEMO_TRAIN:-4000}
 n_eval=${DEMO_EVAL:-3000}
@@ -81,7 +51,7 @@ batch=${DEMO_BATCH:-64}
 size=$DATA_SIZE
 t0=$(date +%s)
 say() { printf '\n== %s (%ds)\n' "$*" $(( $(date +%s) - t0 )); }
-rm -rf "$out"; mkdir -p "$out"; : > "$out/$marker"
+own_out deploy/demo.sh "$out" .taca-demo
 
 say "pretraining the old and the new CLIP model (deploy/demo/pretrain-models.sh)"
 TACA="$bin/taca" SIZE="$size" STEPS="${DEMO_PRETRAIN_STEPS:-600}" SYNTH="${DEMO_PRETRAIN_SYNTH:-100000}" \
@@ -120,20 +90,6 @@ ENV
 run "$root/deploy/stack" run "$out/stack.env"
 
 ckpt=$(printf '%s/ckpt/step-%06d.safetensors' "$out" "$steps")
-servers=()
-stop_servers() { # the taca-featured daemons serve started, not the other processes
-  local p
-  for p in "${servers[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; forget "$p"; done
-  servers=()
-}
-serve() { # serve DB NAME: taca-featured on 127.0.0.1 (an ephemeral port); sets $port. Not in $(...):
-  rm -f "$out/$2.ports" # a subshell's PIDs would never reach the trap
-  "$bin/taca-featured" --db "$1" --listen 127.0.0.1:0 --port-file "$out/$2.ports" > "$out/$2.featured.log" 2>&1 &
-  pids+=("$!"); servers+=("$!")
-  for _ in $(seq 200); do [ -s "$out/$2.ports" ] && break; sleep 0.05; done
-  port=$(sed -n 's/^grpc=//p' "$out/$2.ports")
-  [ -n "$port" ] || { echo "deploy/demo.sh: taca-featured did not start (see $out/$2.featured.log)" >&2; exit 1; }
-}
 say "the upgrade into service: export, precompute into the served store, flip 'current' under a running client"
 run "$bin/taca" export --new-model "$out/models/new_clip" --checkpoint "$ckpt" --text-model "$out/models/old_clip" \
   --out "$out/models/adapted_clip"

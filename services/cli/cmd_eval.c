@@ -15,7 +15,7 @@
 
 static const char *USAGE =
     "usage: taca eval --db DIR --old NAME --new-model NEW [--arch A] [--checkpoint CKPT.safetensors]\n"
-    "                 [--split 0.8] [--seed S] [--json OUT.json] [--html OUT.html]\n"
+    "                 [--split 0.8] [--split-group G] [--seed S] [--json OUT.json] [--html OUT.html]\n"
     "                 [--log-json TRAIN_LOG.json] [--batch-size 32] [--threads N] [--quiet]\n"
     "                 [--service-json SWAP.json] [--aft-json AFT_REPORT.json]\n"
     "                 [--precision f32|bf16]\n"
@@ -26,7 +26,9 @@ static const char *USAGE =
     "  Measures the paper's Eq. (2) on a store: with the old downstream head untouched,\n"
     "  old features < adapted new features <= new features with a retrained head.\n"
     "  Split: sample INDEX is in the train split iff u(SEED, INDEX) < SPLIT, u a splitmix64 hash in\n"
-    "  [0, 1) (services/eval/metrics.h); only the test split is scored. Samples need pixels (at the\n"
+    "  [0, 1) (services/eval/metrics.h); only the test split is scored. --split-group G decides by\n"
+    "  INDEX / G instead, keeping groups of G consecutive indices (taca synth --motion G's frame\n"
+    "  sequences) in one split. Samples need pixels (at the\n"
     "  new model's input size) and NAME's image embedding (and text embedding when NAME has text).\n"
     "  On the test split, against NAME's stored embeddings:\n"
     "    retrieval   text->image and image->text R@1/5/10 (cosine; the true item is the sample's\n"
@@ -55,7 +57,7 @@ static const char *USAGE =
     "  --log-json, the recalls and accuracies, the tables). --lora-alpha is used for a LoRA\n"
     "  checkpoint whose metadata has no taca.lora_alpha. --save-features DIR writes what was scored\n"
     "  as .npy: test_index, test_label, test_old_image, test_old_text, test_new, test_adapted,\n"
-    "  train_index, train_label, train_new (rows in split order).\n"
+    "  train_index, train_label, train_old_image, train_new (rows in split order).\n"
     "  --precision bf16: the new tower's matrix multiplies in BF16 with F32 accumulation (adapters,\n"
     "  LoRA and projector stay F32); the JSON then has \"precision\": \"bf16\". Default f32.\n";
 
@@ -77,12 +79,13 @@ int cmd_eval(int argc, char **argv) {
   eval_gate gate;
   int have_gate = 0;
   enum { O_SERVICE = 200, O_AFT, O_DB = 1, O_OLD, O_NEW, O_ARCH, O_CKPT, O_SPLIT, O_SEED, O_JSON, O_HTML, O_LOG, O_BATCH, O_THREADS,
-         O_QUIET, O_NO_NEW_HEAD, O_HEAD_L2, O_HEAD_ITERS, O_LORA_ALPHA, O_SAVE, O_GATE, O_PRECISION, O_HELP };
+         O_QUIET, O_NO_NEW_HEAD, O_HEAD_L2, O_HEAD_ITERS, O_LORA_ALPHA, O_SAVE, O_GATE, O_PRECISION, O_SPLIT_GROUP, O_HELP };
   static const struct option opts[] = {
       {"db", required_argument, 0, O_DB},           {"old", required_argument, 0, O_OLD},
       {"new-model", required_argument, 0, O_NEW},   {"arch", required_argument, 0, O_ARCH},
       {"checkpoint", required_argument, 0, O_CKPT}, {"split", required_argument, 0, O_SPLIT},
       {"seed", required_argument, 0, O_SEED},       {"json", required_argument, 0, O_JSON},
+      {"split-group", required_argument, 0, O_SPLIT_GROUP},
       {"html", required_argument, 0, O_HTML},       {"log-json", required_argument, 0, O_LOG},
       {"service-json", required_argument, 0, O_SERVICE}, {"aft-json", required_argument, 0, O_AFT},
       {"batch-size", required_argument, 0, O_BATCH}, {"threads", required_argument, 0, O_THREADS},
@@ -108,6 +111,7 @@ int cmd_eval(int argc, char **argv) {
         if (parse_double("--split", optarg, &o.split)) return 2;
         if (!(o.split > 0 && o.split < 1)) return cli_fail(CMD, 2, "--split must be in (0, 1), got '%s'", optarg);
         break;
+      case O_SPLIT_GROUP: if (cli_parse_positive(CMD, "--split-group", optarg, &o.split_group)) return 2; break;
       case O_SEED: {
         char *end;
         errno = 0;

@@ -1,6 +1,7 @@
 /* cmd_synth.c: `taca synth`: writes the synthetic captioned-shapes data set (services/synth) as
  * WebDataset tar shards or a folder with captions.tsv, optionally with deliberately broken entries
- * (for tests of precompute's rejection path). */
+ * (for tests of precompute's rejection path), or its motion variant (frame sequences labelled by
+ * direction: the ablations' temporal downstream model). */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
@@ -16,11 +17,15 @@
 
 static const char *USAGE =
     "usage: taca synth --out DIR [--n N] [--start I] [--size S] [--seed SEED] [--format tar|folder]\n"
-    "                  [--shards K] [--image png|jpg] [--corrupt C]\n"
+    "                  [--shards K] [--image png|jpg] [--corrupt C] [--motion F]\n"
     "  Writes N samples (indices I..I+N-1) of the synthetic shapes data set: tar shards\n"
     "  DIR/00000.tar ... (KEY.png|jpg + KEY.txt + KEY.cls) or DIR/images/ + DIR/captions.tsv.\n"
     "  --corrupt C breaks C evenly spaced samples (truncated image, empty caption, bad label,\n"
-    "  missing caption, in turn). Defaults: N 1000, I 0, S 64, seed 1, tar, 1 shard, png.\n";
+    "  missing caption, in turn). Defaults: N 1000, I 0, S 64, seed 1, tar, 1 shard, png.\n"
+    "  --motion F writes the motion set instead: sequences of F frames of one shape moving in a\n"
+    "  straight line, sample I+j being frame (I+j) mod F of sequence (I+j) / F, labelled by direction\n"
+    "  (0 left to right, 1 right to left, 2 top to bottom, 3 bottom to top); I and N must be\n"
+    "  multiples of F, so that each sequence is whole (`taca eval --split-group F` keeps it in one split).\n";
 
 typedef struct member {
   char name[64];
@@ -50,14 +55,15 @@ static int write_file(const char *path, const void *data, size_t len) {
 
 int cmd_synth(int argc, char **argv) {
   const char *out = NULL, *format = "tar", *imgfmt = "png";
-  int n = 1000, size = 64, shards = 1, corrupt = 0;
+  int n = 1000, size = 64, shards = 1, corrupt = 0, motion = 0;
   long long start = 0, seed = 1;
   static const struct option opts[] = {
       {"out", required_argument, 0, 'o'},   {"n", required_argument, 0, 'n'},
       {"start", required_argument, 0, 'S'}, {"size", required_argument, 0, 'z'},
       {"seed", required_argument, 0, 'r'},  {"format", required_argument, 0, 'f'},
       {"shards", required_argument, 0, 'k'}, {"image", required_argument, 0, 'i'},
-      {"corrupt", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'},
+      {"corrupt", required_argument, 0, 'c'}, {"motion", required_argument, 0, 'm'},
+      {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   int c;
   cli_env_options(&argc, &argv, "", opts); /* TACA_<OPTION> for options not given */
@@ -74,6 +80,7 @@ int cmd_synth(int argc, char **argv) {
       case 'k': if (cli_parse_positive("synth", "--shards", optarg, &shards)) return 2; break;
       case 'i': imgfmt = optarg; break;
       case 'c': corrupt = atoi(optarg); break;
+      case 'm': if (cli_parse_positive("synth", "--motion", optarg, &motion)) return 2; break;
       case 'h': fputs(USAGE, stdout); return 0;
       default: return cli_fail("synth", 2, "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
     }
@@ -86,6 +93,11 @@ int cmd_synth(int argc, char **argv) {
   if (size < 8 || size > 1024) return cli_fail("synth", 2, "--size must be in 8..1024");
   if (start < 0 || corrupt < 0 || corrupt > n || shards > n)
     return cli_fail("synth", 2, "need --start >= 0, 0 <= --corrupt <= N and --shards <= N");
+  if (motion && (motion < 2 || motion > 64))
+    return cli_fail("synth", 2, "--motion must be in 2..64 frames, got %d", motion);
+  if (motion && (start % motion || n % motion))
+    return cli_fail("synth", 2, "--motion %d needs --start and --n multiples of %d (whole sequences), got %lld and %d",
+                    motion, motion, start, n);
   if (mkdir(out, 0755) && errno != EEXIST) return cli_fail("synth", 1, "%s: %s", out, strerror(errno));
   char path[4096];
   FILE *tsv = NULL;
@@ -115,7 +127,8 @@ int cmd_synth(int argc, char **argv) {
     }
     synth_sample s;
     uint64_t index = (uint64_t)start + i;
-    if (synth_render((uint64_t)seed, index, size, &s)) {
+    if (motion ? synth_render_motion((uint64_t)seed, index, motion, size, &s)
+               : synth_render((uint64_t)seed, index, size, &s)) {
       rc = cli_fail("synth", 1, "out of memory");
       break;
     }

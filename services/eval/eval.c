@@ -25,6 +25,7 @@
 void eval_options_default(eval_options *o) {
   memset(o, 0, sizeof *o);
   o->split = 0.8;
+  o->split_group = 1;
   o->seed = 0;
   o->batch_size = 32;
   o->new_head = 1;
@@ -389,7 +390,7 @@ static int split_samples(run *R, taca_error *err) {
   if (!R->tr || !R->te) return taca_fail(err, "out of memory");
   for (size_t i = 0; i < ncand; i++) {
     if (!R->has_img[i] || !R->has_txt[i]) continue;
-    if (eval_split_is_train(o->seed, R->cand[i], o->split)) R->tr[r->n_train++] = (int)i;
+    if (eval_split_is_train(o->seed, R->cand[i] / (uint64_t)o->split_group, o->split)) R->tr[r->n_train++] = (int)i;
     else R->te[r->n_test++] = (int)i;
   }
   r->n_skipped = r->n_records - (uint64_t)(r->n_train + r->n_test);
@@ -498,6 +499,7 @@ static int encode_splits(run *R, taca_error *err) {
       {"test_adapted.npy", TACA_DT_F32, nte, Ei, R->ad_te},
       {"train_index.npy", TACA_DT_U64, ntr, 0, ntr ? R->tr_idx : NULL},
       {"train_label.npy", TACA_DT_I32, ntr, 0, ntr ? R->y_tr : NULL},
+      {"train_old_image.npy", TACA_DT_F32, ntr, Ei, ntr ? R->oi_tr : NULL},
       {"train_new.npy", TACA_DT_F32, ntr, En, R->new_tr},
   };
   return save_features(o->features_dir, files, (int)(sizeof files / sizeof files[0]), err);
@@ -616,12 +618,14 @@ int eval_run(const eval_options *o, eval_result *r, taca_error *err) {
   memset(r, 0, sizeof *r);
   r->ckpt_step = -1;
   r->split = o->split;
+  r->split_group = o->split_group;
   r->seed = o->seed;
   snprintf(r->db, sizeof r->db, "%s", o->db);
   snprintf(r->old_name, sizeof r->old_name, "%s", o->old_name);
   snprintf(r->new_model, sizeof r->new_model, "%s", o->new_model);
   snprintf(r->checkpoint, sizeof r->checkpoint, "%s", o->checkpoint ? o->checkpoint : "");
   if (!(o->split > 0 && o->split < 1)) return taca_fail(err, "--split must be in (0, 1), got %g", o->split);
+  if (o->split_group < 1) return taca_fail(err, "--split-group must be positive, got %d", o->split_group);
   if (o->batch_size <= 0) return taca_fail(err, "--batch-size must be positive");
   if (o->log_json && eval_read_loss_log(o->log_json, &r->log, err)) return -1;
   run R = {.o = o, .r = r};

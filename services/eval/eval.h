@@ -48,6 +48,7 @@ typedef struct eval_options {
   const char *aft_json;    /* taca-train --objective aft's report.json, or NULL (report only) */
   double split;            /* train fraction, 0.8 */
   uint64_t seed;           /* split seed, 0 */
+  int split_group;         /* the split decides by index / split_group (1: per sample) */
   int batch_size;          /* new-model forward batch, 32 */
   int threads;             /* compute threads (<= 0: all cores) */
   nn_precision precision;  /* of the new tower's GEMMs (--precision; adapters/projector stay F32) */
@@ -62,8 +63,8 @@ typedef struct eval_options {
 /* Files eval_run writes into features_dir (created if missing), rows in split order:
  *   test_index.npy (int64 [n_test], store indices), test_label.npy (int32, -1 = none),
  *   test_old_image.npy, test_old_text.npy (when stored), test_new.npy, test_adapted.npy (with a
- *   checkpoint): F32 [n_test, dim]; train_index.npy, train_label.npy, and train_new.npy when the new
- *   head is trained. */
+ *   checkpoint): F32 [n_test, dim]; train_index.npy, train_label.npy, train_old_image.npy, and
+ *   train_new.npy when the new head is trained. */
 
 void eval_options_default(eval_options *o);
 
@@ -100,6 +101,7 @@ typedef struct eval_result {
   int n_train, n_test, n_train_labelled, n_test_labelled;
   uint64_t *test_index;      /* [n_test], ascending */
   double split;
+  int split_group; /* the split decided by index / split_group */
   uint64_t seed;
   /* retrieval on the test split against the old text embeddings */
   eval_na ret_ok;            /* the old model stored text embeddings of its image width */

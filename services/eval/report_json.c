@@ -82,9 +82,9 @@ json_t *eval_result_json(const eval_result *r, const eval_options *o) {
   for (int i = 0; i < r->n_test; i++) json_array_append_new(ti, json_integer((json_int_t)r->test_index[i]));
   json_object_set_new(
       root, "split",
-      json_pack("{s:o, s:I, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:o}", "fraction", num(r->split), "seed",
-                (json_int_t)r->seed,
-                "rule", "a sample is in the train split iff u(seed, index) < fraction (services/eval/metrics.h)",
+      json_pack("{s:o, s:I, s:i, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:o}", "fraction", num(r->split), "seed",
+                (json_int_t)r->seed, "group", r->split_group,
+                "rule", "a sample is in the train split iff u(seed, index / group) < fraction (services/eval/metrics.h)",
                 "records", (json_int_t)r->n_records, "skipped", (json_int_t)r->n_skipped, "train", r->n_train,
                 "test", r->n_test, "train_labelled", r->n_train_labelled, "test_labelled", r->n_test_labelled,
                 "test_indices", ti));
