@@ -121,13 +121,15 @@ def load_st(p):
             for k, v in h.items() if k != '__metadata__'}
 
 e = json.load(open(f'{t}/e.json')); f = {k: np.load(f'{t}/f/{k}.npy') for k in
-    ('test_index', 'test_label', 'test_old_image', 'test_old_text', 'test_new', 'test_adapted', 'train_index', 'train_label', 'train_new')}
+    ('test_index', 'test_label', 'test_old_image', 'test_old_text', 'test_new', 'test_adapted', 'train_index', 'train_label',
+     'train_old_image', 'train_new')}
 # the split: the documented hash
 assert list(f['test_index']) == list(test_idx) == e['split']['test_indices'], "split"
 assert list(f['train_index']) == list(train_idx) and e['split']['train'] == len(train_idx) and e['split']['test'] == len(test_idx)
 assert e['split']['records'] == N == 240 and e['split']['skipped'] == 0
 # the old features are the stored ones
 assert np.array_equal(f['test_old_image'], img[test_idx]) and np.array_equal(f['test_old_text'], txt[test_idx])
+assert np.array_equal(f['train_old_image'], img[train_idx])
 # synth labels: shape x colour, 24 classes
 assert f['test_label'].min() >= 0 and f['test_label'].max() < 24 and e['split']['test_labelled'] == len(test_idx)
 # retrieval
@@ -289,7 +291,7 @@ need = {
     'taca_eval': None, 'inputs': {'db', 'old', 'old_arch', 'new_model', 'arch', 'checkpoint', 'log_json'},
     'dims': {'old_image', 'old_text', 'new', 'image_size'},
     'checkpoint': {'step', 'peft', 'layers', 'targets', 'projector_hidden', 'trainable_parameters'},
-    'split': {'fraction', 'seed', 'rule', 'records', 'skipped', 'train', 'test', 'train_labelled', 'test_labelled', 'test_indices'},
+    'split': {'fraction', 'seed', 'group', 'rule', 'records', 'skipped', 'train', 'test', 'train_labelled', 'test_labelled', 'test_indices'},
     'chance': {'r1', 'r5', 'r10'}, 'retrieval': {'old', 'adapted', 'new'},
     'accuracy': {'head', 'old_head_old', 'old_head_adapted', 'old_head_new', 'new_head_new'},
     'distance': {'adapted_vs_old', 'new_vs_old'},
@@ -344,6 +346,22 @@ PY
 sed -e 's/Encoded [0-9]* images in [0-9.]* s/X/' "$tmp/e.html" > "$tmp/h1"; sed -e 's/Encoded [0-9]* images in [0-9.]* s/X/' "$tmp/again.html" > "$tmp/h2"
 cmp -s "$tmp/h1" "$tmp/h2" || fail "the HTML report is not deterministic"
 echo "  a second run gives the same JSON and HTML"
+"$bin/taca" eval "${ev[@]}" --new-model "$model" --no-new-head --split-group 4 --json "$tmp/g4.json" > /dev/null
+"$py" - "$tmp/e.json" "$tmp/g4.json" <<'PY' || fail "--split-group"
+import json, sys
+def u(seed, i):  # the split hash of services/eval/metrics.h
+    M = (1 << 64) - 1
+    z = (seed * 0x9E3779B97F4A7C15 + i * 0xD1B54A32D192ED03 + 1) & M
+    z ^= z >> 30; z = (z * 0xBF58476D1CE4E5B9) & M; z ^= z >> 27; z = (z * 0x94D049BB133111EB) & M; z ^= z >> 31
+    return (z >> 11) * 2.0 ** -53
+a, g = [json.load(open(p)) for p in sys.argv[1:]]
+t = g['split']['test_indices']
+assert g['split']['group'] == 4 and a['split']['group'] == 1
+assert t == [i for i in range(240) if not u(5, i // 4) < 0.75], "the grouped split is not u(seed, index / 4)"
+assert all((i // 4) * 4 + k in t for i in t for k in range(4)), "a group is split"
+assert t != a['split']['test_indices']
+PY
+echo "  --split-group 4: the split is decided by index / 4, groups stay whole"
 
 # --- 5. bad input ---
 check_bad() { # check_bad EXPECTED_RC PATTERN ARGS...
@@ -356,6 +374,7 @@ check_bad() { # check_bad EXPECTED_RC PATTERN ARGS...
 q=(--quiet --threads 1)
 check_bad 2 "required" --db "$tmp/db" --new-model "$model"
 check_bad 2 "split" --db "$tmp/db" --old old --new-model "$model" --split 1.5
+check_bad 2 "split-group" --db "$tmp/db" --old old --new-model "$model" --split-group 0
 check_bad 2 "unknown" --db "$tmp/db" --old old --new-model "$model" --frobnicate
 check_bad 1 "nope" "${q[@]}" --db "$tmp/db" --old nope --new-model "$model"
 check_bad 1 "nowhere" "${q[@]}" --db "$tmp/nowhere" --old old --new-model "$model"
