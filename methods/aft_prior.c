@@ -115,7 +115,7 @@ int aft_prior_loss(aft_prior *pr, const float *F, const float *P, int n, double 
 void aft_prior_update(aft_prior *pr, double lr) {
   if (!pr->n) return;
   pr->step++;
-  nn_adamw_host(pr->p, pr->g, pr->m, pr->v, pr->n, lr, 0.9, 0.999, 1e-8, 0.0, pr->step);
+  nn_adamw_host(pr->p, pr->g, pr->m, pr->v, pr->n, lr, 0.9, 0.999, 1e-8, 0.0, pr->step, 1);
 }
 
 int aft_prior_add_state(const aft_prior *pr, st_writer *w, char *step_buf, size_t n, taca_error *err) {

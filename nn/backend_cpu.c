@@ -99,7 +99,7 @@ static void cpu_linear_forward(nn_backend *be, float *out, int ldo, const float 
 static void cpu_layernorm_forward(nn_backend *be, float *out, float *mean, float *rstd,
                                   const float *inp, const float *w, const float *b, int N, int C) {
   (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(CPU_NT(be))
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * C;
     float *o = out + (size_t)n * C;
@@ -124,7 +124,7 @@ static void cpu_layernorm_forward(nn_backend *be, float *out, float *mean, float
 static void cpu_bias_act_forward(nn_backend *be, float *x, const float *bias, size_t N, int C,
                                  nn_act act) {
   (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(CPU_NT(be))
   for (size_t n = 0; n < N; n++) {
     float *restrict r = x + n * C;
     if (bias) {
@@ -190,7 +190,7 @@ static void cpu_im2col_patches(nn_backend *be, float *out, const float *pixels, 
                                int P) {
   (void)be;
   const int G = S / P, K = 3 * P * P;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(CPU_NT(be))
   for (int b = 0; b < B; b++) {
     for (int gy = 0; gy < G; gy++) {
       for (int gx = 0; gx < G; gx++) {
@@ -211,7 +211,7 @@ static void cpu_vit_embed(nn_backend *be, float *x, const float *patch_emb, cons
                           const float *pos, int B, int G2, int C) {
   (void)be;
   const int T = G2 + 1;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(CPU_NT(be))
   for (int b = 0; b < B; b++) {
     for (int t = 0; t < T; t++) {
       float *o = x + ((size_t)b * T + t) * C;
@@ -226,7 +226,7 @@ static void cpu_vit_embed(nn_backend *be, float *x, const float *patch_emb, cons
 static void cpu_text_embed(nn_backend *be, float *x, const int32_t *tokens, int ctx,
                            const float *tok_emb, const float *pos, int B, int T, int C) {
   (void)be;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(CPU_NT(be))
   for (int b = 0; b < B; b++) {
     for (int t = 0; t < T; t++) {
       float *o = x + ((size_t)b * T + t) * C;

@@ -30,13 +30,13 @@ void cpu_copy_dev(nn_backend *be, void *dst, const void *src, size_t bytes) {
 
 void cpu_scale(nn_backend *be, float *x, size_t n, float alpha) {
   (void)be;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) num_threads(CPU_NT(be))
   for (size_t i = 0; i < n; i++) x[i] *= alpha;
 }
 
 /* db[j] += sum_n dout[n, j]: columns split across threads, rows summed in double. */
-static void column_sums(float *db, const float *dout, int ldd, int N, int OC) {
-#pragma omp parallel for schedule(static)
+static void column_sums(int nt, float *db, const float *dout, int ldd, int N, int OC) {
+#pragma omp parallel for schedule(static) num_threads(nt)
   for (int j0 = 0; j0 < OC; j0 += COLS) {
     const int w = OC - j0 < COLS ? OC - j0 : COLS;
     double acc[COLS] = {0};
@@ -88,7 +88,7 @@ void cpu_linear_backward(nn_backend *be, float *dinp, int lddi, float *dw, float
   if (h) cpu_bf16_linear_dinp(be, dinp, lddi, dout, ldd, h, N, C, OC, accumulate);
   else if (dinp) par_sgemm(nt, 0, 0, N, C, OC, dout, ldd, w, C, accumulate ? 1.0f : 0.0f, dinp, lddi);
   if (dw) par_sgemm(nt, 1, 0, OC, C, N, dout, ldd, inp, ldi, 1.0f, dw, C);
-  if (db) column_sums(db, dout, ldd, N, OC);
+  if (db) column_sums(CPU_NT(be), db, dout, ldd, N, OC);
 }
 
 void cpu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db,
@@ -96,7 +96,7 @@ void cpu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db,
                                    const float *rstd, const float *w, int N, int C) {
   (void)be;
   if (dinp) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(CPU_NT(be))
     for (int n = 0; n < N; n++) {
       const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
       float *dx = dinp + (size_t)n * C;
@@ -115,7 +115,7 @@ void cpu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db,
     }
   }
   if (dw || db) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(CPU_NT(be))
     for (int c0 = 0; c0 < C; c0 += COLS) {
       const int wd = C - c0 < COLS ? C - c0 : COLS;
       double aw[COLS] = {0}, ab[COLS] = {0};
@@ -139,7 +139,7 @@ void cpu_layernorm_backward(nn_backend *be, float *dinp, float *dw, float *db,
 void cpu_bias_act_forward_pre(nn_backend *be, float *out, float *pre, const float *bias,
                                      size_t N, int C, nn_act act) {
   (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(CPU_NT(be))
   for (size_t n = 0; n < N; n++) {
     float *p = pre + n * C, *o = out + n * C;
     if (bias) {
@@ -171,10 +171,10 @@ void cpu_act_backward(nn_backend *be, float *dinp, const float *dout, const floa
                              size_t n, nn_act act) {
   (void)be;
   if (act == NN_ACT_GELU) {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) num_threads(CPU_NT(be))
     for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_grad_f(pre[i]);
   } else {
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) num_threads(CPU_NT(be))
     for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * quick_gelu_grad_f(pre[i]);
   }
 }
@@ -223,7 +223,7 @@ void cpu_attention_backward(nn_backend *be, float *dqkv, float *datt, const floa
 void cpu_scatter_rows_add(nn_backend *be, float *out, const float *inp, const int64_t *rows,
                                  int n, int C) {
   (void)be;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(CPU_NT(be))
   for (int i = 0; i < n; i++) {
     float *o = out + rows[i] * C;
     const float *x = inp + (size_t)i * C;
@@ -236,5 +236,5 @@ void cpu_adamw_update(nn_backend *be, float *p, const float *g, float *m, float 
                              double lr, double beta1, double beta2, double eps, double weight_decay,
                              long t) {
   (void)be;
-  nn_adamw_host(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, t);
+  nn_adamw_host(p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, t, CPU_NT(be));
 }

@@ -88,6 +88,10 @@ typedef struct cpu_impl {
   struct cpu_bf16 *bf16; /* BF16 weight registry and GEMM state (backend_cpu_bf16.c); NULL: none */
 } cpu_impl;
 
+/* The thread count of a CPU backend's parallel loops: every `omp parallel` of an op names it, so that
+ * --threads holds for the whole op (OpenMP's default would be all cores, whatever --threads says). */
+#define CPU_NT(be) (((const cpu_impl *)(be)->impl)->threads)
+
 /* The training ops (backend_cpu_backward.c), in backend_cpu.c's ops table. */
 void cpu_zero(nn_backend *be, void *p, size_t bytes);
 void cpu_copy_dev(nn_backend *be, void *dst, const void *src, size_t bytes);
