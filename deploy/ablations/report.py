@@ -205,7 +205,8 @@ def main():
         rows.sort(key=lambda vs: order_key(key, vs[0]))
         if len(rows) >= 2:
             groups.append({"key": key, "title": title, "paper": paper, "rows": [{"value": v, "setting": s} for v, s in rows],
-                           "finding": finding(key, rows, settings)})
+                           "findings": {mk: dict(finding(key, rows, settings, get_m), measure=label)
+                                        for mk, label, get_m in measures(fitted)}})
 
     base = settings.get("base")
     baseline = None
@@ -275,11 +276,22 @@ def order_key(group, value):
     return (1, fixed.index(value) if value in fixed else 99, value)
 
 
-def finding(key, rows, settings):
-    """Whether the paper's direction for this group holds here, on the old linear head's accuracy on
-    adapted features, and whether the difference that decides it exceeds the seeds' noise (twice the
-    larger standard error of the two means compared)."""
-    acc = {v: settings[s]["old_head_adapted"] for v, s in rows}
+def measures(fitted):
+    """What a direction is checked on: (key, label, setting -> mean/std/n): the old linear head of
+    `taca eval`, cross-model retrieval (the paper's Tables 5, 6 and 10 measure MSR-VTT retrieval), and
+    each downstream module (Table 5 and 7 also measure K400 video recognition: the temporal module)."""
+    out = [("old_head", "old linear head (taca eval)", lambda v: v["old_head_adapted"]),
+           ("t2i_r1", "cross-model R@1 text->image", lambda v: v["t2i_r1"])]
+    for k in fitted:
+        out.append((k, f"{k} module", lambda v, k=k: v["modules"][k]["accuracy"]))
+    return out
+
+
+def finding(key, rows, settings, measure):
+    """Whether the paper's direction for this group holds here on one measure (of adapted features),
+    and whether the difference that decides it exceeds the seeds' noise (twice the larger standard
+    error of the two means compared)."""
+    acc = {v: measure(settings[s]) for v, s in rows}
 
     def cmp(a, b):  # (a > b, margin in points, beyond noise)
         ma, mb = acc[a]["mean"], acc[b]["mean"]
@@ -369,7 +381,7 @@ def bars_svg(labels, series, names, title, ref=None, ref_label="", unit="pct", w
     vals = [m + s for ser in series for (m, s) in ser if m is not None] + ([ref] if ref is not None else [])
     top = max(vals + [1e-9]) * 1.1
     if unit == "pct":
-        top = min(1.0, math.ceil(top * 5) / 5) if top <= 1 else top
+        top = min(1.0, math.ceil(top * 5) / 5)
     gw = (w - pad_l - 10) / max(len(labels), 1)
     bw = gw * 0.8 / max(len(series), 1)
     y = lambda v: pad_t + (h - pad_t - pad_b) * (1 - v / top)  # noqa: E731
@@ -400,8 +412,52 @@ def bars_svg(labels, series, names, title, ref=None, ref_label="", unit="pct", w
                  f'{html.escape(ref_label)}</text>')
     for j, n in enumerate(names):
         if len(names) > 1:
-            o.append(f'<rect x="{pad_l + j * 130}" y="{h - 22}" width="10" height="10" fill="{COLORS[j % len(COLORS)]}"/>'
-                     f'<text x="{pad_l + j * 130 + 14}" y="{h - 13}">{html.escape(n)}</text>')
+            o.append(f'<rect x="{pad_l + j * 180}" y="{h - 22}" width="10" height="10" fill="{COLORS[j % len(COLORS)]}"/>'
+                     f'<text x="{pad_l + j * 180 + 14}" y="{h - 13}">{html.escape(n)}</text>')
+    o.append("</svg>")
+    return "".join(o)
+
+
+def dots_svg(labels, series, names, title, ref=None, ref_label="", w=520, h=240):
+    """Means as dots with +-1 std bars, on an axis zoomed to the values (differences of a point or two
+    between settings would vanish on bars from zero): series[j][i] = (mean, std)."""
+    pad_l, pad_b, pad_t = 50, 60, 26
+    vals = [v for ser in series for (m, sd) in ser if m is not None for v in (m - (sd or 0), m + (sd or 0))]
+    if ref is not None:
+        vals.append(ref)
+    lo, hi = min(vals), max(vals)
+    span = max(hi - lo, 0.01)
+    lo, hi = lo - 0.1 * span, hi + 0.1 * span
+    gw = (w - pad_l - 10) / max(len(labels), 1)
+    y = lambda v: pad_t + (h - pad_t - pad_b) * (1 - (v - lo) / (hi - lo))  # noqa: E731
+    o = [f'<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg" font-size="11">',
+         f'<text x="{w / 2}" y="14" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>']
+    for t in range(5):
+        v = lo + (hi - lo) * t / 4
+        o.append(f'<line x1="{pad_l}" x2="{w - 10}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#eee"/>'
+                 f'<text x="{pad_l - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{100 * v:.1f}%</text>')
+    if ref is not None:
+        o.append(f'<line x1="{pad_l}" x2="{w - 10}" y1="{y(ref):.1f}" y2="{y(ref):.1f}" stroke="#d00" '
+                 f'stroke-dasharray="4 3"/><text x="{pad_l + 4}" y="{y(ref) - 3:.1f}" fill="#d00">'
+                 f'{html.escape(ref_label)}</text>')
+    n = max(len(series), 1)
+    for i, lab in enumerate(labels):
+        for j, ser in enumerate(series):
+            m, sd = ser[i]
+            if m is None:
+                continue
+            cx = pad_l + i * gw + gw * (j + 1) / (n + 1)
+            col = COLORS[j % len(COLORS)]
+            if sd:
+                o.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(m + sd):.1f}" y2="{y(m - sd):.1f}" stroke="{col}"/>')
+            o.append(f'<circle cx="{cx:.1f}" cy="{y(m):.1f}" r="4" fill="{col}"><title>{html.escape(names[j])} '
+                     f'{html.escape(lab)}: {100 * m:.1f}% ± {100 * (sd or 0):.1f}</title></circle>')
+        o.append(f'<text x="{pad_l + (i + 0.5) * gw:.1f}" y="{h - pad_b + 14}" text-anchor="middle">'
+                 f'{html.escape(lab if gw > 110 else lab.split(" (")[0][:12])}</text>')
+    if len(names) > 1:
+        for j, nm in enumerate(names):
+            o.append(f'<circle cx="{pad_l + j * 110 + 5}" cy="{h - 17}" r="4" fill="{COLORS[j % len(COLORS)]}"/>'
+                     f'<text x="{pad_l + j * 110 + 14}" y="{h - 13}">{html.escape(nm)}</text>')
     o.append("</svg>")
     return "".join(o)
 
@@ -488,20 +544,27 @@ def render_html(r):
         labels = [row["value"] for row in g["rows"]]
         ser = lambda k: [(S[row["setting"]][k]["mean"], S[row["setting"]][k]["std"]) for row in g["rows"]]  # noqa: E731
         o.append(f"<h2>{html.escape(g['title'])}</h2><p class='note'>{html.escape(g['paper'])}. Here: "
-                 f"{html.escape(g['finding']['text'])}.</p>"
-                 + "<ul class='note'>" + "".join(
-                     f"<li>{html.escape(c['claim'])}: {'yes' if c['holds'] else 'no'} ({c['margin_points']:+.1f} points"
-                     f"{', beyond noise' if c['beyond_noise'] else ', within noise'})</li>" for c in g["finding"]["checks"])
-                 + "</ul>")
-        o.append(bars_svg(labels, [ser("old_head_adapted")], ["old head on adapted"],
-                          "old linear head accuracy on adapted features", ref=ref["old_head_old"],
+                 "whether each of the paper's comparisons holds, per measure of the adapted features (points; "
+                 "* = beyond twice the seeds' standard error).</p>")
+        claims = [c["claim"] for c in next(iter(g["findings"].values()))["checks"]]
+        o.append("<table><tr><th>measure</th><th>verdict</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in claims)
+                 + "</tr>")
+        for mk, fd in g["findings"].items():
+            o.append(f"<tr><td>{html.escape(fd['measure'])}</td><td>{html.escape(fd['verdict'])}</td>" + "".join(
+                f"<td>{'yes' if c['holds'] else 'no'} ({c['margin_points']:+.1f}{'*' if c['beyond_noise'] else ''})</td>"
+                for c in fd["checks"]) + "</tr>")
+        o.append("</table>")
+        o.append(dots_svg(labels, [ser("old_head_adapted")], ["old head on adapted"],
+                          "old linear head on adapted features (mean ± std)", ref=ref["old_head_old"],
                           ref_label="old head on old features"))
         o.append(bars_svg(labels, [ser("negative_flips"), ser("t2i_r1")], ["negative flips", "cross-model R@1 t→i"],
                           "negative flips and cross-model R@1"))
         kinds = list(r["modules"])
-        o.append(bars_svg(labels, [[(S[row["setting"]]["modules"][k]["accuracy"]["mean"],
-                                     S[row["setting"]]["modules"][k]["accuracy"]["std"]) for row in g["rows"]] for k in kinds],
-                          kinds, "each downstream module on adapted features", w=700))
+        for k in kinds:
+            o.append(dots_svg(labels, [[(S[row["setting"]]["modules"][k]["accuracy"]["mean"],
+                                         S[row["setting"]]["modules"][k]["accuracy"]["std"]) for row in g["rows"]]],
+                              [k], f"{k} module on adapted features (fitted on old)", ref=r["modules"][k]["old_on_old"],
+                              ref_label="on old features", w=340, h=220))
         o.append("<table><tr><th>" + html.escape(g["key"]) + "</th>"
                  + "".join(f"<th>{html.escape(lab)}</th>" for _, lab, _ in METRICS[:6])
                  + "".join(f"<th>{k}</th>" for k in kinds) + "</tr>")
@@ -584,7 +647,8 @@ def print_summary(r):
         print(f"TaCA once: {b['taca']['train_s']:.1f} core-s; re-tuning {b['mean_retune_s']:.2f} core-s per module: "
               f"TaCA cheaper from {b['break_even_modules']} modules")
     for g in r["groups"]:
-        print(f"{g['key']}: {g['finding']['text']}")
+        for mk, fd in g["findings"].items():
+            print(f"{g['key']:<10} {fd['measure']:<28} {fd['verdict']}: {fd['text'].split(': ', 1)[1]}")
 
 
 if __name__ == "__main__":
