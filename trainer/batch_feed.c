@@ -1,15 +1,16 @@
-/* batch_feed.c: prefetching of training batches from StreamEpoch on a background thread. A run
+/* batch_feed.c: prefetching of training batches from StreamEpoch on a background thread (the
+ * shared prefetch queue, base/prefetch.h: its producer receives and converts step start + k). A run
  * resumed mid-epoch opens the epoch's stream at its batch (start_batch on the wire): no batch
  * before it is sent or decoded. */
-#include "base/clock.h"
 #include "trainer/batch_feed.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
+#include "base/prefetch.h"
 #include "nn/backend.h"
 #include "image/image.h"
 #include "image/pixel_codec.h"
@@ -31,15 +32,11 @@ struct feed {
   char codec[8];            /* the store's pixel codec: "raw" or "jpeg" */
   uint8_t *chw;             /* [3, S, S] decoded JPEG crop (feed thread) */
   long spe;                 /* steps per epoch */
-  pthread_t thread;
-  int started;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  feed_batch *ready[MAX_DEPTH];
-  int nready, stop, failed;
-  taca_error err;
-  feed_batch *pool[MAX_DEPTH + 1]; /* free batches */
-  int npool;
+  feed_batch *items[MAX_DEPTH + 1]; /* the batches the prefetch queue fills */
+  int nitems;
+  taca_prefetch *q;
+  taca_epoch *ep;           /* the producer's open epoch stream: epoch cur_epoch, next batch pos */
+  long cur_epoch, pos;
 };
 
 static void batch_destroy(const feed *f, feed_batch *b) {
@@ -133,88 +130,56 @@ static int convert(feed *f, const taca_batch *in, feed_batch *b, taca_error *err
   return 0;
 }
 
-static void *feed_main(void *arg) {
-  feed *f = arg;
-  taca_error err = {{0}};
-  taca_epoch *ep = NULL;
-  long cur_epoch = -1, pos = 0;
-  int rc = 0;
-  for (long step = f->o.start_step;; step++) {
-    long epoch = step / f->spe, want = step % f->spe;
-    if (epoch != cur_epoch) {
-      if (ep) taca_epoch_close(ep);
-      ep = NULL;
-      taca_epoch_options eo = {.seed = f->o.seed, .epoch = (uint64_t)epoch, .rank = (uint32_t)f->o.rank,
-                               .world_size = (uint32_t)f->o.world, .batch_size = (uint32_t)f->o.local_batch,
-                               .drop_last = 1};
-      eo.fields.pixels = 1;
-      if (f->aft) {
-        eo.fields.labels = 1;
-        eo.fields.n_embeddings = f->n_feat;
-        for (int e = 0; e < f->n_feat; e++) {
-          eo.fields.embeddings[e].model = f->feat_models[e]->name;
-          eo.fields.embeddings[e].modality = TACA_IMAGE;
-        }
-      } else {
-        eo.fields.n_embeddings = 2;
-        eo.fields.embeddings[0].model = f->target->name;
-        eo.fields.embeddings[0].modality = TACA_IMAGE;
-        eo.fields.embeddings[1].model = f->target->name;
-        eo.fields.embeddings[1].modality = TACA_TEXT;
+/* The prefetch producer: batch k is step start_step + k, batch step % spe of epoch step / spe. */
+static int fill_step(void *ctx, long k, void *item, taca_error *err) {
+  feed *f = ctx;
+  feed_batch *b = item;
+  const long step = f->o.start_step + k, epoch = step / f->spe, want = step % f->spe;
+  if (epoch != f->cur_epoch) {
+    if (f->ep) taca_epoch_close(f->ep);
+    f->ep = NULL;
+    taca_epoch_options eo = {.seed = f->o.seed, .epoch = (uint64_t)epoch, .rank = (uint32_t)f->o.rank,
+                             .world_size = (uint32_t)f->o.world, .batch_size = (uint32_t)f->o.local_batch,
+                             .drop_last = 1};
+    eo.fields.pixels = 1;
+    if (f->aft) {
+      eo.fields.labels = 1;
+      eo.fields.n_embeddings = f->n_feat;
+      for (int e = 0; e < f->n_feat; e++) {
+        eo.fields.embeddings[e].model = f->feat_models[e]->name;
+        eo.fields.embeddings[e].modality = TACA_IMAGE;
       }
-      eo.fields.embeddings_as_f32 = 1;
-      /* A run resumed mid-epoch starts the stream at its batch: nothing before it is sent. */
-      eo.start_batch = (uint64_t)want;
-      if ((rc = taca_epoch_open(f->client, &eo, &ep, &err))) break;
-      cur_epoch = epoch;
-      pos = want;
+    } else {
+      eo.fields.n_embeddings = 2;
+      eo.fields.embeddings[0].model = f->target->name;
+      eo.fields.embeddings[0].modality = TACA_IMAGE;
+      eo.fields.embeddings[1].model = f->target->name;
+      eo.fields.embeddings[1].modality = TACA_TEXT;
     }
-    /* This step's batch: the stream's next one (pos == want). */
-    taca_batch tb;
-    int got = 0;
-    while (pos <= want) {
-      got = taca_epoch_next(ep, &tb, &err);
-      if (got <= 0) break;
-      if (pos < want) taca_batch_free(&tb);
-      pos++;
-    }
-    if (got < 0) {
-      rc = -1;
-      break;
-    }
-    if (got == 0) {
-      rc = taca_fail(&err, "epoch %ld ended after %ld batches, expected %ld (did the store change?)", epoch, pos, f->spe);
-      break;
-    }
-    pthread_mutex_lock(&f->mu);
-    while (f->npool == 0 && !f->stop) pthread_cond_wait(&f->cv, &f->mu);
-    feed_batch *b = f->stop ? NULL : f->pool[--f->npool];
-    pthread_mutex_unlock(&f->mu);
-    if (!b) {
-      taca_batch_free(&tb);
-      break;
-    }
-    rc = convert(f, &tb, b, &err);
-    taca_batch_free(&tb);
-    b->step = step;
-    pthread_mutex_lock(&f->mu);
-    if (rc) f->pool[f->npool++] = b;
-    else f->ready[f->nready++] = b;
-    pthread_cond_broadcast(&f->cv);
-    int stop = f->stop;
-    pthread_mutex_unlock(&f->mu);
-    if (rc || stop) break;
+    eo.fields.embeddings_as_f32 = 1;
+    /* A run resumed mid-epoch starts the stream at its batch: nothing before it is sent. */
+    eo.start_batch = (uint64_t)want;
+    if (taca_epoch_open(f->client, &eo, &f->ep, err)) return -1;
+    f->cur_epoch = epoch;
+    f->pos = want;
   }
-  if (ep) taca_epoch_close(ep);
-  pthread_mutex_lock(&f->mu);
-  if (rc) {
-    f->failed = 1;
-    f->err = err;
+  /* This step's batch: the stream's next one (pos == want). */
+  taca_batch tb;
+  int got = 0;
+  while (f->pos <= want) {
+    got = taca_epoch_next(f->ep, &tb, err);
+    if (got <= 0) break;
+    if (f->pos < want) taca_batch_free(&tb);
+    f->pos++;
   }
-  f->stop = 1;
-  pthread_cond_broadcast(&f->cv);
-  pthread_mutex_unlock(&f->mu);
-  return NULL;
+  if (got < 0) return -1;
+  if (got == 0)
+    return taca_fail(err, "epoch %ld ended after %ld batches, expected %ld (did the store change?)", epoch, f->pos,
+                     f->spe);
+  const int rc = convert(f, &tb, b, err);
+  taca_batch_free(&tb);
+  b->step = step;
+  return rc ? -1 : 1;
 }
 
 int feed_open(feed **out, const feed_options *o, taca_error *err) {
@@ -223,8 +188,7 @@ int feed_open(feed **out, const feed_options *o, taca_error *err) {
   f->o = *o;
   if (f->o.depth <= 0) f->o.depth = 2;
   if (f->o.depth > MAX_DEPTH) f->o.depth = MAX_DEPTH;
-  pthread_mutex_init(&f->mu, NULL);
-  pthread_cond_init(&f->cv, NULL);
+  f->cur_epoch = -1;
   if (taca_client_connect(&f->client, o->servers, &o->client, err)) goto fail;
   const taca_dataset_info *info = taca_client_info(f->client);
   if (o->features) {
@@ -306,17 +270,13 @@ int feed_open(feed **out, const feed_options *o, taca_error *err) {
     goto fail;
   }
   for (int i = 0; i < f->o.depth + 1; i++) {
-    if (!(f->pool[f->npool] = batch_alloc(f))) {
+    if (!(f->items[f->nitems] = batch_alloc(f))) {
       taca_fail(err, "out of memory for batches");
       goto fail;
     }
-    f->npool++;
+    f->nitems++;
   }
-  if (pthread_create(&f->thread, NULL, feed_main, f)) {
-    taca_fail(err, "cannot start the batch thread");
-    goto fail;
-  }
-  f->started = 1;
+  if (taca_prefetch_start(&f->q, (void *const *)f->items, f->nitems, fill_step, f, err)) goto fail;
   *out = f;
   return 0;
 fail:
@@ -326,44 +286,26 @@ fail:
 
 void feed_close(feed *f) {
   if (!f) return;
-  if (f->started) {
-    pthread_mutex_lock(&f->mu);
-    f->stop = 1;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
-    pthread_join(f->thread, NULL);
-  }
-  for (int i = 0; i < f->nready; i++) batch_destroy(f, f->ready[i]);
-  for (int i = 0; i < f->npool; i++) batch_destroy(f, f->pool[i]);
+  taca_prefetch_stop(f->q, NULL); /* the batches are ours again; then the producer's stream */
+  if (f->ep) taca_epoch_close(f->ep);
+  for (int i = 0; i < f->nitems; i++) batch_destroy(f, f->items[i]);
   taca_client_close(f->client);
   free(f->chw);
-  pthread_mutex_destroy(&f->mu);
-  pthread_cond_destroy(&f->cv);
   free(f);
 }
 
 int feed_next(feed *f, feed_batch **b, double *wait_s, taca_error *err) {
   double t0 = taca_now_s();
-  pthread_mutex_lock(&f->mu);
-  while (f->nready == 0 && !f->stop) pthread_cond_wait(&f->cv, &f->mu);
-  int rc = 0;
-  if (f->nready > 0) {
-    *b = f->ready[0];
-    memmove(f->ready, f->ready + 1, sizeof f->ready[0] * --f->nready);
-  } else {
-    rc = f->failed ? (*err = f->err, -1) : taca_fail(err, "the batch stream ended");
-  }
-  pthread_mutex_unlock(&f->mu);
+  void *item = NULL;
+  const int got = taca_prefetch_next(f->q, &item, err);
   if (wait_s) *wait_s = taca_now_s() - t0;
-  return rc;
+  if (got < 0) return -1;
+  if (got == 0) return taca_fail(err, "the batch stream ended");
+  *b = item;
+  return 0;
 }
 
-void feed_release(feed *f, feed_batch *b) {
-  pthread_mutex_lock(&f->mu);
-  f->pool[f->npool++] = b;
-  pthread_cond_broadcast(&f->cv);
-  pthread_mutex_unlock(&f->mu);
-}
+void feed_release(feed *f, feed_batch *b) { taca_prefetch_release(f->q, b); }
 
 long feed_steps_per_epoch(const feed *f) { return f->spe; }
 int feed_image_size(const feed *f) { return f->image_size; }

@@ -1,25 +1,21 @@
-/* pretrain_feed.c: the synthetic-data batch producer of `taca pretrain` (see pretrain_feed.h). */
+/* pretrain_feed.c: the synthetic-data batch producer of `taca pretrain` (see pretrain_feed.h), on
+ * the shared prefetch queue (base/prefetch.h) over two batch slots. */
 #include "services/pretrain/pretrain_feed.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/prefetch.h"
 #include "image/image.h"
 #include "services/synth/synth.h"
 
 struct pretrain_feed {
   pretrain_feed_config c;
   const clip_tokenizer *tok;
-  pthread_t th;
-  int started;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
+  taca_prefetch *q;
   pretrain_batch slot[2];
-  int full[2];     /* the slot holds a batch not yet released */
-  long consumed;   /* batches released by the consumer */
-  int stop, done, failed;
-  taca_error err;  /* the worker's reason when failed */
+  pretrain_batch *held; /* the batch the consumer holds (pretrain_feed_next .. _release) */
+  int ended;       /* the producer has filled a partial (the last) batch */
   uint32_t *perm;  /* shuffle: the current epoch's permutation of [0, count) */
   long perm_epoch;
   uint8_t *chw;    /* [3, S, S] one preprocessed image */
@@ -80,33 +76,14 @@ static int fill(pretrain_feed *f, long k, pretrain_batch *b, taca_error *err) {
   return 0;
 }
 
-static void *worker(void *arg) {
-  pretrain_feed *f = arg;
-  for (long k = 0; k < f->c.batches; k++) {
-    pretrain_batch *b = &f->slot[k & 1];
-    pthread_mutex_lock(&f->mu);
-    while (f->full[k & 1] && !f->stop) pthread_cond_wait(&f->cv, &f->mu);
-    const int stop = f->stop;
-    pthread_mutex_unlock(&f->mu);
-    if (stop) break;
-    taca_error err = {{0}};
-    const int rc = fill(f, k, b, &err);
-    pthread_mutex_lock(&f->mu);
-    if (rc) {
-      f->failed = 1;
-      f->err = err;
-    } else if (b->n > 0) {
-      f->full[k & 1] = 1;
-    }
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
-    if (rc || b->n < f->c.batch) break;
-  }
-  pthread_mutex_lock(&f->mu);
-  f->done = 1;
-  pthread_cond_broadcast(&f->cv);
-  pthread_mutex_unlock(&f->mu);
-  return NULL;
+/* The prefetch producer: batch k into a free slot, until c.batches or a partial batch. */
+static int fill_batch(void *ctx, long k, void *item, taca_error *err) {
+  pretrain_feed *f = ctx;
+  pretrain_batch *b = item;
+  if (k >= f->c.batches || f->ended) return 0;
+  if (fill(f, k, b, err)) return -1;
+  if (b->n < f->c.batch) f->ended = 1;
+  return b->n > 0 ? 1 : 0;
 }
 
 pretrain_feed *pretrain_feed_start(const pretrain_feed_config *c, const clip_tokenizer *tok,
@@ -138,16 +115,11 @@ pretrain_feed *pretrain_feed_start(const pretrain_feed_config *c, const clip_tok
     b->labels = (int32_t *)p, p += B * sizeof(int32_t);
     b->attrs = (int32_t *)p, p += B * sizeof(int32_t);
   }
-  pthread_mutex_init(&f->mu, NULL);
-  pthread_cond_init(&f->cv, NULL);
-  if (pthread_create(&f->th, NULL, worker, f)) {
-    pthread_mutex_destroy(&f->mu);
-    pthread_cond_destroy(&f->cv);
+  void *const items[2] = {&f->slot[0], &f->slot[1]};
+  if (taca_prefetch_start(&f->q, items, 2, fill_batch, f, err)) {
     free(f->mem), free(f->chw), free(f->perm), free(f);
-    taca_fail(err, "pretrain feed: cannot start its thread");
     return NULL;
   }
-  f->started = 1;
   return f;
 oom:
   if (f) free(f->mem), free(f->chw), free(f->perm);
@@ -157,38 +129,23 @@ oom:
 }
 
 const pretrain_batch *pretrain_feed_next(pretrain_feed *f, int *failed, taca_error *err) {
-  const int s = (int)(f->consumed & 1);
-  *failed = 0;
-  pthread_mutex_lock(&f->mu);
-  while (!f->full[s] && !f->failed && !f->done) pthread_cond_wait(&f->cv, &f->mu);
-  const pretrain_batch *b = NULL;
-  if (f->full[s]) {
-    b = &f->slot[s];
-  } else if (f->failed) {
-    *failed = 1;
-    if (err) *err = f->err;
-  }
-  pthread_mutex_unlock(&f->mu);
-  return b;
+  void *item = NULL;
+  taca_error e = {{0}};
+  const int got = taca_prefetch_next(f->q, &item, &e);
+  *failed = got < 0;
+  if (got < 0 && err) *err = e;
+  f->held = got > 0 ? item : NULL;
+  return f->held;
 }
 
 void pretrain_feed_release(pretrain_feed *f) {
-  pthread_mutex_lock(&f->mu);
-  f->full[f->consumed & 1] = 0;
-  f->consumed++;
-  pthread_cond_broadcast(&f->cv);
-  pthread_mutex_unlock(&f->mu);
+  if (f->held) taca_prefetch_release(f->q, f->held);
+  f->held = NULL;
 }
 
 void pretrain_feed_stop(pretrain_feed *f) {
   if (!f) return;
-  pthread_mutex_lock(&f->mu);
-  f->stop = 1;
-  pthread_cond_broadcast(&f->cv);
-  pthread_mutex_unlock(&f->mu);
-  if (f->started) pthread_join(f->th, NULL);
-  pthread_mutex_destroy(&f->mu);
-  pthread_cond_destroy(&f->cv);
+  taca_prefetch_stop(f->q, NULL);
   free(f->mem), free(f->chw), free(f->perm);
   free(f);
 }
