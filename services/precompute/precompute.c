@@ -6,13 +6,13 @@
 
 #include <jansson.h>
 #include <libgen.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/prefetch.h"
 #include "image/pixel_codec.h"
 #include "methods/encoder.h"
 #include "image/image.h"
@@ -81,11 +81,9 @@ typedef struct reader {
   int batch, size, workers;
   int store_size;  /* pixel size kept in the store; 0 or size: the model's crop itself */
   int jpeg_quality; /* > 0: encode the stored crop as JPEG */
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  batch *queue[2];
-  int qn, stop;
-  pthread_t thread;
+  batch *cell[2];   /* the prefetch queue's items: a cell holds the batch read into it */
+  int ended;        /* the last (or a failed) batch has been read */
+  taca_prefetch *q;
 } reader;
 
 /* The sample's KEY.json as canonical JSON (compact, sorted keys: equal content, equal bytes), or the
@@ -220,44 +218,35 @@ static batch *read_batch(reader *r) {
   return b;
 }
 
-static void *reader_main(void *arg) {
-  reader *r = arg;
-  for (;;) {
-    batch *b = read_batch(r);
-    const int end = !b || b->last || b->failed; /* read now: once queued, b is the consumer's to free */
-    pthread_mutex_lock(&r->mu);
-    while (r->qn == 2 && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
-    if (r->stop) {
-      pthread_mutex_unlock(&r->mu);
-      batch_free(b);
-      return NULL;
-    }
-    r->queue[r->qn++] = b;
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-    if (end) return NULL;
-  }
+/* The prefetch producer (base/prefetch.h): the next batch into a cell; after the last (or a failed
+ * or unallocatable one) the stream ends. */
+static int reader_fill(void *ctx, long k, void *item, taca_error *err) {
+  (void)k, (void)err;
+  reader *r = ctx;
+  if (r->ended) return 0;
+  batch *b = read_batch(r);
+  *(batch **)item = b;
+  if (!b || b->last || b->failed) r->ended = 1; /* read now: once queued, b is the consumer's to free */
+  return 1;
 }
 
+/* The next batch (NULL: out of memory); the cell goes straight back: the batch is the caller's. */
 static batch *reader_pop(reader *r) {
-  pthread_mutex_lock(&r->mu);
-  while (r->qn == 0) pthread_cond_wait(&r->cv, &r->mu);
-  batch *b = r->queue[0];
-  r->queue[0] = r->queue[1];
-  r->qn--;
-  pthread_cond_broadcast(&r->cv);
-  pthread_mutex_unlock(&r->mu);
+  void *cell = NULL;
+  if (taca_prefetch_next(r->q, &cell, NULL) <= 0) return NULL;
+  batch *b = *(batch **)cell;
+  taca_prefetch_release(r->q, cell);
   return b;
 }
 
+static void drop_cell(void *ctx, void *cell) {
+  (void)ctx;
+  batch_free(*(batch **)cell);
+}
+
 static void reader_stop(reader *r) {
-  pthread_mutex_lock(&r->mu);
-  r->stop = 1;
-  pthread_cond_broadcast(&r->cv);
-  pthread_mutex_unlock(&r->mu);
-  pthread_join(r->thread, NULL);
-  for (int i = 0; i < r->qn; i++) batch_free(r->queue[i]);
-  r->qn = 0;
+  taca_prefetch_stop(r->q, drop_cell);
+  r->q = NULL;
 }
 
 /* ---------- helpers ---------- */
@@ -469,36 +458,85 @@ static json_t *report_damaged(const data_source *ds) {
   return a;
 }
 
+/* Where an ingest stands: its progress record (with the counts by reason), what it has stored. */
+typedef struct ingest_state {
+  json_t *inputs, *prog, *damaged; /* owned */
+  json_t *reasons, *meta_problems; /* inside prog */
+  uint64_t base, next, accepted, rejected, consumed;
+  int logged;                       /* rejects printed so far */
+  int SP;                           /* stored crop size */
+} ingest_state;
+
+/* One batch in one transaction: its samples, embeddings and the progress record; with the last batch
+ * also the store's range and its "dataset" record. 0, or -1 (nothing of the batch is committed). */
+static int commit_batch(job *J, ingest_state *I, data_source *ds, const batch *b, taca_error *err) {
+  const precompute_opts *o = J->o;
+  store_txn *t = NULL;
+  int ok = store_txn_begin(J->store, &t, err) == 0 && write_batch(J, t, b, I->next, I->SP, I->meta_problems, err) == 0;
+  advance_progress(I->prog, ds, b, I->next, I->accepted, I->rejected);
+  if (b->last) {
+    json_object_set_new(I->prog, "done", json_true());
+    store_range range = {I->base, I->next + b->n, o->shard, o->nshards};
+    json_t *dsj = json_pack("{s:O,s:I,s:I,s:I,s:O,s:O,s:s}", "inputs", I->inputs, "entries",
+                            (json_int_t)ds_total_entries(ds), "stored", (json_int_t)(I->accepted + b->n),
+                            "rejected", (json_int_t)(I->rejected + b->n_rej), "rejected_by_reason", I->reasons,
+                            "damaged_inputs", I->damaged, "preprocessing", PREPROCESSING);
+    json_object_set_new(dsj, "preprocessing_order", json_string(PRECOMPUTE_PREPROCESSING_ORDER));
+    if (json_object_size(I->meta_problems)) json_object_set(dsj, "metadata_problems", I->meta_problems);
+    ok = ok && store_set_range(t, &range, err) == 0 && put_json_meta(t, "dataset", dsj, err) == 0;
+    json_decref(dsj);
+  }
+  ok = ok && put_json_meta(t, PROGRESS_INGEST, I->prog, err) == 0;
+  if (!ok) {
+    if (t) store_txn_abort(t);
+    return -1;
+  }
+  return store_txn_commit(t, err);
+}
+
+static void print_ingest_summary(const ingest_state *I, const progress *P) {
+  if (P->tty) fputc('\n', stderr);
+  fprintf(stderr, "precompute: %llu samples stored, %llu rejected", (unsigned long long)I->accepted,
+          (unsigned long long)I->rejected);
+  print_reasons(I->reasons);
+  if (json_array_size(I->damaged)) fprintf(stderr, "; %zu damaged inputs read in part", json_array_size(I->damaged));
+  fputc('\n', stderr);
+  const char *k;
+  json_t *v;
+  json_object_foreach(I->meta_problems, k, v)
+    fprintf(stderr, "precompute: %lld samples stored without metadata: %s\n", (long long)json_integer_value(v), k);
+}
+
 static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error *err) {
   const precompute_opts *o = J->o;
   data_source *ds = NULL;
   clip_tokenizer *tok = NULL;
-  json_t *inputs = NULL, *prog = NULL, *damaged = NULL;
+  ingest_state I = {0};
   int rc = -1;
   if (ds_open(&ds, o->data, o->ndata, o->shard, o->nshards, err)) return -1;
   /* The inputs of this run, to check that a resumed run reads the same data. */
-  inputs = inputs_record(ds);
-  uint64_t base = o->index_base >= 0 ? (uint64_t)o->index_base : ds_entries_before_shard(ds);
-  if (!inputs || !(prog = ingest_progress(J, stored_prog, inputs, base, err))) goto done;
+  I.inputs = inputs_record(ds);
+  I.base = o->index_base >= 0 ? (uint64_t)o->index_base : ds_entries_before_shard(ds);
+  if (!I.inputs || !(I.prog = ingest_progress(J, stored_prog, I.inputs, I.base, err))) goto done;
   for (int i = 0; ds_total_entries(ds) == 0 && i < ds_num_inputs(ds); i++)
     if (ds_get_input(ds, i)->problem) { /* nothing readable at all: an error, not a warning */
       taca_fail(err, "no input has a readable entry: %s", ds_get_input(ds, i)->problem);
       goto done;
     }
-  damaged = report_damaged(ds);
-  int in0 = (int)jget_u64(prog, "input");
-  uint64_t e0 = jget_u64(prog, "entry"), next = jget_u64(prog, "next_index");
-  uint64_t accepted = jget_u64(prog, "accepted"), rejected = jget_u64(prog, "rejected");
-  json_t *reasons = json_object_get(prog, "reasons");
+  I.damaged = report_damaged(ds);
+  int in0 = (int)jget_u64(I.prog, "input");
+  uint64_t e0 = jget_u64(I.prog, "entry");
+  I.next = jget_u64(I.prog, "next_index");
+  I.accepted = jget_u64(I.prog, "accepted"), I.rejected = jget_u64(I.prog, "rejected");
+  I.reasons = json_object_get(I.prog, "reasons");
   /* KEY.json files not kept, by reason (the samples themselves are stored without metadata) */
-  json_t *meta_problems = json_object_get(prog, "metadata_problems");
-  if (!json_is_object(meta_problems)) {
-    json_object_set_new(prog, "metadata_problems", json_object());
-    meta_problems = json_object_get(prog, "metadata_problems");
+  I.meta_problems = json_object_get(I.prog, "metadata_problems");
+  if (!json_is_object(I.meta_problems)) {
+    json_object_set_new(I.prog, "metadata_problems", json_object());
+    I.meta_problems = json_object_get(I.prog, "metadata_problems");
   }
-  uint64_t consumed = 0;
-  for (int i = 0; i < in0 && i < ds_num_inputs(ds); i++) consumed += ds_get_input(ds, i)->entries;
-  consumed += e0;
+  for (int i = 0; i < in0 && i < ds_num_inputs(ds); i++) I.consumed += ds_get_input(ds, i)->entries;
+  I.consumed += e0;
   if (ds_seek(ds, in0, e0, err)) goto done;
   if (!(tok = clip_tokenizer_load(NULL, err))) goto done;
 
@@ -506,16 +544,11 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
   reader R = {.ds = ds, .tok = tok, .batch = o->batch, .size = J->pp.image_size,
               .store_size = o->pixel_size, .jpeg_quality = o->jpeg_quality,
               .workers = o->workers > 0 ? o->workers : 2};
-  pthread_mutex_init(&R.mu, NULL);
-  pthread_cond_init(&R.cv, NULL);
-  if (pthread_create(&R.thread, NULL, reader_main, &R)) {
-    taca_fail(err, "cannot start the reader thread");
-    goto done;
-  }
+  void *const cells[2] = {&R.cell[0], &R.cell[1]};
+  if (taca_prefetch_start(&R.q, cells, 2, reader_fill, &R, err)) goto done;
   progress P;
-  progress_init(&P, stderr, "precompute", ds_total_entries(ds), consumed);
-  int logged = 0;
-  const int SP = o->pixel_size > 0 ? o->pixel_size : J->pp.image_size; /* stored crop size */
+  progress_init(&P, stderr, "precompute", ds_total_entries(ds), I.consumed);
+  I.SP = o->pixel_size > 0 ? o->pixel_size : J->pp.image_size;
   store_view *view = NULL;
 
   /* ---- one transaction per batch: samples, embeddings, progress ---- */
@@ -532,52 +565,31 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
       batch_free(b);
       break;
     }
-    if (b->last && accepted + b->n == 0) {
+    if (b->last && I.accepted + b->n == 0) {
       /* not recorded as done: a store without samples is no result */
-      advance_progress(prog, ds, b, next, accepted, rejected);
-      char *rs = json_dumps(reasons, JSON_COMPACT | JSON_SORT_KEYS);
+      advance_progress(I.prog, ds, b, I.next, I.accepted, I.rejected);
+      char *rs = json_dumps(I.reasons, JSON_COMPACT | JSON_SORT_KEYS);
       taca_fail(err, "no sample was stored: all %llu entries were rejected (by reason: %.300s)",
-                (unsigned long long)(rejected + b->n_rej), rs ? rs : "?");
+                (unsigned long long)(I.rejected + b->n_rej), rs ? rs : "?");
       free(rs);
-      batch_free(b);
-      break;
-    }
-    store_txn *t;
-    int ok = store_txn_begin(J->store, &t, err) == 0 && write_batch(J, t, b, next, SP, meta_problems, err) == 0;
-    advance_progress(prog, ds, b, next, accepted, rejected);
-    if (b->last) {
-      json_object_set_new(prog, "done", json_true());
-      store_range range = {base, next + b->n, o->shard, o->nshards};
-      json_t *dsj = json_pack("{s:O,s:I,s:I,s:I,s:O,s:O,s:s}", "inputs", inputs, "entries",
-                              (json_int_t)ds_total_entries(ds), "stored", (json_int_t)(accepted + b->n),
-                              "rejected", (json_int_t)(rejected + b->n_rej), "rejected_by_reason", reasons,
-                              "damaged_inputs", damaged, "preprocessing", PREPROCESSING);
-      json_object_set_new(dsj, "preprocessing_order", json_string(PRECOMPUTE_PREPROCESSING_ORDER));
-      if (json_object_size(meta_problems)) json_object_set(dsj, "metadata_problems", meta_problems);
-      ok = ok && store_set_range(t, &range, err) == 0 && put_json_meta(t, "dataset", dsj, err) == 0;
-      json_decref(dsj);
-    }
-    ok = ok && put_json_meta(t, PROGRESS_INGEST, prog, err) == 0;
-    if (!ok) {
-      store_txn_abort(t);
       batch_free(b);
       break;
     }
     store_view_end(view); /* no snapshot may be pinned while committing a large batch */
     view = NULL;
-    if (store_txn_commit(t, err)) {
+    if (commit_batch(J, &I, ds, b, err)) {
       batch_free(b);
       break;
     }
-    for (int i = 0; i < b->n_rej && logged < MAX_LOGGED_REJECTS; i++, logged++)
+    for (int i = 0; i < b->n_rej && I.logged < MAX_LOGGED_REJECTS; i++, I.logged++)
       fprintf(stderr, "%sprecompute: rejected '%s': %s\n", P.tty ? "\r\033[K" : "",
               b->rejects[i].key ? b->rejects[i].key : "?", b->rejects[i].reason);
-    next += b->n;
-    accepted += b->n;
-    rejected += b->n_rej;
-    consumed += b->entries;
+    I.next += b->n;
+    I.accepted += b->n;
+    I.rejected += b->n_rej;
+    I.consumed += b->entries;
     st->embedded += b->n;
-    if (!o->quiet) progress_update(&P, consumed, rejected, b->last);
+    if (!o->quiet) progress_update(&P, I.consumed, I.rejected, b->last);
     int last = b->last;
     batch_free(b);
     if (last) {
@@ -587,8 +599,6 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
   }
   if (view) store_view_end(view);
   reader_stop(&R);
-  pthread_mutex_destroy(&R.mu);
-  pthread_cond_destroy(&R.cv);
 
   /* ---- the summary ---- */
   if (rc == 0) {
@@ -596,24 +606,13 @@ static int ingest(job *J, json_t *stored_prog, precompute_stats *st, taca_error 
     snprintf(by, sizeof by, "precompute ingest %s", J->name);
     rc = store_record_content_hash(J->store, by, err);
   }
-  if (!o->quiet && rc == 0) {
-    if (P.tty) fputc('\n', stderr);
-    fprintf(stderr, "precompute: %llu samples stored, %llu rejected", (unsigned long long)accepted,
-            (unsigned long long)rejected);
-    print_reasons(reasons);
-    if (json_array_size(damaged)) fprintf(stderr, "; %zu damaged inputs read in part", json_array_size(damaged));
-    fputc('\n', stderr);
-    const char *k;
-    json_t *v;
-    json_object_foreach(meta_problems, k, v)
-      fprintf(stderr, "precompute: %lld samples stored without metadata: %s\n", (long long)json_integer_value(v), k);
-  }
-  st->stored = accepted;
-  st->rejected = rejected;
+  if (!o->quiet && rc == 0) print_ingest_summary(&I, &P);
+  st->stored = I.accepted;
+  st->rejected = I.rejected;
 done:
-  json_decref(inputs);
-  json_decref(prog);
-  json_decref(damaged);
+  json_decref(I.inputs);
+  json_decref(I.prog);
+  json_decref(I.damaged);
   clip_tokenizer_free(tok);
   ds_close(ds);
   return rc;
