@@ -414,6 +414,167 @@ static int search_hits_fill(Taca__V1__SearchHits *h, const Taca__V1__SearchReque
   return 0;
 }
 
+/* Search, step 1: the gallery model (and its fallbacks) and the query model, resolved through the
+ * snapshot's aliases and checked to share one embedding space. 0, or -1 with the reply failed. */
+static int search_models(const featured_snapshot *s, const Taca__V1__SearchRequest *in, int *id, int *qid, int *gal,
+                         int *ngal, reply *r) {
+  const char *name = in->model ? in->model : "";
+  if ((*id = snapshot_resolve(s, name)) < 0) return reply_unknown_model(r, s, name), -1;
+  const store_model *m = &s->info.models[*id];
+  const char *qname = in->query_model && in->query_model[0] ? in->query_model : name;
+  if ((*qid = snapshot_resolve(s, qname)) < 0) return reply_unknown_model(r, s, qname), -1;
+  if (strcmp(s->space[*qid], s->space[*id])) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT,
+               "query model '%s' (space %s) and gallery model '%s' (space %s) live in different embedding spaces: "
+               "their vectors do not compare (search an adapted model's queries against its old model's gallery)",
+               s->info.models[*qid].name, s->space[*qid], m->name, s->space[*id]);
+    return -1;
+  }
+  gal[0] = *id, *ngal = 1;
+  if (in->n_gallery_fallback > FIELDS_MAX_EMB) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu gallery_fallback models; at most %d", in->n_gallery_fallback,
+               FIELDS_MAX_EMB);
+    return -1;
+  }
+  for (size_t j = 0; j < in->n_gallery_fallback; j++) {
+    const char *gn = in->gallery_fallback[j] ? in->gallery_fallback[j] : "";
+    int g = snapshot_resolve(s, gn);
+    if (g < 0) return reply_unknown_model(r, s, gn), -1;
+    if (strcmp(s->space[g], s->space[*id])) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT,
+                 "gallery_fallback[%zu] '%s' (space %s) is not in the space of '%s' (%s): a gallery is one space", j,
+                 s->info.models[g].name, s->space[g], m->name, s->space[*id]);
+      return -1;
+    }
+    for (int t = 0; t < *ngal; t++)
+      if (gal[t] == g) {
+        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "gallery model '%s' given twice", s->info.models[g].name);
+        return -1;
+      }
+    gal[(*ngal)++] = g;
+  }
+  if (*ngal > 1 && in->ann) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "ann with gallery_fallback: a mixed gallery is searched exactly only");
+    return -1;
+  }
+  return 0;
+}
+
+/* Search, step 2: modality, width (the same in every gallery model), k and metric. */
+static int search_shape(const featured *f, const featured_snapshot *s, const Taca__V1__SearchRequest *in,
+                        const int *gal, int ngal, store_modality *mod, int *dim, reply *r) {
+  const store_model *m = &s->info.models[gal[0]];
+  if (in->modality != TACA__V1__MODALITY__MODALITY_IMAGE && in->modality != TACA__V1__MODALITY__MODALITY_TEXT) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "modality %d is not IMAGE (0) or TEXT (1)", (int)in->modality);
+    return -1;
+  }
+  *mod = in->modality == TACA__V1__MODALITY__MODALITY_TEXT ? STORE_TEXT : STORE_IMAGE;
+  *dim = *mod == STORE_IMAGE ? m->image_dim : m->text_dim;
+  if (*dim <= 0) {
+    reply_fail(r, GRPC_STATUS_NOT_FOUND, "model '%s' stores no %s embeddings to search", m->name,
+               store_modality_name(*mod));
+    return -1;
+  }
+  for (int t = 1; t < ngal; t++) {
+    const store_model *gm = &s->info.models[gal[t]];
+    if ((*mod == STORE_IMAGE ? gm->image_dim : gm->text_dim) != *dim) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "gallery model '%s' stores no %s embeddings of width %d", gm->name,
+                 store_modality_name(*mod), *dim);
+      return -1;
+    }
+  }
+  if (in->k == 0 || in->k > (uint32_t)f->cfg.max_k) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "k = %u: it must be in [1, %d] (--max-k)", in->k, f->cfg.max_k);
+    return -1;
+  }
+  if (in->metric != TACA__V1__METRIC__METRIC_INNER_PRODUCT && in->metric != TACA__V1__METRIC__METRIC_COSINE) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "metric %d is not INNER_PRODUCT (0) or COSINE (1)", (int)in->metric);
+    return -1;
+  }
+  return 0;
+}
+
+/* Search, step 3: the nq query vectors: given (finite, nq x dim), or the query model's encoding of
+ * the captions or images (its encoder must be loaded). */
+static const float *search_queries(featured *f, const Taca__V1__SearchRequest *in, const store_model *qm,
+                                   const store_model *m, store_modality mod, int dim, size_t *nq, arena *a, reply *r) {
+  if ((in->n_queries > 0) + (in->n_captions > 0) + (in->n_images > 0) != 1) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "give one of queries (nq x %d floats), captions or images, %s", dim,
+               in->n_queries || in->n_captions || in->n_images ? "not both" : "got neither");
+    return NULL;
+  }
+  if (in->n_queries) {
+    if (in->n_queries % (size_t)dim) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT,
+                 "queries has %zu floats, not a multiple of model '%s' %s embedding width %d", in->n_queries, m->name,
+                 store_modality_name(mod), dim);
+      return NULL;
+    }
+    *nq = in->n_queries / (size_t)dim;
+    for (size_t i = 0; i < in->n_queries; i++)
+      if (!isfinite(in->queries[i])) {
+        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "queries[%zu] (query %zu) is not finite", i, i / (size_t)dim);
+        return NULL;
+      }
+  } else {
+    *nq = in->n_captions ? in->n_captions : in->n_images;
+    int have = in->n_captions ? featured_encoders_has_texts(f->encoders, qm->name)
+                              : featured_encoders_has_images(f->encoders, qm->name);
+    if (!have && featured_encoders_loaded(f->encoders, qm->name)) {
+      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "model '%s' has no %s (its encoder is loaded, without one)",
+                 qm->name, in->n_captions ? "text tower" : "image tower");
+      return NULL;
+    }
+    if (!have) {
+      char list[512];
+      featured_encoders_list(f->encoders, list, sizeof list);
+      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION,
+                 "Search by %s needs the %s of model '%s': start taca-featured with --model %s=PATH[:ARCH]"
+                 " (encoders loaded: %s)",
+                 in->n_captions ? "caption" : "image", in->n_captions ? "text tower" : "image encoder", qm->name,
+                 qm->name, list);
+      return NULL;
+    }
+  }
+  if (*nq > (size_t)f->cfg.max_batch) {
+    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu queries; at most %d per request (--max-batch)", *nq,
+               f->cfg.max_batch);
+    return NULL;
+  }
+  if (in->n_queries) return in->queries;
+  return search_encode(f, in, qm->name, *nq, dim, a, r);
+}
+
+/* Search, step 4: the top k of each query through the ANN index, the mixed gallery or the exact scan. */
+static int search_top_k(featured *f, const Taca__V1__SearchRequest *in, store_view *v, const store_model *m,
+                        const int *gal, int ngal, store_modality mod, const float *q, size_t nq, size_t k,
+                        int64_t *hit, float *score, int *hit_model, reply *r) {
+  taca_error err;
+  const int id = gal[0];
+  store_metric metric = in->metric == TACA__V1__METRIC__METRIC_COSINE ? STORE_METRIC_COSINE : STORE_METRIC_IP;
+  if (in->ann) {
+    const ann_index *ix = f->ann[id][mod];
+    if (!ix) {
+      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "%s", f->ann_error[id][mod]);
+      return -1;
+    }
+    if (strcmp(ann_index_info(ix)->metric, metric == STORE_METRIC_COSINE ? "cosine" : "ip")) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "the ANN index of model '%s' serves %s, the request asks for %s",
+                 m->name, ann_index_info(ix)->metric, metric == STORE_METRIC_COSINE ? "COSINE" : "INNER_PRODUCT");
+      return -1;
+    }
+    if (ann_search(ix, v, q, (int)nq, (int)k, metric, (int)(in->nprobe > 1u << 20 ? 1u << 20 : in->nprobe), 0, hit,
+                   score, &err))
+      return reply_store_fail(r, &err), -1;
+  } else if (ngal > 1) {
+    if (store_search_gallery(v, gal, ngal, mod, q, (int)nq, (int)k, metric, hit, score, hit_model, &err))
+      return reply_store_fail(r, &err), -1;
+  } else if (store_search(v, id, mod, q, (int)nq, (int)k, metric, hit, score, &err)) {
+    return reply_store_fail(r, &err), -1;
+  }
+  return 0;
+}
+
 void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
   Taca__V1__SearchRequest *in = UNPACK(Taca__V1__SearchRequest, taca__v1__search_request__descriptor, req, len);
   if (!in) {
@@ -428,176 +589,30 @@ void handle_search(featured *f, const uint8_t *req, size_t len, reply *r) {
     goto done;
   }
   featured_snapshot_get(f, s);
-  const char *name = in->model ? in->model : "";
-  int id = snapshot_resolve(s, name);
-  if (id < 0) {
-    reply_unknown_model(r, s, name);
-    goto done;
-  }
-  const store_model *m = &s->info.models[id];
-  const char *qname = in->query_model && in->query_model[0] ? in->query_model : name;
-  int qid = snapshot_resolve(s, qname);
-  if (qid < 0) {
-    reply_unknown_model(r, s, qname);
-    goto done;
-  }
-  const store_model *qm = &s->info.models[qid];
-  if (strcmp(s->space[qid], s->space[id])) {
-    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT,
-               "query model '%s' (space %s) and gallery model '%s' (space %s) live in different embedding spaces: "
-               "their vectors do not compare (search an adapted model's queries against its old model's gallery)",
-               qm->name, s->space[qid], m->name, s->space[id]);
-    goto done;
-  }
-  int gal[1 + FIELDS_MAX_EMB], ngal = 1;
-  gal[0] = id;
-  if (in->n_gallery_fallback > FIELDS_MAX_EMB) {
-    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu gallery_fallback models; at most %d", in->n_gallery_fallback,
-               FIELDS_MAX_EMB);
-    goto done;
-  }
-  for (size_t j = 0; j < in->n_gallery_fallback; j++) {
-    const char *gn = in->gallery_fallback[j] ? in->gallery_fallback[j] : "";
-    int g = snapshot_resolve(s, gn);
-    if (g < 0) {
-      reply_unknown_model(r, s, gn);
-      goto done;
-    }
-    if (strcmp(s->space[g], s->space[id])) {
-      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT,
-                 "gallery_fallback[%zu] '%s' (space %s) is not in the space of '%s' (%s): a gallery is one space", j,
-                 s->info.models[g].name, s->space[g], m->name, s->space[id]);
-      goto done;
-    }
-    for (int t = 0; t < ngal; t++)
-      if (gal[t] == g) {
-        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "gallery model '%s' given twice", s->info.models[g].name);
-        goto done;
-      }
-    gal[ngal++] = g;
-  }
-  if (ngal > 1 && in->ann) {
-    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "ann with gallery_fallback: a mixed gallery is searched exactly only");
-    goto done;
-  }
-  if (in->modality != TACA__V1__MODALITY__MODALITY_IMAGE && in->modality != TACA__V1__MODALITY__MODALITY_TEXT) {
-    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "modality %d is not IMAGE (0) or TEXT (1)", (int)in->modality);
-    goto done;
-  }
-  store_modality mod = in->modality == TACA__V1__MODALITY__MODALITY_TEXT ? STORE_TEXT : STORE_IMAGE;
-  int dim = mod == STORE_IMAGE ? m->image_dim : m->text_dim;
-  if (dim <= 0) {
-    reply_fail(r, GRPC_STATUS_NOT_FOUND, "model '%s' stores no %s embeddings to search", m->name,
-               store_modality_name(mod));
-    goto done;
-  }
-  for (int t = 1; t < ngal; t++) {
-    const store_model *gm = &s->info.models[gal[t]];
-    if ((mod == STORE_IMAGE ? gm->image_dim : gm->text_dim) != dim) {
-      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "gallery model '%s' stores no %s embeddings of width %d", gm->name,
-                 store_modality_name(mod), dim);
-      goto done;
-    }
-  }
-  if (in->k == 0 || in->k > (uint32_t)f->cfg.max_k) {
-    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "k = %u: it must be in [1, %d] (--max-k)", in->k, f->cfg.max_k);
-    goto done;
-  }
-  if (in->metric != TACA__V1__METRIC__METRIC_INNER_PRODUCT && in->metric != TACA__V1__METRIC__METRIC_COSINE) {
-    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "metric %d is not INNER_PRODUCT (0) or COSINE (1)", (int)in->metric);
-    goto done;
-  }
-  if ((in->n_queries > 0) + (in->n_captions > 0) + (in->n_images > 0) != 1) {
-    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "give one of queries (nq x %d floats), captions or images, %s", dim,
-               in->n_queries || in->n_captions || in->n_images ? "not both" : "got neither");
-    goto done;
-  }
-  size_t nq;
-  const float *q = NULL;
-  if (in->n_queries) {
-    if (in->n_queries % (size_t)dim) {
-      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT,
-                 "queries has %zu floats, not a multiple of model '%s' %s embedding width %d", in->n_queries, m->name,
-                 store_modality_name(mod), dim);
-      goto done;
-    }
-    nq = in->n_queries / (size_t)dim;
-    for (size_t i = 0; i < in->n_queries; i++)
-      if (!isfinite(in->queries[i])) {
-        reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "queries[%zu] (query %zu) is not finite", i, i / (size_t)dim);
-        goto done;
-      }
-    q = in->queries;
-  } else {
-    nq = in->n_captions ? in->n_captions : in->n_images;
-    int have = in->n_captions ? featured_encoders_has_texts(f->encoders, qm->name)
-                              : featured_encoders_has_images(f->encoders, qm->name);
-    if (!have && featured_encoders_loaded(f->encoders, qm->name)) {
-      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "model '%s' has no %s (its encoder is loaded, without one)",
-                 qm->name, in->n_captions ? "text tower" : "image tower");
-      goto done;
-    }
-    if (!have) {
-      char list[512];
-      featured_encoders_list(f->encoders, list, sizeof list);
-      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION,
-                 "Search by %s needs the %s of model '%s': start taca-featured with --model %s=PATH[:ARCH]"
-                 " (encoders loaded: %s)",
-                 in->n_captions ? "caption" : "image", in->n_captions ? "text tower" : "image encoder", qm->name,
-                 qm->name, list);
-      goto done;
-    }
-  }
-  if (nq > (size_t)f->cfg.max_batch) {
-    reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%zu queries; at most %d per request (--max-batch)", nq,
-               f->cfg.max_batch);
-    goto done;
-  }
-  taca_error err;
-  if ((in->n_captions || in->n_images) && !(q = search_encode(f, in, qm->name, nq, dim, &a, r))) goto done;
+  int id, qid, gal[1 + FIELDS_MAX_EMB], ngal, dim;
+  store_modality mod;
+  if (search_models(s, in, &id, &qid, gal, &ngal, r) || search_shape(f, s, in, gal, ngal, &mod, &dim, r)) goto done;
+  const store_model *m = &s->info.models[id], *qm = &s->info.models[qid];
+  size_t nq = 0;
+  const float *q = search_queries(f, in, qm, m, mod, dim, &nq, &a, r);
+  if (!q) goto done;
   /* buffers by what can come back: k past the stored vectors returns them all */
   uint64_t stored = 0;
   for (int t = 0; t < ngal; t++) stored += s->info.n_embeddings[gal[t]][mod];
   size_t k = in->k < stored ? in->k : (stored ? (size_t)stored : 1);
-  int64_t *hit = arena_alloc(&a, nq * k * sizeof *hit);
-  float *score = arena_alloc(&a, nq * k * sizeof *score);
   if ((double)nq * (double)k > (double)(64u << 20)) { /* the search's heaps: nq x k entries per thread */
     reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "%zu queries x k = %zu results are too many for one call: lower k or "
                "split the queries", nq, k);
     goto done;
   }
+  int64_t *hit = arena_alloc(&a, nq * k * sizeof *hit);
+  float *score = arena_alloc(&a, nq * k * sizeof *score);
   int *hit_model = ngal > 1 ? arena_alloc(&a, nq * k * sizeof *hit_model) : NULL;
   if (!hit || !score || (ngal > 1 && !hit_model)) {
     reply_fail(r, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for %zu x %zu results", nq, k);
     goto done;
   }
-  if (view_begin(f, &v, r)) goto done;
-  store_metric metric = in->metric == TACA__V1__METRIC__METRIC_COSINE ? STORE_METRIC_COSINE : STORE_METRIC_IP;
-  if (in->ann) {
-    const ann_index *ix = f->ann[id][mod];
-    if (!ix) {
-      reply_fail(r, GRPC_STATUS_FAILED_PRECONDITION, "%s", f->ann_error[id][mod]);
-      goto done;
-    }
-    if (strcmp(ann_index_info(ix)->metric, metric == STORE_METRIC_COSINE ? "cosine" : "ip")) {
-      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "the ANN index of model '%s' serves %s, the request asks for %s",
-                 m->name, ann_index_info(ix)->metric, metric == STORE_METRIC_COSINE ? "COSINE" : "INNER_PRODUCT");
-      goto done;
-    }
-    if (ann_search(ix, v, q, (int)nq, (int)k, metric, (int)(in->nprobe > 1u << 20 ? 1u << 20 : in->nprobe), 0, hit,
-                   score, &err)) {
-      reply_store_fail(r, &err);
-      goto done;
-    }
-  } else if (ngal > 1) {
-    if (store_search_gallery(v, gal, ngal, mod, q, (int)nq, (int)k, metric, hit, score, hit_model, &err)) {
-      reply_store_fail(r, &err);
-      goto done;
-    }
-  } else if (store_search(v, id, mod, q, (int)nq, (int)k, metric, hit, score, &err)) {
-    reply_store_fail(r, &err);
-    goto done;
-  }
+  if (view_begin(f, &v, r) || search_top_k(f, in, v, m, gal, ngal, mod, q, nq, k, hit, score, hit_model, r)) goto done;
   Taca__V1__SearchResponse out = TACA__V1__SEARCH_RESPONSE__INIT;
   Taca__V1__SearchHits *hits = arena_alloc(&a, (nq ? nq : 1) * sizeof *hits);
   Taca__V1__SearchHits **hp = arena_alloc(&a, (nq ? nq : 1) * sizeof *hp);
