@@ -201,10 +201,14 @@ int ann_build(taca_store *s, const char *model, store_modality m, const ann_para
         taca_fail(err, "--pq %d must divide the width %d", pq_m, dim);
         goto done;
       }
-      snprintf(factory, sizeof factory, "IVF%d,PQ%dx8np", nlist, pq_m); /* np: no polysemous training (slow, unused) */
-    } else {
-      snprintf(factory, sizeof factory, "IVF%d,Flat", nlist);
     }
+    const int hnsw_coarse = p->coarse == ANN_COARSE_HNSW || (p->coarse == ANN_COARSE_AUTO && nlist >= ANN_COARSE_HNSW_FROM);
+    char ivf[32];
+    snprintf(ivf, sizeof ivf, "IVF%d%s", nlist, hnsw_coarse ? "_HNSW32" : "");
+    if (p->kind == ANN_IVFPQ)
+      snprintf(factory, sizeof factory, "%s,PQ%dx8np", ivf, pq_m); /* np: no polysemous training (slow, unused) */
+    else
+      snprintf(factory, sizeof factory, "%s,Flat", ivf);
   }
   c.dim = dim;
   c.cosine = p->metric == STORE_METRIC_COSINE;

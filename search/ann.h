@@ -27,12 +27,19 @@
 
 typedef enum ann_kind { ANN_IVFFLAT = 0, ANN_IVFPQ = 1, ANN_HNSW = 2 } ann_kind;
 
+/* How an IVF index assigns a vector to its lists: by an exact scan of the nlist centroids (flat;
+ * nlist x dim per vector: at 10^7 vectors and 4096 lists, most of the build) or through an HNSW graph
+ * over them (IVFn_HNSW32, as autofaiss builds large indexes; searched with efSearch >= 2 x nprobe). */
+enum { ANN_COARSE_AUTO = 0, ANN_COARSE_FLAT = 1, ANN_COARSE_HNSW = 2 };
+#define ANN_COARSE_HNSW_FROM 4096
+
 typedef struct ann_params {
   ann_kind kind;
   store_metric metric;     /* the metric the index serves */
   int nlist;               /* IVF lists; 0 = the power of two nearest sqrt(n), at most n/39 */
   int pq_m;                /* ivfpq sub-quantisers of 8 bits; 0 = dim/4 (it must divide dim) */
   int hnsw_m;              /* hnsw neighbours per node; 0 = 32 */
+  int coarse;              /* IVF's coarse quantiser: ANN_COARSE_AUTO (HNSW from 4096 lists on), _FLAT, _HNSW */
   int64_t train_samples;   /* vectors to train on, spread evenly over the store; 0 = min(n, 50 x nlist) */
   int default_nprobe;      /* recorded for ann_search's nprobe 0; 0 = nlist/16 (at least 8) */
   int quiet;               /* no progress bar on stderr */

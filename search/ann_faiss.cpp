@@ -94,6 +94,12 @@ int ann_faiss_search(const ann_faiss *ix, int64_t nq, const float *q, int64_t k,
       faiss::SearchParametersIVF p;
       p.nprobe = nprobe > 0 ? (size_t)nprobe : ivf->nprobe;
       if (p.nprobe > ivf->nlist) p.nprobe = ivf->nlist;
+      // an HNSW coarse quantiser (IVFn_HNSWm) must look further than the lists it returns
+      faiss::SearchParametersHNSW qp;
+      if (dynamic_cast<const faiss::IndexHNSW *>(ivf->quantizer)) {
+        qp.efSearch = (int)(2 * p.nprobe > 64 ? 2 * p.nprobe : 64);
+        p.quantizer_params = &qp;
+      }
       if (base != ivf) {
         // IDMap over IVF: search the IVF, translate its ids
         ivf->search(nq, q, k, dist, labels, &p);

@@ -14,13 +14,16 @@
 static const char *USAGE =
     "usage: taca index --db DIR --model NAME [--modality image|text] [--kind ivfflat|ivfpq|hnsw]\n"
     "                  [--metric ip|cosine] [--nlist N] [--pq M] [--hnsw-m M] [--train-samples N]\n"
-    "                  [--nprobe N] [--quiet]\n"
+    "                  [--coarse auto|flat|hnsw] [--nprobe N] [--quiet]\n"
     "  Builds a faiss index of model NAME's stored embeddings for `taca query ... search --ann` and\n"
     "  taca-featured's Search with ann set. The index lives in DIR (index-NAME-MODALITY.faiss, written\n"
     "  atomically) and is recorded in the store with its parameters and the store's content hash: it is\n"
     "  refused once the store changes (build it again). Hits are rescored exactly from the store.\n"
     "  Defaults: image, ivfflat, cosine, nlist = the power of two nearest sqrt(vectors), pq = dim/4,\n"
-    "  hnsw-m 32, train on 50 x nlist vectors, nprobe = nlist/16 (at least 8; HNSW: efSearch 64).\n";
+    "  hnsw-m 32, train on 50 x nlist vectors, nprobe = nlist/16 (at least 8; HNSW: efSearch 64).\n"
+    "  --coarse: how IVF assigns vectors to lists: flat (every centroid), hnsw (an HNSW graph over the\n"
+    "  centroids, IVFn_HNSW32: the build's assignment no longer grows with nlist) or auto (hnsw from\n"
+    "  4096 lists on).\n";
 
 int cmd_index(int argc, char **argv) {
   const char *db = NULL, *model = NULL;
@@ -32,6 +35,7 @@ int cmd_index(int argc, char **argv) {
       {"metric", required_argument, 0, 'e'},   {"nlist", required_argument, 0, 'n'},
       {"pq", required_argument, 0, 'p'},       {"hnsw-m", required_argument, 0, 'H'},
       {"train-samples", required_argument, 0, 't'}, {"nprobe", required_argument, 0, 'P'},
+      {"coarse", required_argument, 0, 'C'},
       {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   cli_env_options(&argc, &argv, "", opts);
@@ -60,6 +64,12 @@ int cmd_index(int argc, char **argv) {
       case 'H': if (cli_parse_positive(CMD, "--hnsw-m", optarg, &p.hnsw_m)) return 2; break;
       case 't': if (cli_parse_positive(CMD, "--train-samples", optarg, &v)) return 2; p.train_samples = v; break;
       case 'P': if (cli_parse_positive(CMD, "--nprobe", optarg, &p.default_nprobe)) return 2; break;
+      case 'C':
+        if (!strcmp(optarg, "auto")) p.coarse = ANN_COARSE_AUTO;
+        else if (!strcmp(optarg, "flat")) p.coarse = ANN_COARSE_FLAT;
+        else if (!strcmp(optarg, "hnsw")) p.coarse = ANN_COARSE_HNSW;
+        else return cli_fail(CMD, 2, "--coarse expects auto, flat or hnsw, got '%s'", optarg);
+        break;
       case 'q': p.quiet = 1; break;
       case 'h': fputs(USAGE, stdout); return 0;
       default: return cli_fail(CMD, 2, "unknown or incomplete option '%s' (see --help)", argv[optind - 1]);

@@ -4,7 +4,7 @@
 #  1. taca import: an embeddings-only store from F16 + F32 .npy files with keys; rerun = nothing to
 #     do; an appended file extends it; a changed input is refused naming it; export returns the rows;
 #  2. taca index (ivfflat, the default): recall@10 >= 0.95 against exact search at the default
-#     nprobe, offline; ivfpq and hnsw build and search;
+#     nprobe, offline; ivfpq and hnsw build and search; so does IVF over an HNSW coarse quantiser;
 #  3. a stale index (the store changed since) is refused, offline and by taca-featured;
 #  4. two shards, each with its own index, behind two servers: the client's merged top-k equals one
 #     store with an index (exhaustive nprobe), and equals the exact top-k;
@@ -96,6 +96,16 @@ for kind in ivfpq hnsw; do
   echo "  $kind at default settings: recall@10 = $r"
   "$py" -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.8 else 1)" "$r" || fail "$kind recall@10 $r < 0.8"
 done
+# an HNSW coarse quantiser (the large-index form, auto from 4096 lists) searches like the flat one
+cp -r "$tmp/one" "$tmp/coarse"
+"$bin/taca" index --db "$tmp/coarse" --model clip --coarse hnsw --quiet > "$tmp/coarse.out"
+grep -q "_HNSW32,Flat" "$tmp/coarse.out" || fail "--coarse hnsw: $(cat "$tmp/coarse.out")"
+q "$tmp/coarse" --ann > "$tmp/coarse.jl"
+r=$(recall "$tmp/exact.jl" "$tmp/coarse.jl")
+echo "  ivfflat with an HNSW coarse quantiser at default nprobe: recall@10 = $r"
+"$py" -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.95 else 1)" "$r" || fail "--coarse hnsw recall@10 $r < 0.95"
+set +e; msg=$("$bin/taca" index --db "$tmp/coarse" --model clip --coarse tree 2>&1); rc=$?; set -e
+[ "$rc" = 2 ] && echo "$msg" | grep -q -- "--coarse" || fail "--coarse tree: exit $rc, '$msg'"
 
 # ---- 3. stale index ----
 cp -r "$tmp/one" "$tmp/stale"
