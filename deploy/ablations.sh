@@ -55,8 +55,7 @@ if [ -n "$models" ]; then
   models=$(cd "$models" && pwd)
 fi
 . "$root/deploy/lib/procs.sh"
-trap stop_all EXIT
-trap 'echo "$me: interrupted" >&2; exit 130' INT TERM
+own_processes "$me"
 . "$root/deploy/demo/demo.env"
 n_train=${ABL_TRAIN:-4000}
 n_mtrain=${ABL_MOTION_TRAIN:-1600}

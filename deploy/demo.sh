@@ -40,8 +40,7 @@ esac
 [ $# -eq 1 ] || { echo "deploy/demo.sh: one argument expected (OUT_DIR), got $#" >&2; exit 2; }
 out=$1
 . "$root/deploy/lib/procs.sh"
-trap stop_all EXIT
-trap 'echo "deploy/demo.sh: interrupted" >&2; exit 130' INT TERM
+own_processes "deploy/demo.sh"
 . "$root/deploy/demo/demo.env"
 n_train=${DEMO_TRAIN:-4000}
 n_eval=${DEMO_EVAL:-3000}

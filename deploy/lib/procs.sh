@@ -1,6 +1,7 @@
 # deploy/lib/procs.sh: the process bookkeeping of the deploy scripts (sourced by deploy/demo.sh and
 # deploy/ablations.sh): every background process a script starts is recorded in $pids and stopped,
-# with all its descendants, on any exit (the script sets `trap stop_all EXIT`).
+# with all its descendants, on any exit (`own_processes NAME` sets the traps: stop_all on exit,
+# exit 130 with a line on Ctrl-C or SIGTERM).
 # Long steps run in the background and are waited for, so that a signal reaches the trap at once.
 # A step's own children (mpirun's ranks, a script's programs) get the signal too: a shell defers its
 # traps while a foreground child runs, so the whole tree is signalled at once.
@@ -16,6 +17,11 @@ stop_all() {
   [ ${#all[@]} -eq 0 ] || kill -TERM "${all[@]}" 2>/dev/null || true
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
+}
+own_processes() {
+  trap stop_all EXIT
+  # shellcheck disable=SC2064 # the name is fixed now
+  trap "echo '$1: interrupted' >&2; exit 130" INT TERM
 }
 forget() { local keep=() p; for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; pids=("${keep[@]}"); }
 run() { # run CMD...: in the background, waited for; its status is run's
