@@ -123,11 +123,11 @@ one_run() { # one_run DIR STEPS SEED FLAGS...
     > "$dir/motion.txt" 2>&1 || { echo "$me: taca eval failed in $dir:" >&2; tail -3 "$dir/motion.txt" >&2; return 1; }
   local eval_s; eval_s=$(since "$t")
   rm -f "$dir"/ckpt/*.optim.safetensors
-  "$py" - "$steps" "$seed" "$train_s" "$eval_s" "$dir/run.json" "$@" <<'PY'
+  "$py" - "$steps" "$batch" "$seed" "$train_s" "$eval_s" "$dir/run.json" "$@" <<'PY'
 import json, sys
-steps, seed, train_s, eval_s, path = sys.argv[1:6]
-json.dump({"steps": int(steps), "seed": int(seed), "train_seconds": float(train_s), "eval_seconds": float(eval_s),
-           "flags": sys.argv[6:]}, open(path, "w"))
+steps, batch, seed, train_s, eval_s, path = sys.argv[1:7]
+json.dump({"steps": int(steps), "batch": int(batch), "seed": int(seed), "train_seconds": float(train_s),
+           "eval_seconds": float(eval_s), "flags": sys.argv[7:]}, open(path, "w"))
 PY
 }
 # pool: at most two runs at once; a failed run stops the ablations

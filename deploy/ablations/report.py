@@ -90,9 +90,6 @@ class Features:
         self.test_old = load_npy(folder, "test_old_image")
         self.groups = self.test_index // modules.FRAMES if motion else None
 
-    def adapted(self):
-        return load_npy(self.folder, "test_adapted")
-
 
 def mean_std(xs):
     xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
@@ -160,7 +157,7 @@ def main():
                 continue
             rj = json.load(open(os.path.join(d, "run.json")))
             ej = json.load(open(os.path.join(d, "still.json")))
-            r = {"setting": setting, "seed": seed, "steps": rj["steps"], "train_s": rj["train_seconds"],
+            r = {"setting": setting, "seed": seed, "steps": rj["steps"], "batch": rj["batch"], "train_s": rj["train_seconds"],
                  "eval_s": rj["eval_seconds"], "flags": rj["flags"],
                  "old_head_adapted": get(ej, "accuracy.old_head_adapted.value"),
                  "old_head_old": get(ej, "accuracy.old_head_old.value"),
@@ -216,7 +213,7 @@ def main():
         mean_retune = float(np.mean(list(per_module.values())))
         baseline = {
             "taca": {"train_s": taca_s, "trainable": base["trainable"]["mean"], "labelled_samples": 0,
-                     "unlabelled_images_seen": plan["steps"] * batch_of(runs),
+                     "unlabelled_images_seen": plan["steps"] * runs[0]["batch"],
                      "accuracy": {k: base["modules"][k]["accuracy"] for k in fitted}},
             "retune_s_per_module": per_module, "mean_retune_s": mean_retune,
             "break_even_modules": (math.ceil(taca_s / mean_retune) if mean_retune > 0 else None),
@@ -254,14 +251,6 @@ def finite(x):
     if isinstance(x, np.integer):
         return int(x)
     return x
-
-
-def batch_of(runs):
-    for r in runs:
-        fl = r["flags"]
-        if "--batch-size" in fl:
-            return int(fl[fl.index("--batch-size") + 1])
-    return int(os.environ.get("ABL_BATCH", "64"))
 
 
 def order_key(group, value):
@@ -522,7 +511,7 @@ def render_html(r):
          f"{html.escape(r['models'])}. Budget {p['budget_min']:g} min"
          + (f", whole run {r['total_s'] / 60:.1f} min" if r["total_s"] else "") +
          f"; {len(p['settings'])} settings × {p['seeds']} seed(s) × {p['steps']} steps of batch "
-         f"{r['baseline']['taca']['unlabelled_images_seen'] // p['steps'] if r['baseline'] else '?'}, two runs at a time "
+         f"{r['runs'][0]['batch']}, two runs at a time "
          f"(one rank, one thread each: training times are under that sharing).</p>"]
     if p["reductions"]:
         o.append("<p><b>Reduced to fit the budget:</b> " + html.escape("; ".join(p["reductions"])) + ".</p>")
