@@ -702,6 +702,7 @@ int taca_client_search_opts(taca_client *c, const char *model, taca_modality mod
   if (opts && opts->ann) {
     req.ann = 1;
     req.nprobe = opts->nprobe > 0 ? (uint32_t)opts->nprobe : 0;
+    req.refine = opts->refine > 0 ? (uint32_t)opts->refine : 0;
   }
   size_t len = taca__v1__search_request__get_packed_size(&req);
   uint8_t *buf = malloc(len);

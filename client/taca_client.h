@@ -175,11 +175,13 @@ int taca_client_search(taca_client *c, const char *model, taca_modality modality
                        const char *const *captions, int nq, int k, taca_metric metric, int with_keys,
                        taca_search_result *out, taca_error *err);
 
-/* The same through each shard's approximate index (taca index): ann set, nprobe 0 = the index's
- * default. Every shard must have a fresh index of the model (FAILED_PRECONDITION otherwise). */
+/* The same through each shard's approximate index (taca index): ann set, nprobe and refine 0 = the
+ * index's defaults (refine: candidates per hit rescored exactly). Every shard must have a fresh index
+ * of the model (FAILED_PRECONDITION otherwise). */
 typedef struct taca_search_opts {
   int ann;
   int nprobe;
+  int refine;
   const char *query_model;     /* the model the queries come from (its space must be the gallery's); NULL = model */
   /* Search by images (encoded JPEG/PNG/WebP bytes) instead of vectors or captions: queries and
    * captions NULL, nq images embedded by query_model's encoder on the servers. */

@@ -143,9 +143,10 @@ static int record_index(taca_store *s, const char *model, store_modality m, cons
     return taca_fail(err, "the store was written while the index was built (transaction %" PRIu64 " -> %" PRIu64
                      "): build it again", built_txn, id - 1);
   }
-  json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:I, s:s, s:I}", "kind", info->kind, "factory",
+  json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:s, s:I}", "kind", info->kind, "factory",
                         info->factory, "metric", info->metric, "nlist", info->nlist, "pq", info->pq_m, "dim",
-                        info->dim, "nprobe", info->default_nprobe, "vectors", (json_int_t)info->vectors,
+                        info->dim, "nprobe", info->default_nprobe, "refine", info->default_refine,
+                        "vectors", (json_int_t)info->vectors,
                         "content_hash", info->content_hash, "txn", (json_int_t)id);
   char *js = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
   json_decref(j);
@@ -251,6 +252,7 @@ int ann_build(taca_store *s, const char *model, store_modality m, const ann_para
   out->vectors = ann_faiss_ntotal(fx);
   out->default_nprobe = p->default_nprobe > 0 ? p->default_nprobe
                         : p->kind == ANN_HNSW ? 64 : (nlist / 16 > 8 ? nlist / 16 : (nlist < 8 ? nlist : 8));
+  out->default_refine = p->default_refine > 0 ? p->default_refine : p->kind == ANN_IVFPQ ? ANN_REFINE_PQ : ANN_REFINE_EXACT;
   if (store_content_hash(v, out->content_hash, err)) goto done;
   ann_index_path(s, model, m, path, sizeof path);
   snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
@@ -296,6 +298,10 @@ static int info_from_json(const void *val, size_t len, ann_info *o, uint64_t *tx
     o->pq_m = (int)json_integer_value(json_object_get(j, "pq"));
     o->dim = (int)json_integer_value(json_object_get(j, "dim"));
     o->default_nprobe = (int)json_integer_value(json_object_get(j, "nprobe"));
+    /* records from before refine was recorded: the kind's default now */
+    o->default_refine = (int)json_integer_value(json_object_get(j, "refine"));
+    if (o->default_refine <= 0 || o->default_refine > ANN_MAX_REFINE)
+      o->default_refine = !strcmp(kind, "ivfpq") ? ANN_REFINE_PQ : ANN_REFINE_EXACT;
     o->vectors = json_integer_value(json_object_get(j, "vectors"));
     *txn = (uint64_t)json_integer_value(json_object_get(j, "txn"));
   }
@@ -388,8 +394,14 @@ int ann_search(const ann_index *ix, store_view *v, const float *queries, int nq,
   for (size_t i = 0; i < (size_t)nq * dim; i++)
     if (!isfinite(queries[i]))
       return taca_fail(err, "search: query %zu has a non-finite value at element %zu", i / dim, i % dim);
-  if (refine <= 0) refine = strcmp(ix->info.kind, "ivfpq") ? 4 : 10; /* PQ distances are coarse */
+  const int asked = refine > 0;
+  if (!asked) refine = ix->info.default_refine;
+  if (refine > ANN_MAX_REFINE) return taca_fail(err, "search: refine %d: at most %d", refine, ANN_MAX_REFINE);
   int64_t kk = (int64_t)k * refine;
+  if (kk > ANN_MAX_CANDIDATES && !asked) kk = k > ANN_MAX_CANDIDATES ? k : ANN_MAX_CANDIDATES; /* the default, bounded */
+  if (kk > ANN_MAX_CANDIDATES && asked)
+    return taca_fail(err, "search: k %d x refine %d = %" PRId64 " candidates to rescore; at most %d", k, refine, kk,
+                     ANN_MAX_CANDIDATES);
   if (kk > ix->info.vectors) kk = ix->info.vectors;
   float *q = malloc(sizeof(float) * (size_t)nq * dim), *row = malloc(sizeof(float) * dim);
   float *dist = malloc(sizeof(float) * (size_t)nq * kk);
@@ -410,7 +422,7 @@ int ann_search(const ann_index *ix, store_view *v, const float *queries, int nq,
     for (int64_t j = 0; j < kk; j++) {
       int64_t id = lab[(size_t)qi * kk + j];
       if (id < 0) continue;
-      if (store_get_embedding(v, ix->model, ix->mod, (uint64_t)id, row, err))
+      if (store_peek_embedding(v, ix->model, ix->mod, (uint64_t)id, row, err))
         goto done; /* the index names a vector the store does not hold: corrupt or stale */
       double dot = 0, nrm = 0;
       for (int d = 0; d < dim; d++) {
@@ -424,6 +436,9 @@ int ann_search(const ann_index *ix, store_view *v, const float *queries, int nq,
       nc++;
     }
     qsort(cs, (size_t)nc, sizeof *cs, cand_cmp);
+    /* the hits kept are read again with their blocks' checksums: a corrupt block among them fails */
+    for (int j = 0; j < k && j < nc; j++)
+      if (store_get_embedding(v, ix->model, ix->mod, (uint64_t)cs[j].i, row, err)) goto done;
     for (int j = 0; j < k; j++) {
       out_index[(size_t)qi * k + j] = j < nc ? cs[j].i : -1;
       out_score[(size_t)qi * k + j] = j < nc ? cs[j].s : -INFINITY;

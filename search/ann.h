@@ -11,7 +11,11 @@
  *              content hash). ann_search then takes k x refine candidates from faiss and rescores
  *              them exactly from the stored vectors, so scores are exact inner products / cosines of
  *              the stored rows and ordered as store_search orders them (score descending, then
- *              index ascending). A handle is read-only and may be searched from several threads.
+ *              index ascending). Candidates are read without their blocks' checksums
+ *              (store_peek_embedding); the k hits kept are read again verified, so a corrupt block
+ *              among the hits fails the search (one outside them can still drop a row from the hits,
+ *              as an approximate index may anyway). A handle is read-only and may be searched from
+ *              several threads.
  *
  * Kinds: "ivfflat" (IVF lists of the vectors; default), "ivfpq" (IVF + product quantisation, M
  * sub-quantisers of 8 bits: 2*dim/M times smaller than F16; the rescoring restores exact scores), "hnsw"
@@ -42,12 +46,13 @@ typedef struct ann_params {
   int coarse;              /* IVF's coarse quantiser: ANN_COARSE_AUTO (HNSW from 4096 lists on), _FLAT, _HNSW */
   int64_t train_samples;   /* vectors to train on, spread evenly over the store; 0 = min(n, 50 x nlist) */
   int default_nprobe;      /* recorded for ann_search's nprobe 0; 0 = nlist/16 (at least 8) */
+  int default_refine;      /* recorded for ann_search's refine 0; 0 = ANN_REFINE_PQ for ivfpq, 4 otherwise */
   int quiet;               /* no progress bar on stderr */
 } ann_params;
 
 typedef struct ann_info {
   char kind[16], factory[64], metric[8], content_hash[33];
-  int nlist, pq_m, dim, default_nprobe, mapped;
+  int nlist, pq_m, dim, default_nprobe, default_refine, mapped;
   int64_t vectors;
 } ann_info;
 
@@ -66,9 +71,21 @@ int ann_open(taca_store *s, const char *model, store_modality m, ann_index **out
 void ann_close(ann_index *ix);
 const ann_info *ann_index_info(const ann_index *ix);
 
+/* How many candidates per requested hit faiss returns for exact rescoring. PQ codes rank coarsely: on
+ * the growth benchmark's clustered 512-wide vectors (10^3 rows per cluster, bench/run-growth.sh),
+ * IVF1024,PQ128 over 10^6 rows gave recall@10 0.86 / 0.97 / 1.00 at refine 10 / 30 / 100 (and 10
+ * gave 0.60 at 10^7), so ivfpq rescores k x 100 by default; flat lists and graphs rank exactly and
+ * need only a margin. At most ANN_MAX_REFINE, and
+ * k x refine candidates at most ANN_MAX_CANDIDATES per query (a bound on one request's work). */
+#define ANN_REFINE_PQ 100
+#define ANN_REFINE_EXACT 4
+#define ANN_MAX_REFINE 1000
+#define ANN_MAX_CANDIDATES 100000
+
 /* Top-k of nq queries (nq x dim F32) for `metric` (must be the index's). nprobe 0 = the recorded
- * default; refine 0 = 4, 10 for ivfpq (candidates = k x refine, rescored exactly). Output as
- * store_search. */
+ * default; refine 0 = the recorded default (candidates = k x refine, capped at the index's size,
+ * rescored exactly from the stored rows). A refine asked for above ANN_MAX_REFINE, or with k x refine
+ * above ANN_MAX_CANDIDATES, is refused; the default is held to ANN_MAX_CANDIDATES (or k). Output as store_search. */
 int ann_search(const ann_index *ix, store_view *v, const float *queries, int nq, int k, store_metric metric,
                int nprobe, int refine, int64_t *out_index, float *out_score, taca_error *err);
 

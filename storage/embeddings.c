@@ -29,14 +29,15 @@ void emb_key(uint8_t out[EMB_KEY_LEN], int model, store_modality mod, uint32_t n
 
 static uint8_t dtype_code(taca_dtype dt) { return dt == TACA_DT_F16 ? BLOCK_DT_F16 : BLOCK_DT_F32; }
 
-int block_parse(taca_store *s, const store_model *m, store_modality mod, int dim, uint32_t number, const void *rec,
-                size_t len, store_block *b, taca_error *err) {
+/* verify 0: the record's length, place in the file and header only, not its checksum */
+static int block_parse_opt(taca_store *s, const store_model *m, store_modality mod, int dim, uint32_t number,
+                           const void *rec, size_t len, store_block *b, int verify, taca_error *err) {
   const uint8_t *p = rec;
   size_t want = block_record_bytes(m, dim);
   uint8_t k[EMB_KEY_LEN];
   emb_key(k, m->id, mod, number);
   MDB_val kv = {EMB_KEY_LEN, k}, vv = {len, (void *)rec};
-  if (len != want || !store_record_ok(s, TAG_EMB, &kv, &vv))
+  if (len != want || (verify ? !store_record_ok(s, TAG_EMB, &kv, &vv) : !store_value_in_file(s, rec, len)))
     return store_corrupt(err, "emb[model '%s' %s block %u]: checksum or length mismatch (%zu bytes, expected %zu)",
                          m->name, store_modality_name(mod), number, len, want);
   if (p[0] != BLOCK_LAYOUT || p[1] != dtype_code(m->dtype) || rd_u32le(p + 4) != (uint32_t)m->block_size ||
@@ -52,6 +53,11 @@ int block_parse(taca_store *s, const store_model *m, store_modality mod, int dim
   b->bitmap = p + 16;
   b->data = p + block_header_bytes(m->block_size);
   return 0;
+}
+
+int block_parse(taca_store *s, const store_model *m, store_modality mod, int dim, uint32_t number, const void *rec,
+                size_t len, store_block *b, taca_error *err) {
+  return block_parse_opt(s, m, mod, dim, number, rec, len, b, 1, err);
 }
 
 /* ---------- write side: the block cache ---------- */
@@ -204,8 +210,8 @@ int store_put_embedding(store_txn *t, int model, store_modality m, uint64_t inde
 
 /* ---------- read side ---------- */
 
-int store_get_embedding_raw(store_view *v, int model, store_modality mod, uint64_t index, const void **data,
-                            taca_error *err) {
+static int get_embedding_raw(store_view *v, int model, store_modality mod, uint64_t index, const void **data,
+                             int verify, taca_error *err) {
   int dim;
   if (store_view_models(v, err) || store_model_check(&v->models, model, mod, &dim, err)) return -1;
   const store_model *m = &v->models.m[model];
@@ -223,21 +229,35 @@ int store_get_embedding_raw(store_view *v, int model, store_modality mod, uint64
   if (rc == MDB_NOTFOUND) return store_missing(v, index, what, err);
   if (rc) return store_mdb_fail(v->s, err, rc, what);
   store_block b;
-  if (block_parse(v->s, m, mod, dim, (uint32_t)number, val.mv_data, val.mv_size, &b, err)) return -1;
+  if (block_parse_opt(v->s, m, mod, dim, (uint32_t)number, val.mv_data, val.mv_size, &b, verify, err)) return -1;
   if (!block_row_valid(b.bitmap, row)) return store_missing(v, index, what, err);
   *data = (const uint8_t *)b.data + (size_t)row * dim * taca_dtype_size(m->dtype);
   return 0;
 }
 
-int store_get_embedding(store_view *v, int model, store_modality mod, uint64_t index, float *out, taca_error *err) {
+int store_get_embedding_raw(store_view *v, int model, store_modality mod, uint64_t index, const void **data,
+                            taca_error *err) {
+  return get_embedding_raw(v, model, mod, index, data, 1, err);
+}
+
+static int get_embedding(store_view *v, int model, store_modality mod, uint64_t index, float *out, int verify,
+                         taca_error *err) {
   const void *p;
-  int rc = store_get_embedding_raw(v, model, mod, index, &p, err);
+  int rc = get_embedding_raw(v, model, mod, index, &p, verify, err);
   if (rc) return rc;
   const store_model *m = &v->models.m[model];
   int dim = mod == STORE_IMAGE ? m->image_dim : m->text_dim;
   if (taca_convert_to_f32(out, p, m->dtype, (size_t)dim))
     return taca_fail(err, "model '%s': cannot convert stored dtype to F32", m->name);
   return 0;
+}
+
+int store_get_embedding(store_view *v, int model, store_modality mod, uint64_t index, float *out, taca_error *err) {
+  return get_embedding(v, model, mod, index, out, 1, err);
+}
+
+int store_peek_embedding(store_view *v, int model, store_modality mod, uint64_t index, float *out, taca_error *err) {
+  return get_embedding(v, model, mod, index, out, 0, err);
 }
 
 int store_scan_blocks(store_view *v, int model, store_modality mod, int (*fn)(const store_block *b, void *ctx),

@@ -14,13 +14,14 @@
 static const char *USAGE =
     "usage: taca index --db DIR --model NAME [--modality image|text] [--kind ivfflat|ivfpq|hnsw]\n"
     "                  [--metric ip|cosine] [--nlist N] [--pq M] [--hnsw-m M] [--train-samples N]\n"
-    "                  [--coarse auto|flat|hnsw] [--nprobe N] [--quiet]\n"
+    "                  [--coarse auto|flat|hnsw] [--nprobe N] [--refine R] [--quiet]\n"
     "  Builds a faiss index of model NAME's stored embeddings for `taca query ... search --ann` and\n"
     "  taca-featured's Search with ann set. The index lives in DIR (index-NAME-MODALITY.faiss, written\n"
     "  atomically) and is recorded in the store with its parameters and the store's content hash: it is\n"
     "  refused once the store changes (build it again). Hits are rescored exactly from the store.\n"
     "  Defaults: image, ivfflat, cosine, nlist = the power of two nearest sqrt(vectors), pq = dim/4,\n"
-    "  hnsw-m 32, train on 50 x nlist vectors, nprobe = nlist/16 (at least 8; HNSW: efSearch 64).\n"
+    "  hnsw-m 32, train on 50 x nlist vectors, nprobe = nlist/16 (at least 8; HNSW: efSearch 64),\n"
+    "  refine (candidates per hit rescored exactly) 100 for ivfpq, 4 otherwise.\n"
     "  --coarse: how IVF assigns vectors to lists: flat (every centroid), hnsw (an HNSW graph over the\n"
     "  centroids, IVFn_HNSW32: the build's assignment no longer grows with nlist) or auto (hnsw from\n"
     "  4096 lists on).\n";
@@ -35,6 +36,7 @@ int cmd_index(int argc, char **argv) {
       {"metric", required_argument, 0, 'e'},   {"nlist", required_argument, 0, 'n'},
       {"pq", required_argument, 0, 'p'},       {"hnsw-m", required_argument, 0, 'H'},
       {"train-samples", required_argument, 0, 't'}, {"nprobe", required_argument, 0, 'P'},
+      {"refine", required_argument, 0, 'R'},
       {"coarse", required_argument, 0, 'C'},
       {"quiet", no_argument, 0, 'q'},          {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
@@ -64,6 +66,10 @@ int cmd_index(int argc, char **argv) {
       case 'H': if (cli_parse_positive(CMD, "--hnsw-m", optarg, &p.hnsw_m)) return 2; break;
       case 't': if (cli_parse_positive(CMD, "--train-samples", optarg, &v)) return 2; p.train_samples = v; break;
       case 'P': if (cli_parse_positive(CMD, "--nprobe", optarg, &p.default_nprobe)) return 2; break;
+      case 'R':
+        if (cli_parse_positive(CMD, "--refine", optarg, &p.default_refine)) return 2;
+        if (p.default_refine > ANN_MAX_REFINE) return cli_fail(CMD, 2, "--refine %d: at most %d", p.default_refine, ANN_MAX_REFINE);
+        break;
       case 'C':
         if (!strcmp(optarg, "auto")) p.coarse = ANN_COARSE_AUTO;
         else if (!strcmp(optarg, "flat")) p.coarse = ANN_COARSE_FLAT;
@@ -86,7 +92,8 @@ int cmd_index(int argc, char **argv) {
   int rc = ann_build(st, model, mod, &p, &info, &err);
   store_close(st);
   if (rc) return cli_fail(CMD, 1, "%s", err.msg);
-  printf("index: %s %s of '%s' (%s): %" PRId64 " vectors, width %d, %s, default nprobe %d\n", info.kind,
-         info.factory, model, store_modality_name(mod), info.vectors, info.dim, info.metric, info.default_nprobe);
+  printf("index: %s %s of '%s' (%s): %" PRId64 " vectors, width %d, %s, default nprobe %d, refine %d\n",
+         info.kind, info.factory, model, store_modality_name(mod), info.vectors, info.dim, info.metric,
+         info.default_nprobe, info.default_refine);
   return 0;
 }

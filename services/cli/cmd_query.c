@@ -49,7 +49,8 @@ static const char *USAGE =
     "                            model was made with (its weights hash is checked), in the\n"
     "                            precision the store records for it (f32; bf16 after precompute\n"
     "                            --precision bf16)\n"
-    "         [--ann [--nprobe N]]  through the model's ANN index (taca index), rescored exactly\n"
+    "         [--ann [--nprobe N] [--refine R]]  through the model's ANN index (taca index): k x R\n"
+    "                            candidates (default: the index's, 100 for ivfpq) rescored exactly\n"
     "  --json prints JSON (one object for info, one line per key or query otherwise).\n";
 
 #define CMD "query"
@@ -652,7 +653,7 @@ static int encode_captions(const store_model *sm, const char *spec, char **caps,
 
 typedef struct ann_opts {
   taca_store *st;
-  int ann, nprobe;
+  int ann, nprobe, refine;
 } ann_opts;
 
 static int search_run(store_view *v, int json, const char *model, const char *mod, const char *vectors,
@@ -670,7 +671,7 @@ static int cmd_search(taca_store *st, store_view *v, int json, int argc, char **
                                        {"text-model", required_argument, 0, 't'},
                                        {"ann", no_argument, 0, 'a'},           {"nprobe", required_argument, 0, 'P'},
                                        {"k", required_argument, 0, 'k'},       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+                                       {"refine", required_argument, 0, 'R'},  {0, 0, 0, 0}};
   int c, urc = 0;
   optind = 1;
   opterr = 0;
@@ -687,6 +688,9 @@ static int cmd_search(taca_store *st, store_view *v, int json, int argc, char **
       case 'P':
         if (cli_parse_positive(CMD, "--nprobe", optarg, &ao.nprobe)) urc = 2;
         break;
+      case 'R':
+        if (cli_parse_positive(CMD, "--refine", optarg, &ao.refine)) urc = 2;
+        break;
       case 'k':
         if (cli_parse_positive(CMD, "-k", optarg, &k)) urc = 2;
         break;
@@ -695,7 +699,7 @@ static int cmd_search(taca_store *st, store_view *v, int json, int argc, char **
     }
   }
   if (!urc && optind < argc) urc = cli_fail(CMD, 2, "search: unexpected argument '%s'", argv[optind]);
-  if (!urc && ao.nprobe && !ao.ann) urc = cli_fail(CMD, 2, "search: --nprobe goes with --ann");
+  if (!urc && (ao.nprobe || ao.refine) && !ao.ann) urc = cli_fail(CMD, 2, "search: --nprobe and --refine go with --ann");
   if (!urc && (!model || !mod || (!vectors == !(ncap || cap_file))))
     urc = cli_fail(CMD, 2, "search: --model, --modality and one of --vectors or --caption/--captions are required");
   if (!urc && (ncap || cap_file) && !text_model)
@@ -767,7 +771,7 @@ static int search_run(store_view *v, int json, const char *model, const char *mo
     if (ann_open(ao->st, model, m, &ix, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
     else if (!ix) rc = cli_fail(CMD, 1, "model '%s' has no %s index: build one with taca index --db %s --model %s", model,
                                 mod, store_dir(ao->st), model);
-    else if (ann_search(ix, v, q.data, nq, k, me, ao->nprobe, 0, idx, sc, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
+    else if (ann_search(ix, v, q.data, nq, k, me, ao->nprobe, ao->refine, idx, sc, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
     ann_close(ix);
   } else if (store_search(v, sm.id, m, q.data, nq, k, me, idx, sc, &err)) rc = cli_fail(CMD, 1, "%s", err.msg);
   for (int i = 0; !rc && i < nq; i++) {

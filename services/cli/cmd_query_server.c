@@ -32,7 +32,7 @@ static const char *USAGE_SERVER =
     "                            [N, dim] .npy; fails naming a missing index\n"
     "  search --model NAME [--modality image|text] (--vectors Q.npy | --caption TEXT... |\n"
     "         --captions FILE | --image FILE...)\n"
-    "         [-k K] [--metric ip|cosine] [--ann [--nprobe N]] [--query-model M] [--fallback M]...\n"
+    "         [-k K] [--metric ip|cosine] [--ann [--nprobe N] [--refine R]] [--query-model M] [--fallback M]...\n"
     "                            exact top-K (default 10) for each row of Q, each caption or each\n"
     "                            image (the servers encode captions and images with the query\n"
     "                            model's encoder, --query-model, default NAME: it must live in\n"
@@ -375,7 +375,7 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
                                        {"metric", required_argument, 0, 'x'},  {"k", required_argument, 0, 'k'},
                                        {"ann", no_argument, 0, 'a'},           {"nprobe", required_argument, 0, 'P'},
                                        {"image", required_argument, 0, 'I'},   {"query-model", required_argument, 0, 'Q'},
-                                       {"fallback", required_argument, 0, 'F'},
+                                       {"fallback", required_argument, 0, 'F'}, {"refine", required_argument, 0, 'R'},
                                        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
   int ch, rc = 0;
   optind = 1;
@@ -398,12 +398,15 @@ static int q_search(taca_client *c, int json, int argc, char **argv) {
       case 'P':
         if (cli_parse_positive(CMD, "--nprobe", optarg, &so.nprobe)) rc = 2;
         break;
+      case 'R':
+        if (cli_parse_positive(CMD, "--refine", optarg, &so.refine)) rc = 2;
+        break;
       case 'h': fputs(USAGE_SERVER, stdout); free(captions); return 0;
       default: rc = cli_fail(CMD, 2, "search: unknown or incomplete option '%s' (see --help)", argv[optind - 1]);
     }
   }
   if (!rc && optind < argc) rc = cli_fail(CMD, 2, "search: unexpected argument '%s'", argv[optind]);
-  if (!rc && so.nprobe && !so.ann) rc = cli_fail(CMD, 2, "search: --nprobe goes with --ann");
+  if (!rc && (so.nprobe || so.refine) && !so.ann) rc = cli_fail(CMD, 2, "search: --nprobe and --refine go with --ann");
   if (!rc && cap_file) { /* --caption texts first, then the file's lines */
     taca_error ferr = {{0}};
     nfile = cli_read_lines(cap_file, &file_lines, &ferr);

@@ -4,7 +4,8 @@
 #  1. taca import: an embeddings-only store from F16 + F32 .npy files with keys; rerun = nothing to
 #     do; an appended file extends it; a changed input is refused naming it; export returns the rows;
 #  2. taca index (ivfflat, the default): recall@10 >= 0.95 against exact search at the default
-#     nprobe, offline; ivfpq and hnsw build and search; so does IVF over an HNSW coarse quantiser;
+#     nprobe, offline; so do ivfpq (k x 100 candidates rescored) and hnsw, and IVF over an HNSW coarse
+#     quantiser; --refine is passed on (refine 1 loses recall) and bounded offline and online;
 #  3. a stale index (the store changed since) is refused, offline and by taca-featured;
 #  4. two shards, each with its own index, behind two servers: the client's merged top-k equals one
 #     store with an index (exhaustive nprobe), and equals the exact top-k;
@@ -90,12 +91,25 @@ echo "  ivfflat at default nprobe: recall@10 = $r"
 "$py" -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.95 else 1)" "$r" || fail "recall@10 $r < 0.95"
 for kind in ivfpq hnsw; do
   cp -r "$tmp/one" "$tmp/$kind"
-  "$bin/taca" index --db "$tmp/$kind" --model clip --kind $kind --quiet > /dev/null
+  "$bin/taca" index --db "$tmp/$kind" --model clip --kind $kind --quiet > "$tmp/$kind.out"
   q "$tmp/$kind" --ann > "$tmp/$kind.jl"
   r=$(recall "$tmp/exact.jl" "$tmp/$kind.jl")
   echo "  $kind at default settings: recall@10 = $r"
-  "$py" -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.8 else 1)" "$r" || fail "$kind recall@10 $r < 0.8"
+  "$py" -c "import sys; sys.exit(0 if float(sys.argv[1]) >= 0.95 else 1)" "$r" || fail "$kind recall@10 $r < 0.95"
 done
+# ivfpq rescores k x 100 candidates by default (recorded in the store); fewer candidates, less recall
+grep -q "refine 100" "$tmp/ivfpq.out" || fail "ivfpq's default refine: $(cat "$tmp/ivfpq.out")"
+grep -q "refine 4" "$tmp/hnsw.out" || fail "hnsw's default refine: $(cat "$tmp/hnsw.out")"
+q "$tmp/ivfpq" --ann --refine 1 > "$tmp/ivfpq1.jl"
+r1=$(recall "$tmp/exact.jl" "$tmp/ivfpq1.jl")
+echo "  ivfpq with refine 1 (no margin to rescore): recall@10 = $r1"
+"$py" -c "import sys; sys.exit(0 if float(sys.argv[1]) < 0.8 else 1)" "$r1" || fail "refine 1 gave recall $r1: was it passed on?"
+set +e; msg=$(q "$tmp/ivfpq" --refine 10 2>&1); rc=$?; set -e
+[ "$rc" = 2 ] && echo "$msg" | grep -q -- "--refine go with --ann" || fail "--refine without --ann: exit $rc, '$msg'"
+set +e; msg=$(q "$tmp/ivfpq" --ann --refine 1001 2>&1); rc=$?; set -e
+[ "$rc" = 1 ] && echo "$msg" | grep -q "refine 1001: at most 1000" || fail "--refine 1001: exit $rc, '$msg'"
+set +e; msg=$("$bin/taca" index --db "$tmp/ivfpq" --model clip --kind ivfpq --refine 5000 2>&1); rc=$?; set -e
+[ "$rc" = 2 ] && echo "$msg" | grep -q "at most 1000" || fail "index --refine 5000: exit $rc, '$msg'"
 # an HNSW coarse quantiser (the large-index form, auto from 4096 lists) searches like the flat one
 cp -r "$tmp/one" "$tmp/coarse"
 "$bin/taca" index --db "$tmp/coarse" --model clip --coarse hnsw --quiet > "$tmp/coarse.out"
@@ -146,6 +160,11 @@ assert a == b, next((i, x, y) for i, (x, y) in enumerate(zip(a, b)) if x != y)
 assert a == e, next((i, x, y) for i, (x, y) in enumerate(zip(a, e)) if x != y)
 PY
 echo "  two shards with indexes: merged top-k == one store == exact (nprobe = nlist)"
+qs "127.0.0.1:$port_one" --ann --refine 3 > "$tmp/onesrv3.jl" || fail "Search with refine 3"
+set +e; msg=$(qs "127.0.0.1:$port_one" --ann --refine 20000 -k 10 2>&1); rc=$?; set -e
+[ "$rc" != 0 ] && echo "$msg" | grep -q "INVALID_ARGUMENT.*refine 20000" || fail "Search refine 20000: exit $rc, '$msg'"
+qs "127.0.0.1:$port_one" --ann > /dev/null || fail "the server stopped serving after a refused refine"
+echo "  refine on the wire: taken, bounded (INVALID_ARGUMENT), the server still serves"
 
 # ---- 5. precompute --shard auto ----
 "$bin/taca" synth --out "$tmp/data" --n 120 --size 40 --shards 4

@@ -194,7 +194,7 @@ class Client:
         return out
 
     def search(self, text=None, vector=None, image=None, model=None, k=10, modality="image", metric="ip",
-               with_embeddings=False, ann=False, nprobe=0, query_model=None, fallback=()):
+               with_embeddings=False, ann=False, nprobe=0, refine=0, query_model=None, fallback=()):
         """Exact top-k over (model, modality) by caption text(s), query vector(s) or image(s) (encoded
         JPEG/PNG/WebP bytes, or paths to such files; the server embeds them with query_model's
         encoder). One caption, one image or a 1-D vector gives one SearchHits; lists or a 2-D array
@@ -202,13 +202,14 @@ class Client:
         must live in model's embedding space (an adapted model's queries against its old model's
         gallery). fallback: further models of the space, a mixed gallery in order of preference.
         ann=True searches through the server's ANN index of the model (taca index), nprobe lists
-        (0 = the index's default); the hits are rescored exactly."""
+        (0 = the index's default); k x refine candidates (0 = the index's default) are rescored
+        exactly."""
         if model is None:
             raise ValueError("search: model is required")
         if (text is not None) + (vector is not None) + (image is not None) != 1:
             raise ValueError("search: give exactly one of text, vector or image")
         req = pb.SearchRequest(model=model, modality=_MODALITY[modality], k=int(k), metric=_METRIC[metric],
-                               with_keys=True, with_captions=True, ann=bool(ann), nprobe=int(nprobe),
+                               with_keys=True, with_captions=True, ann=bool(ann), nprobe=int(nprobe), refine=int(refine),
                                query_model=query_model or "", gallery_fallback=list(fallback))
         if text is not None:
             single = isinstance(text, str)
