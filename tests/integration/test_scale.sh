@@ -104,6 +104,24 @@ q "$tmp/ivfpq" --ann --refine 1 > "$tmp/ivfpq1.jl"
 r1=$(recall "$tmp/exact.jl" "$tmp/ivfpq1.jl")
 echo "  ivfpq with refine 1 (no margin to rescore): recall@10 = $r1"
 "$py" -c "import sys; sys.exit(0 if float(sys.argv[1]) < 0.8 else 1)" "$r1" || fail "refine 1 gave recall $r1: was it passed on?"
+# candidates are read without their blocks' checksums, the hits kept with them: a flipped bit in the
+# top hit of query 0 (the low mantissa bit of its first element, so that it stays a hit) fails the search
+cp -r "$tmp/ivfpq" "$tmp/flip"
+top=$(head -n 1 "$tmp/ivfpq.jl" | "$py" -c "import json,sys; print(json.loads(sys.stdin.read())['results'][0]['index'])")
+"$py" - "$tmp" "$top" <<'PY' || fail "could not find the top hit's row in data.mdb"
+import sys, numpy as np
+t, i = sys.argv[1], int(sys.argv[2])
+x = np.concatenate([np.load(f'{t}/a.npy'), np.load(f'{t}/b.npy').astype(np.float16)])
+row = x[i].tobytes()
+with open(f'{t}/flip/data.mdb', 'r+b') as f:
+    buf = f.read()
+    at = buf.find(row)
+    assert at >= 0 and buf.find(row, at + 1) < 0, at
+    f.seek(at); f.write(bytes([buf[at] ^ 1]))
+PY
+set +e; msg=$(q "$tmp/flip" --ann 2>&1); rc=$?; set -e
+[ "$rc" = 1 ] && echo "$msg" | grep -q "checksum" || fail "a corrupt block among the ANN hits: exit $rc, '$msg'"
+echo "  a corrupt block among the ANN hits fails the search: $(echo "$msg" | tail -n 1)"
 set +e; msg=$(q "$tmp/ivfpq" --refine 10 2>&1); rc=$?; set -e
 [ "$rc" = 2 ] && echo "$msg" | grep -q -- "--refine go with --ann" || fail "--refine without --ann: exit $rc, '$msg'"
 set +e; msg=$(q "$tmp/ivfpq" --ann --refine 1001 2>&1); rc=$?; set -e
