@@ -40,11 +40,12 @@ section "parity tests"
 # test_cuda_parity directly (not through ctest): a skip (77) must not look like a pass here.
 run test_cuda_parity "$build/bin/test_cuda_parity"
 if [ "$gpus" != "?" ] && [ "$gpus" -ge 2 ]; then
-  run test_nccl env TACA_BIN_DIR="$build/bin" bash "$root/tests/integration/test_nccl.sh"
+  run test_nccl env TACA_BIN_DIR="$build/bin" TACA_FIXTURES_DIR="$root/tests/fixtures" TACA_SOURCE_DIR="$root" \
+    bash "$root/tests/integration/test_nccl.sh"
 else
   log "(test_nccl and the rank-failure check need 2 GPUs: not run)"
 fi
-run test_rank_failure_cpu env TACA_BIN_DIR="$build/bin" TACA_FIXTURES_DIR="$root/tests/fixtures" \
+run test_rank_failure_cpu env TACA_BIN_DIR="$build/bin" TACA_FIXTURES_DIR="$root/tests/fixtures" TACA_SOURCE_DIR="$root" \
   bash "$root/tests/integration/test_rank_failure.sh"
 
 if [ "$gpus" != "?" ] && [ "$gpus" -ge 2 ]; then

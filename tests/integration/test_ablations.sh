@@ -8,13 +8,7 @@
 #     JSON holds each setting's figures (finite, in range), the four module kinds and the re-tuning
 #     baseline, the HTML its tables and plots, and no process of it survives;
 #  3. usage: a folder it did not make and a bad --budget are refused with exit 2.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-src=${TACA_SOURCE_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 # 1a. the motion set

@@ -9,19 +9,13 @@
 #  4. info --json is valid JSON for a long dataset record (40 inputs);
 #  5. a store without the annotation databases (written before they existed) stays readable, offline
 #     and through taca-featured.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-src=${TACA_SOURCE_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 model=$fix/clip/hf_gelu_f16
 q() { "$bin/taca" query --db "$tmp/db" "$@"; }
 

@@ -6,12 +6,7 @@
 #  2. after Ctrl-C (SIGINT to its whole process group) while deploy/stack's trainers run;
 #  3. after SIGTERM to the script alone while its own taca-featured daemons serve the AFT step;
 #  4. it reuses a folder it made (marker file) but refuses any other (test_usage_exits.sh).
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-src=${TACA_SOURCE_DIR:?}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 export DEMO_TRAIN=64 DEMO_EVAL=96 DEMO_STEPS=2 DEMO_BATCH=16 DEMO_AFT_STEPS=2 DEMO_PRETRAIN_STEPS=2 \
   DEMO_PRETRAIN_SYNTH=128 DEMO_PRETRAIN_EVAL=32 DEMO_PRETRAIN_BATCH=32 TACA_BIN_DIR=$bin OMP_NUM_THREADS=1
 out=$tmp/demo

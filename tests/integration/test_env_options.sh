@@ -8,13 +8,7 @@
 #     that names the variable; a flag variable takes 1/true/yes and rejects other values;
 #  4. `taca synth` and `taca tokenize` from the environment equal their flag runs;
 #  5. TACA_LOG_FORMAT=json makes precompute's progress lines (off a terminal) JSON objects.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 model=$fix/clip/hf_gelu_f16
 # nothing from the caller's environment may leak into the runs below
 for v in $(env | sed -n 's/^\(TACA_[A-Z0-9_]*\)=.*/\1/p'); do

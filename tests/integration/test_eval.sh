@@ -15,16 +15,11 @@
 #  4. the JSON has every field, the HTML is well-formed XML with the SVG charts and no external asset,
 #     the report is deterministic;
 #  5. bad input: one-line errors and non-zero exits.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
-tmp=$(mktemp -d)
 srv=""
 cleanup() { [ -n "$srv" ] && kill -9 "$srv" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 model=$fix/clip/hf_gelu_f16   # old model; also the "new" model of parts 1-2 (image 40 px, embeddings 16)
 
 # A second new model: the same towers with 8-d projections (random), so its width differs from the old one.

@@ -10,14 +10,7 @@
 #     the rows of a batch); the store records the export's weights hash, and its space is OLD's;
 #  3. the gate: exit 0 when thresholds hold, 3 when one fails or cannot be measured, 2 for a bad spec;
 #  4. errors: a checkpoint for another tower, --arch with an export, non-finite features.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-src=${TACA_SOURCE_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 new=$fix/taca/tower_gelu.safetensors
 arch=$fix/taca/tower_gelu.json
 old=$fix/clip/hf_gelu_f16

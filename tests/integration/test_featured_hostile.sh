@@ -12,13 +12,9 @@
 #  5. silent TCP sockets are closed within the handshake timeout (here 2 s);
 #  6. SIGTERM right after main's first line (the stop signals blocked) and 200 ms into start-up
 #     drains and exits 0.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 export PYTHONPATH=$bin/../clients/python${PYTHONPATH:+:$PYTHONPATH}
 "$py" -c "import grpc, taca_client" 2> /dev/null || { echo "skip: python3-grpcio or the built Python client is missing"; exit 77; }
-tmp=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done

@@ -2,12 +2,8 @@
 # test_install.sh: `cmake --install` (what `make install PREFIX=... DESTDIR=...` runs) stages the
 # programs, the launcher, the .proto files and the docs under DESTDIR/PREFIX, and the installed
 # programs run from there (taca-stack finds the programs beside it).
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 build=$(dirname "$bin")
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 DESTDIR=$tmp/stage cmake --install "$build" --prefix /opt/taca > "$tmp/install.log" || { cat "$tmp/install.log"; fail "cmake --install failed"; }
 p=$tmp/stage/opt/taca
 for f in bin/taca bin/taca-featured bin/taca-train bin/taca-stack share/taca/proto/taca/v1/feature_cache.proto \

@@ -2,8 +2,7 @@
 # The NCCL gradient all-reduce between GPU ranks (trainer/collectives_nccl.c): two MPI ranks, one
 # GPU each, sum a device buffer with NCCL and through the MPI fallback (tests/integration/
 # nccl_allreduce.c). Skips (77) in a build without NCCL or on a machine with fewer than 2 GPUs.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 if [ ! -x "$bin/nccl-allreduce" ]; then
   echo "skipped: this build has no NCCL (CUDA toolkit with nccl.h / libnccl not found)"
   exit 77

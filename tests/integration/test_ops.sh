@@ -6,17 +6,12 @@
 #  3. one of two MPI ranks killed with kill -9: mpirun exits non-zero within a bounded time, and
 #     --resume with the same arguments completes every step, the loss curve continuing;
 #  4. backup of a store with mdb_copy -c while the server reads it: same content hash.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
-tmp=$(mktemp -d)
 srv=""
 mp=""
 cleanup() { [ -n "$mp" ] && kill -9 "$mp" 2>/dev/null; [ -n "$srv" ] && kill -9 "$srv" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 model=$fix/clip/hf_gelu_f16   # old and new tower (image 40 px, embeddings 16)
 
 wait_ports() { # wait_ports PID FILE: the daemon wrote its port file; sets port

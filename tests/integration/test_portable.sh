@@ -14,14 +14,7 @@
 # Skips (77) on a non-x86-64 machine or a TACA_NATIVE=ON build (not portable by choice); the qemu part
 # skips when qemu-user is not installed (deploy/install-deps.sh installs it) and is left out in a
 # sanitizer build (ASan does not run under qemu-user).
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-src=${TACA_SOURCE_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 [ "$(uname -m)" = x86_64 ] || { echo "skip: not x86-64"; exit 77; }
 cache=$bin/../CMakeCache.txt
 if [ -f "$cache" ] && grep -q '^TACA_NATIVE:BOOL=ON' "$cache"; then echo "skip: a TACA_NATIVE=ON build"; exit 77; fi

@@ -12,11 +12,7 @@
 #     that server stays within 1% of the F32 run's losses over 20 steps; taca eval --precision bf16 scores BF16
 #     features (within cosine 0.999 of the stored F32 ones) and says so in its JSON;
 #  4. usage errors of taca-featured, taca-train and taca eval.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
@@ -24,7 +20,6 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 expect() { # expect STATUS PATTERN CMD...
   local want=$1 pat=$2 st=0 out
   shift 2

@@ -7,14 +7,8 @@
 #     uninterrupted run's;
 #  4. the JPEG pixel codec: smaller store, crops decode close to the raw ones, and a second model
 #     embeds the stored JPEG crops (embed mode) as it embeds the decoded crops.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 model=$fix/clip/hf_gelu_f16   # image size 40, full CLIP vocabulary
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 compare() { # compare A.npy B.npy TOL (TOL 0 = exact)
   "$py" - "$1" "$2" "$3" <<'PY'

@@ -10,11 +10,7 @@
 #  3. a partial store (its ingest not finished) takes an --append too;
 #  4. kill -9 at random moments of an append, then the same command again: the content hash equals
 #     the uninterrupted append's, which equals one ingest of all the inputs.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 pid=
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
@@ -22,7 +18,6 @@ cleanup() {
 }
 trap cleanup EXIT
 model=$fix/clip/hf_gelu_f16   # image size 40
-fail() { echo "FAIL: $*" >&2; exit 1; }
 expect_fail() { # expect_fail WHAT CODE PATTERN -- COMMAND...: exit CODE, last stderr line matches
   local what=$1 code=$2 pat=$3 st=0; shift 4
   "$@" > "$tmp/out" 2> "$tmp/err" || st=$?

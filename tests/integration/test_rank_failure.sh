@@ -10,15 +10,11 @@
 #  - the same all-reduce fault in the AFT objective.
 # Faults come from TACA_TRAIN_FAULT=RANK:PHASE[:kill] (trainer/train_util.h, test-only). Each run
 # must end non-zero within 30 s (a hang was the old behaviour) and show the failing rank's message.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
-tmp=$(mktemp -d)
 srv=""
 cleanup() { [ -n "$srv" ] && kill -9 "$srv" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$tmp"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 model=$fix/clip/hf_gelu_f16   # 40 px images, embeddings 16
 bound=30
 

@@ -11,14 +11,10 @@
 #     store with an index (exhaustive nprobe), and equals the exact top-k;
 #  5. precompute --shard auto under mpirun -np 2 (and a Kubernetes Indexed Job's environment) writes
 #     the same stores as explicit --shard 0/2 and 1/2.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
 # one OpenMP thread: faiss builds are deterministic then, and do not spin against the other tests
 export OMP_NUM_THREADS=1
-tmp=$(mktemp -d)
 pids=()
 cleanup() { # servers drain on SIGTERM and exit 0
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -26,7 +22,6 @@ cleanup() { # servers drain on SIGTERM and exit 0
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 model=$fix/clip/hf_gelu_f16
 
 serve() { # serve DB NAME: starts taca-featured on an ephemeral port; sets port_NAME

@@ -7,15 +7,10 @@
 # alias appears in the model selector and its column names its target. Also: the API
 # and thumbnails refuse calls without the token, and a page without it shows no hits; a screenshot
 # is written (to $TACA_SCREENSHOT if set, e.g. docs/search_page.png). Skips (77) without chromium.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-src=${TACA_SOURCE_DIR:?}
-py=/usr/bin/python3
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 browser=$(command -v chromium || command -v chromium-browser || true)
 [ -n "$browser" ] || { echo "skip: chromium not installed (deploy/install-deps.sh)"; exit 77; }
 command -v curl >/dev/null || { echo "skip: curl not installed"; exit 77; }
-tmp=$(mktemp -d)
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true

@@ -3,13 +3,7 @@
 # trainer ranks as local processes on 127.0.0.1, and stops what it started; `taca health` speaks the
 # gRPC health protocol; docker-compose.yml validates with `docker-compose config` when that tool is
 # installed (it is not a dependency: no container engine runs on these machines).
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-src=${TACA_SOURCE_DIR:?}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 
 "$bin/taca" synth --out "$tmp/data" --n 96 --size 40
 cat > "$tmp/stack.env" <<ENV

@@ -9,15 +9,8 @@
 #  3. bad samples do not abort a run: over-long and non-UTF-8 keys are rejected per sample, a
 #     truncated shard is named and the run goes on; --data takes several paths;
 #  4. taca verify on a clean store, taca drop-model.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-src=${TACA_SOURCE_DIR:?}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 model=$fix/clip/hf_gelu_f16   # image size 40
-fail() { echo "FAIL: $*" >&2; exit 1; }
 expect_fail() { # expect_fail WHAT PATTERN -- COMMAND...: non-zero exit, last stderr line matches
   local what=$1 pat=$2; shift 3
   if "$@" > "$tmp/out" 2> "$tmp/err"; then fail "$what: exit 0"; fi

@@ -5,16 +5,11 @@
 #  3. the feature server killed with kill -9 and restarted mid-run: training carries on;
 #  4. a server that never comes back: a clear error after the retry budget, last checkpoint intact;
 #  5. bad options: one-line errors, exit 2.
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
-tmp=$(mktemp -d)
 srv=""
 cleanup() { [ -n "$srv" ] && kill -9 "$srv" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 model=$fix/clip/hf_gelu_f16   # old and new tower in this test (image 40 px, embeddings 16)
 
 start_server() { # start_server PORT (0 = ephemeral); sets srv and port

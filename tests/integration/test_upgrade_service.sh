@@ -14,13 +14,9 @@
 #  5. the flip under load: 16 client threads for 10 s (GetBatch and Search through "current") while
 #     the alias flips every 20 ms: no call fails, and every batch is entirely old's or entirely
 #     adapted's vectors (the side its resolved_model names).
-set -euo pipefail
-bin=${TACA_BIN_DIR:?}
-fix=${TACA_FIXTURES_DIR:?}
-py=/usr/bin/python3
+. "${TACA_SOURCE_DIR:?}/tests/integration/lib/common.sh"
 export PYTHONPATH=$bin/../clients/python${PYTHONPATH:+:$PYTHONPATH}
 "$py" -c "import grpc, taca_client" 2> /dev/null || { echo "skip: python3-grpcio or the built Python client is missing"; exit 77; }
-tmp=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
