@@ -125,6 +125,9 @@ static int add_block(const store_block *b, void *p) {
   return 0;
 }
 
+/* candidates per hit an index of this kind rescores unless told otherwise (see ann.h) */
+static int kind_refine(ann_kind k) { return k == ANN_IVFPQ ? ANN_REFINE_PQ : ANN_REFINE_EXACT; }
+
 static int pow2_near(double x) {
   int p = 1;
   while (p < 65536 && p * 2 <= x * 1.41421356) p *= 2;
@@ -252,7 +255,7 @@ int ann_build(taca_store *s, const char *model, store_modality m, const ann_para
   out->vectors = ann_faiss_ntotal(fx);
   out->default_nprobe = p->default_nprobe > 0 ? p->default_nprobe
                         : p->kind == ANN_HNSW ? 64 : (nlist / 16 > 8 ? nlist / 16 : (nlist < 8 ? nlist : 8));
-  out->default_refine = p->default_refine > 0 ? p->default_refine : p->kind == ANN_IVFPQ ? ANN_REFINE_PQ : ANN_REFINE_EXACT;
+  out->default_refine = p->default_refine > 0 ? p->default_refine : kind_refine(p->kind);
   if (store_content_hash(v, out->content_hash, err)) goto done;
   ann_index_path(s, model, m, path, sizeof path);
   snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
@@ -300,8 +303,9 @@ static int info_from_json(const void *val, size_t len, ann_info *o, uint64_t *tx
     o->default_nprobe = (int)json_integer_value(json_object_get(j, "nprobe"));
     /* records from before refine was recorded: the kind's default now */
     o->default_refine = (int)json_integer_value(json_object_get(j, "refine"));
+    ann_kind k;
     if (o->default_refine <= 0 || o->default_refine > ANN_MAX_REFINE)
-      o->default_refine = !strcmp(kind, "ivfpq") ? ANN_REFINE_PQ : ANN_REFINE_EXACT;
+      o->default_refine = ann_kind_parse(kind, &k) ? ANN_REFINE_EXACT : kind_refine(k);
     o->vectors = json_integer_value(json_object_get(j, "vectors"));
     *txn = (uint64_t)json_integer_value(json_object_get(j, "txn"));
   }
@@ -384,6 +388,14 @@ static int cand_cmp(const void *a, const void *b) {
   return (x->i > y->i) - (x->i < y->i);
 }
 
+int ann_check_refine(int64_t k, int64_t refine, taca_error *err) {
+  if (refine > ANN_MAX_REFINE) return taca_fail(err, "refine %" PRId64 ": at most %d", refine, ANN_MAX_REFINE);
+  if (k * refine > ANN_MAX_CANDIDATES)
+    return taca_fail(err, "k %" PRId64 " x refine %" PRId64 " = %" PRId64 " candidates to rescore; at most %d", k,
+                     refine, k * refine, ANN_MAX_CANDIDATES);
+  return 0;
+}
+
 int ann_search(const ann_index *ix, store_view *v, const float *queries, int nq, int k, store_metric metric,
                int nprobe, int refine, int64_t *out_index, float *out_score, taca_error *err) {
   const int dim = ix->info.dim, cosine = metric == STORE_METRIC_COSINE;
@@ -394,14 +406,9 @@ int ann_search(const ann_index *ix, store_view *v, const float *queries, int nq,
   for (size_t i = 0; i < (size_t)nq * dim; i++)
     if (!isfinite(queries[i]))
       return taca_fail(err, "search: query %zu has a non-finite value at element %zu", i / dim, i % dim);
-  const int asked = refine > 0;
-  if (!asked) refine = ix->info.default_refine;
-  if (refine > ANN_MAX_REFINE) return taca_fail(err, "search: refine %d: at most %d", refine, ANN_MAX_REFINE);
-  int64_t kk = (int64_t)k * refine;
-  if (kk > ANN_MAX_CANDIDATES && !asked) kk = k > ANN_MAX_CANDIDATES ? k : ANN_MAX_CANDIDATES; /* the default, bounded */
-  if (kk > ANN_MAX_CANDIDATES && asked)
-    return taca_fail(err, "search: k %d x refine %d = %" PRId64 " candidates to rescore; at most %d", k, refine, kk,
-                     ANN_MAX_CANDIDATES);
+  if (refine > 0 && ann_check_refine(k, refine, err)) return -1;
+  int64_t kk = (int64_t)k * (refine > 0 ? refine : ix->info.default_refine);
+  if (kk > ANN_MAX_CANDIDATES) kk = k > ANN_MAX_CANDIDATES ? k : ANN_MAX_CANDIDATES; /* only the default gets here */
   if (kk > ix->info.vectors) kk = ix->info.vectors;
   float *q = malloc(sizeof(float) * (size_t)nq * dim), *row = malloc(sizeof(float) * dim);
   float *dist = malloc(sizeof(float) * (size_t)nq * kk);
@@ -437,8 +444,10 @@ int ann_search(const ann_index *ix, store_view *v, const float *queries, int nq,
     }
     qsort(cs, (size_t)nc, sizeof *cs, cand_cmp);
     /* the hits kept are read again with their blocks' checksums: a corrupt block among them fails */
-    for (int j = 0; j < k && j < nc; j++)
-      if (store_get_embedding(v, ix->model, ix->mod, (uint64_t)cs[j].i, row, err)) goto done;
+    for (int j = 0; j < k && j < nc; j++) {
+      const void *verified;
+      if (store_get_embedding_raw(v, ix->model, ix->mod, (uint64_t)cs[j].i, &verified, err)) goto done;
+    }
     for (int j = 0; j < k; j++) {
       out_index[(size_t)qi * k + j] = j < nc ? cs[j].i : -1;
       out_score[(size_t)qi * k + j] = j < nc ? cs[j].s : -INFINITY;

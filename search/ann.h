@@ -82,6 +82,10 @@ const ann_info *ann_index_info(const ann_index *ix);
 #define ANN_MAX_REFINE 1000
 #define ANN_MAX_CANDIDATES 100000
 
+/* 0, or -1 with the reason when refine (asked for by a caller) exceeds ANN_MAX_REFINE or k x refine
+ * exceeds ANN_MAX_CANDIDATES: the one check of both bounds, for ann_search, servers and builders. */
+int ann_check_refine(int64_t k, int64_t refine, taca_error *err);
+
 /* Top-k of nq queries (nq x dim F32) for `metric` (must be the index's). nprobe 0 = the recorded
  * default; refine 0 = the recorded default (candidates = k x refine, capped at the index's size,
  * rescored exactly from the stored rows). A refine asked for above ANN_MAX_REFINE, or with k x refine

@@ -27,6 +27,7 @@ static const char *USAGE =
     "  4096 lists on).\n";
 
 int cmd_index(int argc, char **argv) {
+  taca_error err = {{0}};
   const char *db = NULL, *model = NULL;
   store_modality mod = STORE_IMAGE;
   ann_params p = {.kind = ANN_IVFFLAT, .metric = STORE_METRIC_COSINE};
@@ -68,7 +69,7 @@ int cmd_index(int argc, char **argv) {
       case 'P': if (cli_parse_positive(CMD, "--nprobe", optarg, &p.default_nprobe)) return 2; break;
       case 'R':
         if (cli_parse_positive(CMD, "--refine", optarg, &p.default_refine)) return 2;
-        if (p.default_refine > ANN_MAX_REFINE) return cli_fail(CMD, 2, "--refine %d: at most %d", p.default_refine, ANN_MAX_REFINE);
+        if (ann_check_refine(1, p.default_refine, &err)) return cli_fail(CMD, 2, "--%s", err.msg);
         break;
       case 'C':
         if (!strcmp(optarg, "auto")) p.coarse = ANN_COARSE_AUTO;
@@ -84,7 +85,6 @@ int cmd_index(int argc, char **argv) {
   if (optind < argc) return cli_fail(CMD, 2, "unexpected argument '%s'", argv[optind]);
   if (!db || !model) return cli_fail(CMD, 2, "--db and --model are required (see --help)");
   if (p.nlist > 1 << 20) return cli_fail(CMD, 2, "--nlist %d: at most %d lists", p.nlist, 1 << 20);
-  taca_error err = {{0}};
   taca_store *st;
   store_options so = {0};
   if (store_open(&st, db, &so, &err)) return cli_fail(CMD, 1, "%s", err.msg);

@@ -563,9 +563,8 @@ static int search_top_k(featured *f, const Taca__V1__SearchRequest *in, store_vi
                  m->name, ann_index_info(ix)->metric, metric == STORE_METRIC_COSINE ? "COSINE" : "INNER_PRODUCT");
       return -1;
     }
-    if (in->refine > ANN_MAX_REFINE || (uint64_t)in->refine * k > ANN_MAX_CANDIDATES) {
-      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "refine %u with k %zu: at most %d candidates per hit and %d per query",
-                 in->refine, k, ANN_MAX_REFINE, ANN_MAX_CANDIDATES);
+    if (ann_check_refine((int64_t)k, in->refine, &err)) {
+      reply_fail(r, GRPC_STATUS_INVALID_ARGUMENT, "%s", err.msg);
       return -1;
     }
     if (ann_search(ix, v, q, (int)nq, (int)k, metric, (int)(in->nprobe > 1u << 20 ? 1u << 20 : in->nprobe),
